@@ -1,0 +1,51 @@
+# MinMo Assistant: `make run` starts the app, `make test` runs every test.
+# Both create or reuse .venv and install whatever is missing first.
+# GPU (CUDA) machines: `make run DEVICE=cuda` (see README).
+
+PYTHON ?= python3
+VENV ?= .venv
+DEVICE ?= auto
+# The CPU build of torch 2.13.0 where a local wheel is offered; PyPI's Linux wheel carries CUDA.
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+SYSTEM_PACKAGES := libportaudio2 libspeexdsp-dev swig espeak-ng sox libsndfile1 \
+	libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test lint bench system-deps venv clean
+
+run: $(VENV)/.installed
+	MINMO_DEVICE=$(DEVICE) $(BIN)/python main.py
+
+test: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(VENV)/.installed
+	$(BIN)/minmo bench encoder --device $(DEVICE)
+
+system-deps: $(VENV)/.system-deps
+
+$(VENV)/.system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	@touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.system-deps
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

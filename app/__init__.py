@@ -1,0 +1,1 @@
+"""MinMo Assistant's desktop application (Qt). Models live in ``minmo_core``."""

@@ -1,0 +1,90 @@
+"""``minmo transcribe AUDIO``: speech -> text plus language, emotion, event and ITN tags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from minmo_core.errors import CheckpointError, ConfigError
+from minmo_core.paths import default_model_folder
+from minmo_core.transcript import RichTranscript
+from minmo_core.voice_encoder import LANGUAGE_QUERY
+
+SENSEVOICE_ENV = "MINMO_SENSEVOICE_DIR"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "transcribe",
+        help="transcribe an audio file with SenseVoice (text + language/emotion/event tags)",
+        description="Transcribe any audio file (WAV/FLAC/OGG, any rate, any length).",
+    )
+    p.add_argument("audio", help="audio file")
+    p.add_argument(
+        "--language",
+        default="auto",
+        choices=[k for k in LANGUAGE_QUERY if k != "nospeech"],
+        help="spoken language (default: detect)",
+    )
+    p.add_argument("--itn", action="store_true", help="punctuate and normalise numbers")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--sensevoice",
+        metavar="DIR",
+        help=f"SenseVoiceSmall folder (default: ${SENSEVOICE_ENV} or the models folder)",
+    )
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument(
+        "--allow-unpinned",
+        action="store_true",
+        help="load checkpoints that differ from the pinned official release",
+    )
+    p.set_defaults(func=run)
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is available")
+    return name
+
+
+def run(args: argparse.Namespace) -> int:
+    from minmo_core.sensevoice import SenseVoice
+
+    folder = args.sensevoice or default_model_folder(SENSEVOICE_ENV, "SenseVoiceSmall")
+    if args.sensevoice is None and not folder.is_dir():
+        raise CheckpointError(
+            f"no SenseVoiceSmall folder at {folder}; pass --sensevoice DIR or set {SENSEVOICE_ENV}"
+        )
+    model = SenseVoice.from_folder(
+        folder, device=resolve_device(args.device), allow_unpinned=args.allow_unpinned
+    )
+    progress = None
+    if not args.json:
+        progress = _print_segment if sys.stderr.isatty() else None
+    result = model.transcribe_file(args.audio, args.language, args.itn, on_segment=progress)
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        print(result.text)
+        print(_tags_line(result))
+    return 0
+
+
+def _print_segment(part: RichTranscript) -> None:
+    print(f"[{part.start:7.1f}s] {part.text}", file=sys.stderr, flush=True)
+
+
+def _tags_line(result: RichTranscript) -> str:
+    fields = {
+        "language": result.language,
+        "emotion": result.emotion,
+        "event": result.event,
+        "itn": None if result.itn is None else ("yes" if result.itn else "no"),
+    }
+    return "  ".join(f"{k}={v}" for k, v in fields.items() if v is not None)

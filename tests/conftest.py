@@ -1,0 +1,33 @@
+"""Shared test fixtures: paths to the golden fixtures and tiny model folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.tiny_sensevoice import write_tiny_sensevoice
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("MINMO_FIXTURES", REPO.parent / "shared" / "fixtures"))
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    assert FIXTURES.is_dir(), f"golden fixtures not found at {FIXTURES} (set MINMO_FIXTURES)"
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def tiny_sensevoice_dir(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> Path:
+    return write_tiny_sensevoice(tmp_path_factory.mktemp("sensevoice"), fixtures_dir / "sensevoice")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Keep the checksum cache and settings of tests out of the user's folders."""
+    monkeypatch.setenv("MINMO_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))

@@ -1,0 +1,53 @@
+"""Benchmark plumbing: tables render, rows land in the right section of BENCHMARKS.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from minmo_core.benchmarks import Table, append_rows, bench_encoder
+from minmo_core.cli import main
+
+
+def test_rows_are_appended_under_their_own_section(tmp_path: Path) -> None:
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text("# Benchmarks\n\nIntro.\n\n## Other\n\n| a |\n|---|\n| 1 |\n")
+    table = Table("## Encoder", ("x", "y"), [("1", "2")])
+    append_rows(table, path)
+    append_rows(Table("## Encoder", ("x", "y"), [("3", "4")]), path)
+    append_rows(Table("## Other", ("a",), [("9",)]), path)
+    assert path.read_text() == (
+        "# Benchmarks\n\nIntro.\n\n## Other\n\n| a |\n|---|\n| 1 |\n| 9 |\n\n"
+        "## Encoder\n\n| x | y |\n|---|---|\n| 1 | 2 |\n| 3 | 4 |\n"
+    )
+
+
+def test_table_renders_aligned_columns() -> None:
+    text = Table("## T", ("name", "ms"), [("encoder", "1.5"), ("fe", "10.25")]).render()
+    assert text.splitlines() == [
+        "name     ms   ",
+        "--------------",
+        "encoder  1.5  ",
+        "fe       10.25",
+    ]
+
+
+def test_encoder_bench_reports_a_complete_row() -> None:
+    table = bench_encoder(preset="tiny", seconds=2.0, repeats=1)
+    (row,) = table.rows
+    record = dict(zip(table.columns, row, strict=True))
+    assert record["preset"] == "tiny"
+    assert record["params"] == "0.3M"
+    assert float(record["total s"]) > 0
+    # "total s" has 3 decimals, RTF 4: they agree to the rounding of "total s"
+    assert float(record["RTF"]) == pytest.approx(float(record["total s"]) / 2.0, abs=3e-4)
+
+
+def test_bench_command_prints_and_records(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out_file = tmp_path / "B.md"
+    argv = ["bench", "encoder", "--preset", "tiny", "--seconds", "1", "--repeats", "1"]
+    assert main([*argv, "--output", str(out_file)]) == 0
+    printed = capsys.readouterr().out
+    assert "encoder+CTC ms" in printed and f"recorded in {out_file}" in printed
+    assert "## Voice encoder (SenseVoiceSmall)" in out_file.read_text()

@@ -1,0 +1,138 @@
+"""Checkpoints load only tensors, match their pins, and fail with messages that name the file."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from minmo_core.checkpoints import (
+    Pin,
+    Release,
+    load_into,
+    load_state_dict,
+    sha256_of,
+    verify_release,
+)
+from minmo_core.errors import CheckpointError
+
+
+@pytest.fixture
+def release_dir(tmp_path: Path) -> tuple[Path, Release]:
+    (tmp_path / "model.pt").write_bytes(b"0123456789")
+    (tmp_path / "notes.txt").write_text("hello")
+    release = Release(
+        name="Demo",
+        repo_id="demo/demo",
+        revision=None,
+        files={
+            "model.pt": Pin(10, sha256_of(tmp_path / "model.pt")),
+            "notes.txt": None,
+        },
+    )
+    return tmp_path, release
+
+
+def test_matching_files_pass(release_dir: tuple[Path, Release]) -> None:
+    folder, release = release_dir
+    verify_release(folder, release)
+
+
+def test_a_missing_file_is_named(release_dir: tuple[Path, Release]) -> None:
+    folder, release = release_dir
+    (folder / "notes.txt").unlink()
+    with pytest.raises(CheckpointError, match=r"Demo model folder .* has no notes\.txt"):
+        verify_release(folder, release, allow_unpinned=True)
+
+
+def test_a_truncated_file_is_refused_with_its_sizes(release_dir: tuple[Path, Release]) -> None:
+    folder, release = release_dir
+    (folder / "model.pt").write_bytes(b"01234")
+    with pytest.raises(CheckpointError, match=r"model\.pt is 5 bytes .* has 10 \(truncated"):
+        verify_release(folder, release)
+    verify_release(folder, release, allow_unpinned=True)
+
+
+def test_a_tampered_file_of_the_same_size_is_refused(release_dir: tuple[Path, Release]) -> None:
+    folder, release = release_dir
+    (folder / "model.pt").write_bytes(b"0123456780")
+    with pytest.raises(CheckpointError, match=r"does not match the pinned Demo release"):
+        verify_release(folder, release)
+
+
+def test_a_missing_folder_is_named(tmp_path: Path) -> None:
+    release = Release("Demo", "demo/demo", None, {})
+    with pytest.raises(CheckpointError, match=r"Demo model folder .*nowhere does not exist"):
+        verify_release(tmp_path / "nowhere", release)
+
+
+def test_state_dicts_load_from_torch_and_safetensors_files(tmp_path: Path) -> None:
+    state = {"a.weight": torch.randn(3, 2), "b": torch.arange(4)}
+    torch.save({"state_dict": state}, tmp_path / "nested.pt")
+    save_file(state, str(tmp_path / "flat.safetensors"))
+    for name in ("nested.pt", "flat.safetensors"):
+        loaded = load_state_dict(tmp_path / name)
+        assert loaded.keys() == state.keys()
+        torch.testing.assert_close(loaded["a.weight"], state["a.weight"])
+
+
+def test_a_truncated_torch_checkpoint_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.randn(256, 256)}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"model\.pt is truncated or corrupt"):
+        load_state_dict(path)
+
+
+def test_a_truncated_safetensors_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    save_file({"w": torch.randn(256, 256)}, str(path))
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors is truncated or corrupt"):
+        load_state_dict(path)
+
+
+def test_an_empty_checkpoint_is_named(tmp_path: Path) -> None:
+    (tmp_path / "model.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"model\.pt is empty"):
+        load_state_dict(tmp_path / "model.pt")
+
+
+class Payload:
+    """Stands for a malicious object: unpickling it would run code."""
+
+    def __reduce__(self) -> tuple:
+        return (print, ("this must never run",))
+
+
+def test_a_pickle_with_arbitrary_objects_is_never_unpickled(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(2), "evil": Payload()}, path)
+    with pytest.raises(CheckpointError, match=r"holds objects other than tensors; refusing"):
+        load_state_dict(path)
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_a_file_of_non_tensors_is_not_a_state_dict(tmp_path: Path) -> None:
+    torch.save(collections.OrderedDict(w=[1, 2, 3]), tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match=r"not a state dict of tensors"):
+        load_state_dict(tmp_path / "model.pt")
+
+
+def test_load_into_names_missing_unexpected_and_misshapen_keys(tmp_path: Path) -> None:
+    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    state = dict(module.state_dict())
+    state.pop("1.bias")
+    state["extra"] = torch.zeros(1)
+    state["0.weight"] = torch.zeros(5, 4)
+    with pytest.raises(CheckpointError) as err:
+        load_into(module, state, tmp_path / "m.pt")
+    message = str(err.value)
+    assert "1 missing (e.g. 1.bias)" in message
+    assert "1 unexpected (e.g. extra)" in message
+    assert "0.weight: (5, 4) in the file, (3, 4) expected" in message
