@@ -22,6 +22,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer, DynamicCache, PreTrainedTokenizerBase, Qwen2ForCausalLM
 
 from minmo_core.config import LLMConfig
+from minmo_core.devices import resolve_device
 from minmo_core.errors import CheckpointError, ConfigError
 from minmo_core.paths import default_model_folder
 
@@ -37,18 +38,6 @@ Prompt = str | Sequence[Mapping[str, str]]  # one user text, or the whole chat h
 def default_llm_dir() -> Path:
     """``$MINMO_LLM_DIR`` if set, else ``<models folder>/Qwen2.5-7B-Instruct``."""
     return default_model_folder(LLM_DIR_ENV, DEFAULT_MODEL).expanduser()
-
-
-def resolve_device(device: str) -> torch.device:
-    """The device named "cpu", "cuda", "cuda:N" or "auto" (the GPU when there is one)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} was asked for but PyTorch sees no CUDA GPU")
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise ConfigError(f"unknown device {device!r}: use cpu, cuda or auto") from err
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from minmo_core.cli.transcribe import resolve_device
+from minmo_core.devices import resolve_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +29,7 @@ def run_encoder(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    table = bench_encoder(args.preset, args.seconds, resolve_device(args.device), args.repeats)
+    table = bench_encoder(args.preset, args.seconds, str(resolve_device(args.device)), args.repeats)
     print(table.render())
     if not args.no_record:
         path = args.output or BENCHMARKS_MD

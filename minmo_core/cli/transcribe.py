@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from minmo_core.errors import CheckpointError, ConfigError
+from minmo_core.devices import resolve_device
+from minmo_core.errors import CheckpointError
 from minmo_core.paths import default_model_folder
 from minmo_core.transcript import RichTranscript
 from minmo_core.voice_encoder import LANGUAGE_QUERY
@@ -43,16 +44,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is available")
-    return name
-
-
 def run(args: argparse.Namespace) -> int:
     from minmo_core.sensevoice import SenseVoice
 
@@ -62,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             f"no SenseVoiceSmall folder at {folder}; pass --sensevoice DIR or set {SENSEVOICE_ENV}"
         )
     model = SenseVoice.from_folder(
-        folder, device=resolve_device(args.device), allow_unpinned=args.allow_unpinned
+        folder, device=str(resolve_device(args.device)), allow_unpinned=args.allow_unpinned
     )
     progress = None
     if not args.json:
