@@ -98,3 +98,20 @@ def test_real_size_matches_the_release_tensor_layout() -> None:
     assert state["encoder.encoders.48.self_attn.fsmn_block.weight"].shape == (512, 1, 11)
     assert state["encoder.tp_encoders.19.feed_forward.w_1.weight"].shape == (2048, 512)
     assert state["ctc.ctc_lo.weight"].shape == (25055, 512)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_float16_on_the_gpu_tracks_the_official_float32_output(
+    model: VoiceEncoder, golden: dict
+) -> None:
+    gpu = VoiceEncoder(VoiceEncoderConfig.tiny()).eval()
+    gpu.load_state_dict(model.state_dict())
+    gpu = gpu.to("cuda", torch.float16)
+    with torch.no_grad():
+        states, log_probs, lengths = gpu(
+            golden["feats"][None].cuda().half(), torch.tensor([25]).cuda()
+        )
+    torch.testing.assert_close(states.float().cpu(), golden["encoder_out"], atol=5e-2, rtol=0)
+    ids = ctc_greedy(log_probs[0].float(), int(lengths[0]))
+    assert ids == golden["ctc_greedy_token_ids"].tolist()

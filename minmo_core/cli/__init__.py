@@ -15,13 +15,13 @@ from minmo_core.errors import MinMoError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from minmo_core.cli import bench, chat, transcribe
+    from minmo_core.cli import bench, chat, download, transcribe
 
     parser = argparse.ArgumentParser(
         prog="minmo", description="MinMo Assistant: local voice-interaction models"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (transcribe, chat, bench):
+    for module in (transcribe, chat, download, bench):
         module.register(subparsers)
     return parser
 

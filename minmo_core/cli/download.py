@@ -1,0 +1,35 @@
+"""``minmo download MODEL``: fetch an official release at its pinned revision, verified."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from minmo_core.checkpoints import SENSEVOICE_SMALL
+from minmo_core.paths import models_dir
+
+RELEASES = {"sensevoice": SENSEVOICE_SMALL}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "download", help="download an official model release (pinned and checked)"
+    )
+    p.add_argument("model", choices=sorted(RELEASES))
+    p.add_argument("--dir", type=Path, default=None, help="target folder (default: models folder)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from minmo_core.hub import download_release
+
+    release = RELEASES[args.model]
+    folder = args.dir or models_dir() / release.name
+
+    def progress(name: str, index: int, total: int) -> None:
+        print(f"[{index + 1}/{total}] {name}", file=sys.stderr, flush=True)
+
+    download_release(release, folder, progress)
+    print(folder)
+    return 0
