@@ -125,20 +125,33 @@ class VoiceTokenLMConfig:
     token_frame_rate: int = 25
     mix_ratio: tuple[int, int] = (5, 15)  # text tokens : speech tokens per block
     sos_id: int = 0  # row of llm_embedding
-    task_id: int = 1  # row of llm_embedding
-    eos_token: int = 6561  # speech_token_size + 0
-    fill_token: int = 6563  # speech_token_size + 2
-    endofprompt_text_id: int = 151646
+    task_id: int = 1  # row of llm_embedding: "turn of speech", text is over
+    endofprompt_text_id: int = 151646  # <|endofprompt|> in the release's tokenizer
     top_p: float = 0.8
     top_k: int = 25
     win_size: int = 10  # repetition-aware sampling window
     tau_r: float = 0.1
     min_token_text_ratio: float = 2.0
     max_token_text_ratio: float = 20.0
+    chunk_tokens: int = 15  # speech tokens handed to token2wav at a time (MinMo)
+
+    @property
+    def eos_token(self) -> int:
+        return self.speech_token_size  # 6561: end of speech
+
+    @property
+    def fill_token(self) -> int:
+        return self.speech_token_size + 2  # 6563: "15 speech tokens done, give me 5 more text"
+
+    @property
+    def stop_tokens(self) -> tuple[int, ...]:
+        return tuple(self.speech_token_size + i for i in range(3))  # the non-speech outputs
 
     @classmethod
     def tiny(cls) -> VoiceTokenLMConfig:
-        return cls(llm_input_size=32, llm_output_size=32)
+        # the geometry of ../shared/fixtures/cosyvoice2_llm: width 896 is hard-coded in the
+        # release's input builder, the tiny model is 1 layer with 96 speech codes
+        return cls(speech_token_size=96)
 
 
 @dataclass(frozen=True)

@@ -31,3 +31,12 @@ def tiny_sensevoice_dir(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: 
 def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Keep the checksum cache and settings of tests out of the user's folders."""
     monkeypatch.setenv("MINMO_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_cosyvoice_dir(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> Path:
+    from tests.tiny_cosyvoice import write_tiny_cosyvoice
+
+    return write_tiny_cosyvoice(
+        tmp_path_factory.mktemp("cosyvoice"), fixtures_dir / "cosyvoice2_llm"
+    )

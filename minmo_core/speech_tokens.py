@@ -1,0 +1,319 @@
+"""Feeding the voice-token LM: whole text, 5:15 bi-streaming, or MinMo semantic vectors.
+
+Every path yields speech tokens in chunks of 15 as soon as each chunk exists.
+
+Whole text (the release's ``inference`` layout), one sentence group at a time:
+
+    [sos] [prompt text + text] [task_id] [prompt speech] -> s s s ... eos
+
+Bi-streaming (the release's interleaved training layout): text arrives token by token from
+the LLM; every 5 text vectors are followed by 15 speech tokens and a fill output, and when
+the text ends the rest of it goes in with task_id and speech runs on to eos:
+
+    [sos] [t0..t4] s0..s14 (fill) [t5..t9] s15..s29 (fill) ... [t20..t22] [task_id] s.. eos
+
+A zero-shot voice prompt is interleaved the same way before decoding starts (prompt text,
+then target text, paired with the prompt's speech tokens 5:15). MinMo's semantic vectors
+take the text vectors' place, with the query vector right after sos (the release's
+instruction slot).
+
+One deliberate difference from the release's bi-streaming inference: when the text ends
+right after a fill, the release feeds the block's last speech token a second time; here it
+is not, so inference matches the training layout exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from minmo_core.errors import ConfigError
+from minmo_core.voice_lm import Sampler, VoiceTokenLM, masked
+
+MAX_SENTENCE_TOKENS = 80  # whole-text mode synthesises at most this many text tokens at once
+
+
+@dataclass(frozen=True)
+class LMPrompt:
+    """What the LM sees before the text: a voice transcript or an instruction."""
+
+    text_ids: list[int] = field(default_factory=list)  # ends with <|endofprompt|> for styles
+    speech_tokens: list[int] = field(default_factory=list)  # zero-shot voice only
+    query: torch.Tensor | None = None  # MinMo: (D,) semantic query after sos
+
+
+@dataclass(frozen=True)
+class SemanticStep:
+    """One LLM output for MinMo's semantic path."""
+
+    text_embedding: torch.Tensor  # (D_llm,) the LLM's input embedding of the sampled token
+    hidden: torch.Tensor  # (D_llm,) the LLM's last hidden state that chose it
+
+
+Trace = list[tuple[str, int]]  # (kind, index) of every input position, for tests and debugging
+
+
+def chunked(tokens: Iterable[int], size: int) -> Iterator[list[int]]:
+    """Group a token stream into lists of ``size`` (the last may be shorter)."""
+    chunk: list[int] = []
+    for token in tokens:
+        chunk.append(token)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def whole_text_tokens(
+    lm: VoiceTokenLM,
+    text_ids: list[int],
+    prompt: LMPrompt,
+    sampler: Sampler,
+    trace: Trace | None = None,
+) -> Iterator[int]:
+    """The release's non-streaming layout: all the text first, then speech until eos.
+
+    Between min_token_text_ratio and max_token_text_ratio speech tokens per text token.
+    """
+    cfg = lm.cfg
+    pieces = [lm.sos]
+    if prompt.query is not None:
+        pieces.append(prompt.query[None].to(lm.sos))
+    all_text = [*prompt.text_ids, *text_ids]
+    pieces += [lm.embed_text(all_text), lm.task_id, lm.embed_speech(prompt.speech_tokens)]
+    if trace is not None:
+        trace.append(("sos", 0))
+        if prompt.query is not None:
+            trace.append(("query", 0))
+        trace += [("text", i) for i in range(len(all_text))] + [("task_id", 0)]
+        trace += [("speech", i) for i in range(len(prompt.speech_tokens))]
+    min_len = int(len(text_ids) * cfg.min_token_text_ratio)
+    max_len = int(len(text_ids) * cfg.max_token_text_ratio)
+    state = lm.decoder()
+    x = torch.cat(pieces)
+    out: list[int] = []
+    for step in range(max_len):
+        logits = state.feed(x)
+        token = sampler(masked(logits, (cfg.eos_token,) if step < min_len else ()), out)
+        if token in cfg.stop_tokens:
+            return
+        out.append(token)
+        if trace is not None:
+            trace.append(("speech", len(prompt.speech_tokens) + len(out) - 1))
+        yield token
+        x = lm.embed_speech([token])
+
+
+def interleaved_tokens(
+    lm: VoiceTokenLM,
+    text_vectors: Iterable[torch.Tensor],
+    prompt: LMPrompt,
+    sampler: Sampler,
+    prompt_text_vectors: torch.Tensor | None = None,
+    trace: Trace | None = None,
+) -> Iterator[int]:
+    """Bi-streaming: text vectors (n, D) arrive in pieces; speech follows 15 per 5 text.
+
+    prompt_text_vectors: (p, D), the prompt's text in vector form (default: its ids
+    embedded). Text positions in ``trace`` count the prompt's text first.
+    """
+    cfg = lm.cfg
+    n_text, n_speech = cfg.mix_ratio
+    fill, eos = cfg.fill_token, cfg.eos_token
+    during_blocks = tuple(t for t in cfg.stop_tokens if t != fill)  # only speech or fill
+    state = lm.decoder()
+    pending: list[torch.Tensor] = [lm.sos]
+    kinds: Trace = [("sos", 0)]
+    if prompt.query is not None:
+        pending.append(prompt.query[None].to(lm.sos))
+        kinds.append(("query", 0))
+    text = (
+        prompt_text_vectors if prompt_text_vectors is not None else lm.embed_text(prompt.text_ids)
+    )
+    text_seen = 0  # text positions taken out of ``text`` so far
+    prompt_speech = lm.embed_speech(prompt.speech_tokens)
+    prompt_used = 0
+    out: list[int] = []  # every output, fill included (the sampler's repetition window)
+    n_spoken = 0  # speech tokens generated
+    target_text = 0  # text vectors received (prompt excluded): bounds the speech length
+    n_prompt = len(prompt.speech_tokens)
+    next_fill = (-n_prompt) % n_speech if n_prompt else n_speech
+    need_text = n_prompt == 0
+
+    def take_text(count: int) -> None:
+        nonlocal text, text_seen
+        pending.append(text[:count])
+        kinds.extend(("text", text_seen + i) for i in range(min(count, len(text))))
+        text, text_seen = text[count:], text_seen + min(count, len(text))
+
+    def feed() -> torch.Tensor:
+        nonlocal pending
+        if trace is not None:
+            trace.extend(kinds)
+        kinds.clear()
+        logits = state.feed(torch.cat(pending))
+        pending = []
+        return logits
+
+    for piece in text_vectors:
+        text = torch.cat([text, piece.to(text)])
+        target_text += piece.shape[0]
+        while prompt_used < n_prompt and len(text) >= n_text:
+            take_text(n_text)
+            pending.append(prompt_speech[prompt_used : prompt_used + n_speech])
+            kinds.extend(("speech", prompt_used + i) for i in range(len(pending[-1])))
+            prompt_used += len(pending[-1])
+        if prompt_used < n_prompt:
+            continue
+        while True:
+            if need_text:
+                if len(text) < n_text:
+                    break
+                take_text(n_text)
+                need_text = False
+            logits = feed()
+            # a block's 15 speech tokens complete: fill, without sampling (as the release does)
+            block_done = len(out) == next_fill
+            token = fill if block_done else sampler(masked(logits, during_blocks), out)
+            if token == fill:
+                next_fill = len(out) + n_speech + 1
+                out.append(fill)
+                need_text = True
+                continue
+            out.append(token)
+            n_spoken += 1
+            if trace is not None:
+                kinds.append(("speech", n_prompt + n_spoken - 1))
+            pending.append(lm.embed_speech([token]))
+            yield token
+
+    take_text(len(text))
+    pending.append(lm.task_id)
+    kinds.append(("task_id", 0))
+    if prompt_used < n_prompt:  # short text, long prompt: the rest of the prompt's speech
+        pending.append(prompt_speech[prompt_used:])
+        kinds.extend(("speech", i) for i in range(prompt_used, n_prompt))
+    limit = int(max(target_text, 1) * cfg.max_token_text_ratio)
+    while n_spoken < limit:
+        token = sampler(masked(feed(), tuple(t for t in cfg.stop_tokens if t != eos)), out)
+        if token == eos:
+            return
+        out.append(token)
+        n_spoken += 1
+        if trace is not None:
+            kinds.append(("speech", n_prompt + n_spoken - 1))
+        pending.append(lm.embed_speech([token]))
+        yield token
+
+
+_SENTENCE_END = re.compile(r"(?<=[。！？!?；;…\n])|(?<=[.])(?=\s)")
+_CLAUSE_END = re.compile(r"(?<=[，,、：:])")
+
+
+def split_sentences(
+    text: str, tokenizer: PreTrainedTokenizerBase, max_tokens: int = MAX_SENTENCE_TOKENS
+) -> list[list[int]]:
+    """Text -> groups of whole sentences of at most ``max_tokens`` token ids each.
+
+    A sentence longer than that is cut at clause punctuation, then, as a last resort,
+    every ``max_tokens`` tokens.
+    """
+
+    def encode(piece: str) -> list[int]:
+        return tokenizer(piece, add_special_tokens=False)["input_ids"]
+
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for sentence in (s for s in _SENTENCE_END.split(text) if s.strip()):
+        ids = encode(sentence)
+        if len(ids) > max_tokens:
+            parts = [encode(c) for c in _CLAUSE_END.split(sentence) if c.strip()]
+            pieces = [p[i : i + max_tokens] for p in parts for i in range(0, len(p), max_tokens)]
+        else:
+            pieces = [ids]
+        for piece in pieces:
+            if current and len(current) + len(piece) > max_tokens:
+                groups.append(current)
+                current = []
+            current = current + piece
+    if current:
+        groups.append(current)
+    return groups
+
+
+class SpeechTokenGenerator:
+    """The one streaming API: LLM outputs (or text) in, chunks of 15 speech tokens out."""
+
+    def __init__(
+        self, lm: VoiceTokenLM, tokenizer: PreTrainedTokenizerBase, sampler: Sampler
+    ) -> None:
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.sampler = sampler
+
+    @property
+    def chunk(self) -> int:
+        return self.lm.cfg.chunk_tokens
+
+    def prompt(self, text: str = "", speech_tokens: list[int] | None = None) -> LMPrompt:
+        """An LM prompt from its text (transcript or instruction) and speech tokens."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        speech = list(speech_tokens or [])
+        bad = [t for t in speech if not 0 <= t < self.lm.cfg.speech_token_size]
+        if bad:
+            raise ConfigError(f"prompt speech token {bad[0]} is outside the codebook")
+        return LMPrompt(ids, speech)
+
+    @torch.inference_mode()
+    def from_text(self, text: str, prompt: LMPrompt | None = None) -> Iterator[list[int]]:
+        """Whole text at once, cut into sentence groups synthesised one after another."""
+        if not text.strip():
+            raise ConfigError("nothing to say: the text is empty")
+        groups = split_sentences(text, self.tokenizer)
+        prompt = prompt or LMPrompt()
+
+        def tokens() -> Iterator[int]:
+            for ids in groups:
+                yield from whole_text_tokens(self.lm, ids, prompt, self.sampler)
+
+        yield from chunked(tokens(), self.chunk)
+
+    @torch.inference_mode()
+    def from_token_ids(
+        self, ids: Iterable[int], prompt: LMPrompt | None = None
+    ) -> Iterator[list[int]]:
+        """Bi-streaming from text token ids arriving one at a time (composed mode)."""
+        vectors = (self.lm.embed_text([i]) for i in ids)
+        yield from chunked(
+            interleaved_tokens(self.lm, vectors, prompt or LMPrompt(), self.sampler), self.chunk
+        )
+
+    @torch.inference_mode()
+    def from_semantic(
+        self,
+        steps: Iterable[SemanticStep],
+        projector: torch.nn.Module,
+        user_embedding: torch.Tensor,
+        first_hidden: torch.Tensor,
+    ) -> Iterator[list[int]]:
+        """MinMo's path: semantic vectors from the OutputProjector.
+
+        The query is projector([user_embedding ; first_hidden]) (both (D_llm,)); each step
+        becomes projector([text_embedding ; hidden]). The end of ``steps`` is the LLM's end
+        of turn: task_id goes in and speech runs to end-of-speech.
+        """
+        query = projector(torch.cat([user_embedding, first_hidden], -1))
+
+        def vectors() -> Iterator[torch.Tensor]:
+            for s in steps:
+                yield projector(torch.cat([s.text_embedding, s.hidden], -1))[None]
+
+        tokens = interleaved_tokens(
+            self.lm, vectors(), LMPrompt(query=query), self.sampler, self.lm.sos[:0]
+        )
+        yield from chunked(tokens, self.chunk)

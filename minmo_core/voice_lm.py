@@ -1,0 +1,252 @@
+"""VoiceTokenLM: CosyVoice 2's speech-token language model.
+
+A Qwen2 body (CosyVoice-BlankEN, 0.5B) reads a sequence of 896-wide input vectors and a
+linear head predicts the next speech token (25 per second, 6561 codes) or one of three
+control outputs: end of speech (6561), an unused id (6562) and "fill" (6563: the 15 speech
+tokens of a block are done, feed 5 more text). Parameter names follow the released
+``llm.pt`` exactly:
+
+    llm_embedding.weight        (2, 896)       rows: sos, task_id ("text is over")
+    llm.model.model.*           Qwen2 body; its embed_tokens embeds text ids
+    llm.model.lm_head.weight    tied to embed_tokens, unused here
+    llm_decoder.{weight,bias}   (6564, 896)    speech-token head
+    speech_embedding.weight     (6564, 896)    speech-token input embedding
+
+How sequences are laid out (whole text, 5:15 interleave, MinMo semantic vectors) lives in
+``minmo_core.speech_tokens``; this module holds the network, sampling and loading.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    AutoTokenizer,
+    DynamicCache,
+    PreTrainedTokenizerBase,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from minmo_core.checkpoints import Pin, Release, load_into, load_state_dict, verify_release
+from minmo_core.config import VoiceTokenLMConfig
+from minmo_core.errors import CheckpointError
+
+BLANK_EN = "CosyVoice-BlankEN"  # the Qwen2 config and tokenizer folder inside the release
+
+# Tokens CosyVoice 2 adds to the Qwen2 tokenizer, in the release's order: ids follow from the
+# order (<|endofprompt|> becomes 151646 after Qwen's own <|im_start|>/<|im_end|>).
+ADDED_SPECIAL_TOKENS = (
+    "<|im_start|>", "<|im_end|>", "<|endofprompt|>", "[breath]", "<strong>", "</strong>",
+    "[noise]", "[laughter]", "[cough]", "[clucking]", "[accent]", "[quick_breath]",
+    "<laughter>", "</laughter>", "[hissing]", "[sigh]", "[vocalized-noise]", "[lipsmack]", "[mn]",
+)  # fmt: skip
+
+COSYVOICE2_LLM = Release(
+    name="CosyVoice2-0.5B",
+    repo_id="FunAudioLLM/CosyVoice2-0.5B",
+    revision=None,
+    files={
+        "llm.pt": Pin(
+            2023316821, "b144ef55b51ce8cfb79a73c90dbba0bdaba4e451c0ebcfab20f769264f84a608"
+        ),
+        f"{BLANK_EN}/config.json": None,
+    },
+)
+
+# A sampler picks the next token from the head's logits (V,) given the tokens so far.
+Sampler = Callable[[torch.Tensor, list[int]], int]
+
+
+def greedy_sampler(logits: torch.Tensor, decoded: list[int]) -> int:
+    """Arg-max; ties go to the lowest id (as the release's stable sort does)."""
+    return int(torch.argmax(logits))
+
+
+@dataclass
+class RasSampler:
+    """Repetition-aware sampling (VALL-E 2), as CosyVoice 2 configures it.
+
+    Nucleus sampling over at most top_k tokens whose probability mass before them is under
+    top_p; when the pick already occurs win_size * tau_r times or more among the last
+    win_size tokens, it is redrawn from the full distribution.
+    """
+
+    top_p: float = 0.8
+    top_k: int = 25
+    win_size: int = 10
+    tau_r: float = 0.1
+    generator: torch.Generator = field(default_factory=torch.Generator)
+
+    @classmethod
+    def from_config(cls, cfg: VoiceTokenLMConfig, seed: int | None = None) -> RasSampler:
+        generator = torch.Generator()
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+        return cls(cfg.top_p, cfg.top_k, cfg.win_size, cfg.tau_r, generator)
+
+    def __call__(self, logits: torch.Tensor, decoded: list[int]) -> int:
+        probs = logits.float().cpu().softmax(-1)  # (V,)
+        sorted_probs, order = probs.sort(descending=True, stable=True)
+        mass_before = sorted_probs.cumsum(-1) - sorted_probs
+        keep = (mass_before < self.top_p) & (torch.arange(probs.numel()) < self.top_k)
+        choice = torch.multinomial(sorted_probs[keep], 1, generator=self.generator)
+        token = int(order[keep][choice])
+        if decoded[-self.win_size :].count(token) >= self.win_size * self.tau_r:
+            token = int(torch.multinomial(probs, 1, generator=self.generator))
+        return token
+
+
+class VoiceTokenLM(nn.Module):
+    """The network: embeddings in, speech-token logits out, with a KV cache for decoding."""
+
+    def __init__(self, cfg: VoiceTokenLMConfig, qwen: Qwen2Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        n_out = cfg.speech_token_size + 3  # speech codes + eos, unused, fill
+        self.llm_embedding = nn.Embedding(2, cfg.llm_input_size)
+        qwen._attn_implementation = "sdpa"
+        self.llm = nn.ModuleDict({"model": Qwen2ForCausalLM(qwen)})
+        self.llm_decoder = nn.Linear(cfg.llm_output_size, n_out)
+        self.speech_embedding = nn.Embedding(n_out, cfg.llm_input_size)
+
+    @property
+    def body(self) -> nn.Module:
+        """The Qwen2 transformer (without its text head)."""
+        return self.llm["model"].model
+
+    @property
+    def sos(self) -> torch.Tensor:
+        return self.llm_embedding.weight[self.cfg.sos_id][None]  # (1, D)
+
+    @property
+    def task_id(self) -> torch.Tensor:
+        return self.llm_embedding.weight[self.cfg.task_id][None]  # (1, D)
+
+    def embed_text(self, ids: torch.Tensor | list[int]) -> torch.Tensor:
+        """Text token ids (n,) -> (n, D) through the body's own embedding table."""
+        ids = torch.as_tensor(ids, dtype=torch.long, device=self.sos.device)
+        return self.body.embed_tokens(ids)
+
+    def embed_speech(self, ids: torch.Tensor | list[int]) -> torch.Tensor:
+        """Speech token ids (n,) -> (n, D)."""
+        ids = torch.as_tensor(ids, dtype=torch.long, device=self.sos.device)
+        return self.speech_embedding(ids)
+
+    def forward(self, embeds: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher forcing. embeds : (B, T, D); lengths : (B,) -> logits (B, T, V)."""
+        mask = None
+        if lengths is not None:
+            mask = (torch.arange(embeds.shape[1], device=embeds.device) < lengths[:, None]).long()
+        hidden = self.body(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        return self.llm_decoder(hidden)
+
+    def decoder(self) -> DecodeState:
+        return DecodeState(self)
+
+
+class DecodeState:
+    """One utterance's KV cache: feed input vectors, get the logits after the last one."""
+
+    def __init__(self, lm: VoiceTokenLM) -> None:
+        self.lm = lm
+        self.cache = DynamicCache()
+        self.length = 0  # positions in the cache
+
+    def feed(self, embeds: torch.Tensor) -> torch.Tensor:
+        """embeds : (n, D), n >= 1 -> logits (V,) predicted after the last of them."""
+        out = self.lm.body(
+            inputs_embeds=embeds[None], past_key_values=self.cache, use_cache=True
+        ).last_hidden_state  # (1, n, D)
+        self.length += embeds.shape[0]
+        return self.lm.llm_decoder(out[0, -1]).float()
+
+
+def _qwen_config(folder: Path) -> Qwen2Config:
+    path = folder / BLANK_EN / "config.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read {path}: {err}") from err
+    if raw.get("model_type", "qwen2") != "qwen2":
+        raise CheckpointError(f"{path} describes a {raw.get('model_type')!r} model, not qwen2")
+    return Qwen2Config(**{k: v for k, v in raw.items() if k not in ("architectures",)})
+
+
+def load_tokenizer(folder: Path, cfg: VoiceTokenLMConfig) -> PreTrainedTokenizerBase:
+    """CosyVoice-BlankEN's Qwen2 tokenizer with the release's added special tokens."""
+    path = Path(folder) / BLANK_EN
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"no usable tokenizer in {path}: {err}") from err
+    tokenizer.add_special_tokens({"additional_special_tokens": list(ADDED_SPECIAL_TOKENS)})
+    eop = tokenizer.convert_tokens_to_ids("<|endofprompt|>")
+    if len(tokenizer) > 150000 and eop != cfg.endofprompt_text_id:
+        raise CheckpointError(
+            f"the tokenizer in {path} gives <|endofprompt|> id {eop}, the release uses "
+            f"{cfg.endofprompt_text_id}: wrong tokenizer files"
+        )
+    return tokenizer
+
+
+def load_voice_lm(
+    folder: Path | str,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    allow_unpinned: bool = False,
+) -> tuple[VoiceTokenLM, PreTrainedTokenizerBase]:
+    """The official CosyVoice2-0.5B folder (``llm.pt`` + ``CosyVoice-BlankEN/``) -> model."""
+    folder = Path(folder)
+    verify_release(folder, COSYVOICE2_LLM, allow_unpinned)
+    qwen = _qwen_config(folder)
+    state = load_state_dict(folder / "llm.pt")
+    decoder = state.get("llm_decoder.weight")
+    if decoder is None or decoder.dim() != 2:
+        raise CheckpointError(f"{folder / 'llm.pt'} has no llm_decoder.weight: not a voice LM")
+    cfg = VoiceTokenLMConfig(
+        llm_input_size=qwen.hidden_size,
+        llm_output_size=qwen.hidden_size,
+        speech_token_size=decoder.shape[0] - 3,
+    )
+    tokenizer = load_tokenizer(folder, cfg)
+    with torch.device("meta"):
+        model = VoiceTokenLM(cfg, qwen)
+    model = model.to_empty(device="cpu")
+    load_into(model, state, folder / "llm.pt")
+    if qwen.tie_word_embeddings:
+        model.llm["model"].tie_weights()
+    del state
+    device = torch.device(device)
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    return model.to(device=device, dtype=dtype).eval(), tokenizer
+
+
+def masked(logits: torch.Tensor, banned: tuple[int, ...]) -> torch.Tensor:
+    """logits (V,) with the ``banned`` ids set to -inf."""
+    if not banned:
+        return logits
+    logits = logits.clone()
+    logits[list(banned)] = float("-inf")
+    return logits
+
+
+__all__ = [
+    "ADDED_SPECIAL_TOKENS",
+    "COSYVOICE2_LLM",
+    "DecodeState",
+    "RasSampler",
+    "Sampler",
+    "VoiceTokenLM",
+    "greedy_sampler",
+    "load_tokenizer",
+    "load_voice_lm",
+    "masked",
+]
