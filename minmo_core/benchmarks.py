@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minmo_core.config import FrontendConfig, VoiceEncoderConfig
+from minmo_core.config import FrontendConfig, VoiceEncoderConfig, VoiceTokenLMConfig
 from minmo_core.frontend import Frontend
 from minmo_core.voice_encoder import VoiceEncoder
 
@@ -26,6 +26,7 @@ BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
 # The official SenseVoiceSmall (FunASR), random weights, 2 threads, on the project's 2-core
 # CI machine: 0.77 s for 10 s of audio (issue 2).
 OFFICIAL_ENCODER_CPU_S_PER_10S = 0.77
+MINMO_15_SPEECH_TOKENS_MS = 70.0  # MinMo's voice-token LM, 15 tokens, NVIDIA L20
 
 
 @dataclass(frozen=True)
@@ -167,3 +168,88 @@ def bench_encoder(
         "compare with",
     )
     return Table("## Voice encoder (SenseVoiceSmall)", columns, [row])
+
+
+def random_voice_lm(preset: str, device: torch.device, dtype: torch.dtype):
+    """A VoiceTokenLM at the real (0.5B) or tiny size with seeded random weights."""
+    from transformers import Qwen2Config
+    from transformers.modeling_utils import no_init_weights
+
+    from minmo_core.voice_lm import QWEN2_05B, QWEN2_TINY, VoiceTokenLM
+
+    real = preset == "real"
+    cfg = VoiceTokenLMConfig() if real else VoiceTokenLMConfig.tiny()
+    with no_init_weights():
+        model = VoiceTokenLM(cfg, Qwen2Config(**(QWEN2_05B if real else QWEN2_TINY)))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
+    model.llm["model"].tie_weights()  # lm_head shares embed_tokens, as in the release
+    return model.to(device, dtype).eval()
+
+
+def bench_voice_lm(
+    preset: str = "real", device: str = "cpu", n_tokens: int = 45, repeats: int = 3
+) -> Table:
+    """Prefill of a 20-token text, then speech tokens one at a time with the KV cache."""
+    dev = torch.device(device)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    model = random_voice_lm(preset, dev, dtype)
+    text = torch.arange(20) % model.body.embed_tokens.num_embeddings
+    speech_ids = model.cfg.speech_token_size
+
+    def run() -> tuple[float, list[float]]:
+        with torch.inference_mode():
+            state = model.decoder()
+            start = time.perf_counter()
+            logits = state.feed(torch.cat([model.sos, model.embed_text(text), model.task_id]))
+            token = int(logits[:speech_ids].argmax())
+            _sync(dev)
+            prefill = time.perf_counter() - start
+            steps = []
+            for _ in range(n_tokens):
+                start = time.perf_counter()
+                logits = state.feed(model.embed_speech([token]))
+                token = int(logits[:speech_ids].argmax())  # .item() waits for the GPU
+                steps.append(time.perf_counter() - start)
+        return prefill, steps
+
+    run()  # warm-up
+    prefills, steps = [], []
+    for _ in range(repeats):
+        prefill, step = run()
+        prefills.append(prefill)
+        steps += step
+    per_token = statistics.median(steps)
+    params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    row = (
+        dt.date.today().isoformat(),
+        machine_name(dev),
+        preset,
+        f"{params / 1e6:.1f}M",
+        str(dtype).removeprefix("torch."),
+        f"{statistics.median(prefills) * 1000:.1f}",
+        f"{per_token * 1000:.2f}",
+        f"{15 * per_token * 1000:.1f}",
+        f"{1 / per_token:.1f}",
+        f"{MINMO_15_SPEECH_TOKENS_MS:.0f} ms (L20)" if preset == "real" else "none (tiny preset)",
+    )
+    columns = (
+        "date",
+        "machine",
+        "preset",
+        "params",
+        "dtype",
+        "prefill 22 pos ms",
+        "d_lm ms/token",
+        "15 tokens ms",
+        "tokens/s",
+        "MinMo 15 tokens",
+    )
+    return Table("## Voice-token LM (CosyVoice 2 LM)", columns, [row])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -32,6 +32,7 @@ from transformers import (
     Qwen2Config,
     Qwen2ForCausalLM,
 )
+from transformers.modeling_utils import no_init_weights
 
 from minmo_core.checkpoints import Pin, Release, load_into, load_state_dict, verify_release
 from minmo_core.config import VoiceTokenLMConfig
@@ -58,6 +59,15 @@ COSYVOICE2_LLM = Release(
         f"{BLANK_EN}/config.json": None,
     },
 )
+
+# CosyVoice-BlankEN's Qwen2 geometry (= Qwen2.5-0.5B), and the fixture's reduced one: the real
+# 896 width and attention heads with 1 layer, a tiny FFN and 96 text ids.
+QWEN2_05B = dict(
+    vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+    num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+    rms_norm_eps=1e-6, rope_theta=1_000_000.0, tie_word_embeddings=True,
+)  # fmt: skip
+QWEN2_TINY = {**QWEN2_05B, "vocab_size": 96, "intermediate_size": 32, "num_hidden_layers": 1}
 
 # A sampler picks the next token from the head's logits (V,) given the tokens so far.
 Sampler = Callable[[torch.Tensor, list[int]], int]
@@ -217,9 +227,8 @@ def load_voice_lm(
         speech_token_size=decoder.shape[0] - 3,
     )
     tokenizer = load_tokenizer(folder, cfg)
-    with torch.device("meta"):
+    with no_init_weights():  # no random init; computed buffers (rotary inv_freq) stay real
         model = VoiceTokenLM(cfg, qwen)
-    model = model.to_empty(device="cpu")
     load_into(model, state, folder / "llm.pt")
     if qwen.tie_word_embeddings:
         model.llm["model"].tie_weights()

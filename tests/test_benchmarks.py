@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from minmo_core.benchmarks import Table, append_rows, bench_encoder
+from minmo_core.benchmarks import Table, append_rows, bench_encoder, bench_voice_lm
 from minmo_core.cli import main
 
 
@@ -51,3 +51,12 @@ def test_bench_command_prints_and_records(tmp_path: Path, capsys: pytest.Capture
     printed = capsys.readouterr().out
     assert "encoder+CTC ms" in printed and f"recorded in {out_file}" in printed
     assert "## Voice encoder (SenseVoiceSmall)" in out_file.read_text()
+
+
+def test_voice_lm_bench_reports_time_per_speech_token() -> None:
+    table = bench_voice_lm(preset="tiny", n_tokens=5, repeats=1)
+    record = dict(zip(table.columns, table.rows[0], strict=True))
+    assert record["params"] == "2.2M"  # the fixture geometry, lm_head tied to embed_tokens
+    per_token = float(record["d_lm ms/token"])
+    assert per_token > 0
+    assert float(record["15 tokens ms"]) == pytest.approx(15 * per_token, abs=0.1)

@@ -315,6 +315,12 @@ def test_folder_loads_in_the_release_layout(tiny_cosyvoice_dir: Path, lm: VoiceT
     for name, tensor in lm.state_dict().items():
         torch.testing.assert_close(model.state_dict()[name], tensor, msg=name)
     assert "<|endofprompt|>" in tokenizer.additional_special_tokens
+    # buffers that no checkpoint holds (rotary frequencies) are computed, not left uninitialised
+    for name, buffer in lm.named_buffers():
+        torch.testing.assert_close(dict(model.named_buffers())[name], buffer, msg=name)
+    with torch.no_grad():
+        x = torch.randn(1, 12, 896)
+        torch.testing.assert_close(model(x), lm(x))
 
 
 def test_unpinned_llm_checkpoint_is_refused(tiny_cosyvoice_dir: Path) -> None:

@@ -8,6 +8,7 @@ program with a one-line message and exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -15,13 +16,13 @@ from minmo_core.errors import MinMoError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from minmo_core.cli import bench, chat, download, transcribe
+    from minmo_core.cli import bench, chat, download, speech_tokens, transcribe
 
     parser = argparse.ArgumentParser(
         prog="minmo", description="MinMo Assistant: local voice-interaction models"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (transcribe, chat, download, bench):
+    for module in (transcribe, chat, speech_tokens, download, bench):
         module.register(subparsers)
     return parser
 
@@ -40,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("minmo: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`minmo ... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

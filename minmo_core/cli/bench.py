@@ -20,16 +20,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     enc.add_argument("--output", type=Path, default=None, help="BENCHMARKS.md to append to")
     enc.add_argument("--no-record", action="store_true", help="print only")
     enc.set_defaults(func=run_encoder)
+    vlm = jobs.add_parser("voice-lm", help="voice-token LM: time per speech token (d_lm)")
+    vlm.add_argument("--preset", choices=["real", "tiny"], default="real")
+    vlm.add_argument("--tokens", type=int, default=45, help="speech tokens per run (default 45)")
+    vlm.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    vlm.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    vlm.add_argument("--repeats", type=int, default=3)
+    vlm.add_argument("--output", type=Path, default=None, help="BENCHMARKS.md to append to")
+    vlm.add_argument("--no-record", action="store_true", help="print only")
+    vlm.set_defaults(func=run_voice_lm)
 
 
 def run_encoder(args: argparse.Namespace) -> int:
+    from minmo_core.benchmarks import bench_encoder
+
+    return _report(
+        args,
+        lambda device: bench_encoder(args.preset, args.seconds, device, args.repeats),
+    )
+
+
+def run_voice_lm(args: argparse.Namespace) -> int:
+    from minmo_core.benchmarks import bench_voice_lm
+
+    return _report(
+        args,
+        lambda device: bench_voice_lm(args.preset, device, args.tokens, args.repeats),
+    )
+
+
+def _report(args: argparse.Namespace, bench) -> int:
     import torch
 
-    from minmo_core.benchmarks import BENCHMARKS_MD, append_rows, bench_encoder
+    from minmo_core.benchmarks import BENCHMARKS_MD, append_rows
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    table = bench_encoder(args.preset, args.seconds, str(resolve_device(args.device)), args.repeats)
+    table = bench(str(resolve_device(args.device)))
     print(table.render())
     if not args.no_record:
         path = args.output or BENCHMARKS_MD
