@@ -293,6 +293,21 @@ class SpeechTokenGenerator:
             interleaved_tokens(self.lm, vectors, prompt or LMPrompt(), self.sampler), self.chunk
         )
 
+    def from_llm(
+        self,
+        events: Iterable[object],
+        stop_ids: Iterable[int],
+        prompt: LMPrompt | None = None,
+    ) -> Iterator[list[int]]:
+        """Composed mode: the LLM's stream events (anything with ``token_id``) as they come.
+
+        The LLM's own end tokens (``stop_ids``, e.g. ``ChatLLM.stop_ids``) never reach the
+        voice LM; the end of ``events`` is the end of the text.
+        """
+        stops = set(stop_ids)
+        ids = (e.token_id for e in events if e.token_id not in stops)
+        return self.from_token_ids(ids, prompt)
+
     @torch.inference_mode()
     def from_semantic(
         self,

@@ -341,3 +341,23 @@ def test_real_size_matches_the_release(fixtures_dir: Path) -> None:
     unique = {id(p): p.numel() for p in model.parameters()}
     assert sum(unique.values()) == 505_803_812
     assert state["llm_decoder.weight"].shape == (6564, 896)
+
+
+def test_llm_events_stream_into_speech_without_the_llms_end_token(lm: VoiceTokenLM) -> None:
+    from minmo_core.llm import TokenEvent
+
+    ids = [(3 * i + 1) % 90 for i in range(12)]
+    end = 95
+    events = [TokenEvent(i, "x", None, None) for i in ids] + [TokenEvent(end, "", None, "stop")]
+    generator = SpeechTokenGenerator(lm, tokenizer=None, sampler=greedy_sampler)
+    embedded: list[int] = []
+    original = lm.embed_text
+    lm.embed_text = lambda token_ids: (embedded.extend(token_ids), original(token_ids))[1]
+    try:
+        with torch.no_grad():
+            from_events = list(generator.from_llm(iter(events), {end}))
+    finally:
+        del lm.embed_text
+    assert embedded == ids  # every text token reached the voice LM, the end token did not
+    with torch.no_grad():
+        assert from_events == list(generator.from_token_ids(iter(ids)))
