@@ -78,6 +78,20 @@ def append_rows(table: Table, path: Path = BENCHMARKS_MD) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def row_prefix(
+    device: torch.device, preset: str, model: torch.nn.Module, dtype: torch.dtype
+) -> tuple[str, ...]:
+    """date, machine, preset, parameters (tied tensors counted once), dtype."""
+    params = sum(p.numel() for p in model.parameters())
+    return (
+        dt.date.today().isoformat(),
+        machine_name(device),
+        preset,
+        f"{params / 1e6:.1f}M",
+        str(dtype).removeprefix("torch."),
+    )
+
+
 def time_call(fn: Callable[[], object], device: torch.device, repeats: int) -> list[float]:
     """Seconds per call after one warm-up call, synchronising the GPU around each."""
     fn()
@@ -138,13 +152,8 @@ def bench_encoder(
         reference = f"official {OFFICIAL_ENCODER_CPU_S_PER_10S:.2f} s / 10 s (2-core CI CPU)"
     else:
         reference = "MinMo speech-to-text ~100 ms (L20, encoder + LLM)"
-    params = sum(p.numel() for p in model.parameters())
     row = (
-        dt.date.today().isoformat(),
-        machine_name(dev),
-        preset,
-        f"{params / 1e6:.1f}M",
-        str(dtype).removeprefix("torch."),
+        *row_prefix(dev, preset, model, dtype),
         f"{seconds:g} s",
         f"{fe * 1000:.1f}",
         f"{enc * 1000:.1f}",
@@ -222,13 +231,8 @@ def bench_voice_lm(
         prefills.append(prefill)
         steps += step
     per_token = statistics.median(steps)
-    params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     row = (
-        dt.date.today().isoformat(),
-        machine_name(dev),
-        preset,
-        f"{params / 1e6:.1f}M",
-        str(dtype).removeprefix("torch."),
+        *row_prefix(dev, preset, model, dtype),
         f"{statistics.median(prefills) * 1000:.1f}",
         f"{per_token * 1000:.2f}",
         f"{15 * per_token * 1000:.1f}",

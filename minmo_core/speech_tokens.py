@@ -151,6 +151,15 @@ def interleaved_tokens(
         kinds.extend(("text", text_seen + i) for i in range(min(count, len(text))))
         text, text_seen = text[count:], text_seen + min(count, len(text))
 
+    def emit(token: int) -> None:
+        """Record a generated speech token; it is the next input."""
+        nonlocal n_spoken
+        out.append(token)
+        n_spoken += 1
+        if trace is not None:
+            kinds.append(("speech", n_prompt + n_spoken - 1))
+        pending.append(lm.embed_speech([token]))
+
     def feed() -> torch.Tensor:
         nonlocal pending
         if trace is not None:
@@ -185,11 +194,7 @@ def interleaved_tokens(
                 out.append(fill)
                 need_text = True
                 continue
-            out.append(token)
-            n_spoken += 1
-            if trace is not None:
-                kinds.append(("speech", n_prompt + n_spoken - 1))
-            pending.append(lm.embed_speech([token]))
+            emit(token)
             yield token
 
     take_text(len(text))
@@ -203,11 +208,7 @@ def interleaved_tokens(
         token = sampler(masked(feed(), tuple(t for t in cfg.stop_tokens if t != eos)), out)
         if token == eos:
             return
-        out.append(token)
-        n_spoken += 1
-        if trace is not None:
-            kinds.append(("speech", n_prompt + n_spoken - 1))
-        pending.append(lm.embed_speech([token]))
+        emit(token)
         yield token
 
 

@@ -12,23 +12,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bench", help="run a benchmark and record it in docs/BENCHMARKS.md")
     jobs = p.add_subparsers(dest="job", metavar="JOB", required=True)
     enc = jobs.add_parser("encoder", help="SenseVoice front end + encoder real-time factor")
-    enc.add_argument("--preset", choices=["real", "tiny"], default="real")
     enc.add_argument("--seconds", type=float, default=10.0, help="audio length (default 10)")
-    enc.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    enc.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    enc.add_argument("--repeats", type=int, default=5)
-    enc.add_argument("--output", type=Path, default=None, help="BENCHMARKS.md to append to")
-    enc.add_argument("--no-record", action="store_true", help="print only")
+    _common_options(enc, repeats=5)
     enc.set_defaults(func=run_encoder)
     vlm = jobs.add_parser("voice-lm", help="voice-token LM: time per speech token (d_lm)")
-    vlm.add_argument("--preset", choices=["real", "tiny"], default="real")
     vlm.add_argument("--tokens", type=int, default=45, help="speech tokens per run (default 45)")
-    vlm.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    vlm.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    vlm.add_argument("--repeats", type=int, default=3)
-    vlm.add_argument("--output", type=Path, default=None, help="BENCHMARKS.md to append to")
-    vlm.add_argument("--no-record", action="store_true", help="print only")
+    _common_options(vlm, repeats=3)
     vlm.set_defaults(func=run_voice_lm)
+
+
+def _common_options(p: argparse.ArgumentParser, repeats: int) -> None:
+    p.add_argument("--preset", choices=["real", "tiny"], default="real")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--repeats", type=int, default=repeats)
+    p.add_argument("--output", type=Path, default=None, help="BENCHMARKS.md to append to")
+    p.add_argument("--no-record", action="store_true", help="print only")
 
 
 def run_encoder(args: argparse.Namespace) -> int:
