@@ -59,4 +59,5 @@ def test_voice_lm_bench_reports_time_per_speech_token() -> None:
     assert record["params"] == "2.2M"  # the fixture geometry, lm_head tied to embed_tokens
     per_token = float(record["d_lm ms/token"])
     assert per_token > 0
-    assert float(record["15 tokens ms"]) == pytest.approx(15 * per_token, abs=0.1)
+    # d_lm has 2 decimals, "15 tokens ms" 1: they agree to 15 x 0.005 + 0.05 = 0.125 ms
+    assert float(record["15 tokens ms"]) == pytest.approx(15 * per_token, abs=0.125)

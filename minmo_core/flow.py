@@ -1,0 +1,180 @@
+"""FlowDecoder: CosyVoice 2's speech-token -> mel model (CausalMaskedDiffWithXvec), inference.
+
+    speech tokens (25 Hz) of prompt + reply ─► input_embedding ─► FlowEncoder ─► encoder_proj
+        ─► mu (80, T_mel = 2 T) ─► FlowMatching (10 Euler steps, CFG 0.7, fixed noise)
+        ─► mel (80, T_mel) ─► the reply's frames (the prompt's mel frames are cut)
+
+The speaker x-vector (CAM++, 192) is L2-normalised and projected to 80; the prompt's mel fills
+the first frames of the ``cond`` input. Parameter names are those of the released
+``flow.pt`` (``input_embedding``, ``spk_embed_affine_layer``, ``encoder.*``,
+``encoder_proj``, ``decoder.estimator.*``); see ``flow_encoder`` and ``flow_decoder``.
+
+Streaming, as the release does it: every call re-encodes all tokens so far (prompt
+included) and re-samples the whole mel; ``streaming=True`` makes the attention chunked
+(25 tokens / 50 frames, each chunk sees itself and the past), ``finalize=False`` holds the
+last ``pre_lookahead_len`` (3) tokens back as look-ahead context that yields no frames. The
+caller keeps only the frames it has not played yet. Because the starting noise is fixed per
+frame index, a streamed call's frames of complete chunks equal those of a later streamed call
+over more tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minmo_core.checkpoints import Pin, Release, load_into, load_state_dict, verify_release
+from minmo_core.config import FlowConfig
+from minmo_core.errors import ConfigError
+from minmo_core.flow_decoder import Estimator, FlowMatching
+from minmo_core.flow_encoder import FlowEncoder
+
+ATTENTION_CHUNK_TOKENS = 25  # the encoder's static_chunk_size (1 s); x token_mel_ratio after
+
+FLOW_PIN = Pin(450575567, "ff4c2f867674411e0a08cee702996df13fa67c1cd864c06108da88d16d088541")
+COSYVOICE2_FLOW = Release(
+    name="CosyVoice2-0.5B",
+    repo_id="FunAudioLLM/CosyVoice2-0.5B",
+    revision=None,
+    files={"flow.pt": FLOW_PIN},
+)
+
+
+class FlowDecoder(nn.Module):
+    """Speech tokens + voice prompt -> 80-bin mel at 50 Hz. Batch size 1, no padding."""
+
+    def __init__(self, cfg: FlowConfig) -> None:
+        super().__init__()
+        if len(cfg.estimator_channels) != 1:
+            raise ConfigError(
+                f"the flow's estimator has one U-Net stage (channels [256]); got "
+                f"{list(cfg.estimator_channels)}"
+            )
+        self.cfg = cfg
+        self.input_embedding = nn.Embedding(cfg.vocab_size, cfg.input_size)
+        self.spk_embed_affine_layer = nn.Linear(cfg.spk_embed_dim, cfg.output_size)
+        self.encoder = FlowEncoder(
+            dim=cfg.input_size,
+            n_heads=cfg.encoder_heads,
+            ffn=cfg.encoder_ffn,
+            n_blocks=cfg.encoder_blocks,
+            n_up_blocks=cfg.encoder_up_blocks,
+            lookahead=cfg.pre_lookahead_len,
+            stride=cfg.token_mel_ratio,
+            chunk_tokens=ATTENTION_CHUNK_TOKENS,
+        )
+        self.encoder_proj = nn.Linear(cfg.input_size, cfg.output_size)
+        estimator = Estimator(
+            n_mels=cfg.output_size,
+            channels=cfg.estimator_channels[0],
+            n_blocks=cfg.estimator_blocks_per_stage,
+            n_mid_blocks=cfg.estimator_mid_blocks,
+            n_heads=cfg.estimator_heads,
+            head_dim=cfg.estimator_head_dim,
+            chunk_frames=cfg.token_mel_ratio * ATTENTION_CHUNK_TOKENS,
+        )
+        self.decoder = FlowMatching(estimator, cfg.output_size, cfg.n_timesteps, cfg.cfg_rate)
+
+    def encode(
+        self,
+        tokens: torch.Tensor,
+        prompt_tokens: torch.Tensor,
+        streaming: bool = False,
+        finalize: bool = True,
+    ) -> torch.Tensor:
+        """Encoder output for prompt + tokens: (1, ratio * (P + L [- lookahead]), D).
+
+        With ``finalize=False`` the last ``pre_lookahead_len`` tokens are only look-ahead.
+        """
+        ids = torch.cat([prompt_tokens, tokens], dim=1).long()  # (1, P + L)
+        if not finalize and ids.size(1) <= self.cfg.pre_lookahead_len:
+            raise ValueError(
+                f"an unfinished stream needs more than {self.cfg.pre_lookahead_len} tokens "
+                f"(prompt included), got {ids.size(1)}"
+            )
+        x = self.input_embedding(ids.clamp(min=0))  # (1, P + L, D)
+        if finalize:
+            return self.encoder(x, streaming=streaming)
+        lookahead = self.cfg.pre_lookahead_len
+        return self.encoder(x[:, :-lookahead], x[:, -lookahead:], streaming=streaming)
+
+    @torch.inference_mode()
+    def inference(
+        self,
+        tokens: torch.Tensor,
+        prompt_tokens: torch.Tensor,
+        prompt_feat: torch.Tensor,
+        embedding: torch.Tensor,
+        streaming: bool = False,
+        finalize: bool = True,
+    ) -> torch.Tensor:
+        """The mel of ``tokens`` spoken in the prompt's voice.
+
+        tokens : torch.Tensor, shape = (1, L)
+            speech tokens of the reply so far (int)
+        prompt_tokens : torch.Tensor, shape = (1, P)
+            speech tokens of the voice prompt (P may be 0)
+        prompt_feat : torch.Tensor, shape = (1, ratio * P, 80)
+            the voice prompt's mel (24 kHz, hop 480), time first as the release stores it
+        embedding : torch.Tensor, shape = (1, 192)
+            the voice prompt's speaker x-vector (any norm)
+        streaming : bool
+            chunked attention (what a stream uses for all but its last call)
+        finalize : bool
+            False while more tokens will come: the last 3 tokens serve as look-ahead only
+
+        Returns float32 mel, shape = (1, 80, ratio * L) when finalising, else
+        (1, 80, ratio * (L - 3)).
+        """
+        if tokens.dim() != 2 or tokens.size(0) != 1:
+            raise ValueError(f"tokens must be (1, L), got {tuple(tokens.shape)}")
+        n_prompt = prompt_feat.size(1)
+        if n_prompt != self.cfg.token_mel_ratio * prompt_tokens.size(1):
+            raise ValueError(
+                f"prompt_feat has {n_prompt} frames for {prompt_tokens.size(1)} prompt tokens; "
+                f"the flow needs exactly {self.cfg.token_mel_ratio} frames per token"
+            )
+        weight = self.spk_embed_affine_layer.weight
+        device, dtype = weight.device, weight.dtype
+        spks = self.spk_embed_affine_layer(F.normalize(embedding.to(device, dtype), dim=1))
+        h = self.encode(tokens.to(device), prompt_tokens.to(device), streaming, finalize)
+        mu = self.encoder_proj(h).transpose(1, 2)  # (1, 80, T_mel)
+        cond = torch.zeros_like(mu)  # (1, 80, T_mel)
+        cond[:, :, :n_prompt] = prompt_feat.to(device, dtype).transpose(1, 2)
+        mel = self.decoder(mu, spks, cond, streaming)  # (1, 80, T_mel)
+        return mel[:, :, n_prompt:]
+
+
+def load_flow(
+    path: Path | str,
+    cfg: FlowConfig | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    allow_unpinned: bool = False,
+) -> FlowDecoder:
+    """The official ``flow.pt`` (pinned size and sha256) -> FlowDecoder in eval mode.
+
+    ``dtype`` defaults to float32, as the release runs by default (its ``fp16`` option is
+    float16); the Euler state and the returned mel stay float32 either way.
+    ``allow_unpinned`` accepts another file of the same architecture (a fine-tune, a test
+    checkpoint).
+    """
+    path = Path(path)
+    verify_release(
+        path.parent,
+        Release(COSYVOICE2_FLOW.name, COSYVOICE2_FLOW.repo_id, None, {path.name: FLOW_PIN}),
+        allow_unpinned,
+    )
+    state = load_state_dict(path)
+    with torch.device("meta"):
+        model = FlowDecoder(cfg or FlowConfig())
+    model.to_empty(device="cpu")  # safe: the model has no buffers, every tensor is loaded
+    load_into(model, state, path)
+    del state
+    return model.to(device=torch.device(device), dtype=dtype or torch.float32).eval()
+
+
+__all__ = ["COSYVOICE2_FLOW", "FLOW_PIN", "FlowDecoder", "load_flow"]
