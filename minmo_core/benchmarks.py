@@ -27,6 +27,9 @@ BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
 # CI machine: 0.77 s for 10 s of audio (issue 2).
 OFFICIAL_ENCODER_CPU_S_PER_10S = 0.77
 MINMO_15_SPEECH_TOKENS_MS = 70.0  # MinMo's voice-token LM, 15 tokens, NVIDIA L20
+MINMO_TOKEN2WAV_CHUNK_MS = 130.0  # MinMo's token2wav, one 15-token chunk, NVIDIA L20
+# CosyVoice's HiFTGenerator, random weights, 2 threads, 2 s of audio on the 2-core CI CPU
+OFFICIAL_HIFT_CPU_RTF = 0.29
 
 
 @dataclass(frozen=True)
@@ -257,3 +260,75 @@ def bench_voice_lm(
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def bench_token2wav(
+    preset: str = "real", device: str = "cpu", repeats: int = 3, prompt_tokens: int = 25
+) -> Table:
+    """HiFT alone on 2 s of mel, and one streaming 15-token chunk (flow + HiFT) after a
+    voice prompt, with 15 tokens already played (the release re-encodes all tokens so far)."""
+    from minmo_core.config import FlowConfig, HiFTConfig
+    from minmo_core.flow import FlowDecoder
+    from minmo_core.hift import HiFTVocoder
+
+    dev = torch.device(device)
+    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    real = preset == "real"
+    torch.manual_seed(0)
+    flow = FlowDecoder(FlowConfig() if real else FlowConfig.tiny()).to(dev, dtype).eval()
+    vocoder = HiFTVocoder(HiFTConfig() if real else HiFTConfig.tiny()).remove_weight_norm()
+    vocoder = vocoder.to(dev, torch.float32).eval()
+    generator = torch.Generator().manual_seed(0)
+    vocab, ratio = flow.cfg.vocab_size, flow.cfg.token_mel_ratio
+    prompt = torch.randint(0, vocab, (1, prompt_tokens), generator=generator)
+    prompt_mel = torch.randn(1, ratio * prompt_tokens, 80, generator=generator)
+    embedding = torch.randn(1, 192 if real else flow.cfg.spk_embed_dim, generator=generator)
+    reply = torch.randint(0, vocab, (1, 30 + flow.cfg.pre_lookahead_len), generator=generator)
+    mel_2s = torch.randn(1, 80, 100, generator=generator).to(dev)
+
+    def chunk_flow() -> torch.Tensor:
+        return flow.inference(reply, prompt, prompt_mel, embedding, streaming=True, finalize=False)
+
+    chunk_mel = torch.cat([mel_2s[:, :, :8], chunk_flow()[:, :, 15 * ratio :].float()], dim=2)
+    hift_2s = statistics.median(time_call(lambda: vocoder.inference(mel_2s), dev, repeats))
+    flow_ms = statistics.median(time_call(chunk_flow, dev, repeats)) * 1000
+    hift_ms = statistics.median(time_call(lambda: vocoder.inference(chunk_mel), dev, repeats))
+    hift_ms *= 1000
+    chunk_ms = flow_ms + hift_ms
+    chunk_audio_s = 15 / 25  # 15 tokens = 0.6 s of speech
+    reference = (
+        f"HiFT: official RTF {OFFICIAL_HIFT_CPU_RTF} (CI CPU); chunk: MinMo "
+        f"{MINMO_TOKEN2WAV_CHUNK_MS:.0f} ms (L20)"
+        if real
+        else "none (tiny preset)"
+    )
+    params = sum(p.numel() for p in flow.parameters()) + sum(
+        p.numel() for p in vocoder.parameters()
+    )
+    row = (
+        dt.date.today().isoformat(),
+        machine_name(dev),
+        preset,
+        f"{params / 1e6:.1f}M",
+        str(dtype).removeprefix("torch."),
+        f"{hift_2s / 2.0:.3f}",
+        f"{flow_ms:.0f}",
+        f"{hift_ms:.0f}",
+        f"{chunk_ms:.0f}",
+        f"{chunk_ms / 1000 / chunk_audio_s:.2f}",
+        reference,
+    )
+    columns = (
+        "date",
+        "machine",
+        "preset",
+        "params (flow+HiFT)",
+        "flow dtype",
+        "HiFT RTF (2 s)",
+        "flow ms/chunk",
+        "HiFT ms/chunk",
+        "d_syn x 15 ms",
+        "chunk RTF",
+        "compare with",
+    )
+    return Table("## Token2wav (flow matching + HiFT)", columns, [row])

@@ -47,6 +47,10 @@ POST_LRELU_SLOPE = 0.01  # before conv_post: torch's default slope, as the relea
 SOURCE_RESBLOCK_DILATIONS = (1, 3, 5)  # every source ResBlock
 MAX_MAGNITUDE = 1e2  # the iSTFT magnitudes exp(x) are clipped here
 SNAKE_EPS = 1e-9  # keeps 1 / alpha finite
+_LEGACY_WEIGHT_NORM = {  # torch.nn.utils.weight_norm's key names -> the parametrization's
+    "weight_g": "parametrizations.weight.original0",
+    "weight_v": "parametrizations.weight.original1",
+}
 
 
 def _conv(c_in: int, c_out: int, kernel: int, dilation: int = 1) -> nn.Conv1d:
@@ -300,16 +304,10 @@ class HiFTVocoder(nn.Module):
     def remove_weight_norm(self) -> HiFTVocoder:
         """Fold g·v/‖v‖ into plain weights (faster inference; state dict keys become
         ``*.weight``, so load checkpoints first)."""
-        for module in self.modules():
+        for module in list(self.modules()):
             if parametrize.is_parametrized(module, "weight"):
                 parametrize.remove_parametrizations(module, "weight")
         return self
-
-
-_LEGACY_WEIGHT_NORM = {  # torch.nn.utils.weight_norm's names -> the parametrization's
-    "weight_g": "parametrizations.weight.original0",
-    "weight_v": "parametrizations.weight.original1",
-}
 
 
 def load_hift_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

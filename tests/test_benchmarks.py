@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from minmo_core.benchmarks import Table, append_rows, bench_encoder, bench_voice_lm
+from minmo_core.benchmarks import (
+    Table,
+    append_rows,
+    bench_encoder,
+    bench_token2wav,
+    bench_voice_lm,
+)
 from minmo_core.cli import main
 
 
@@ -61,3 +67,12 @@ def test_voice_lm_bench_reports_time_per_speech_token() -> None:
     assert per_token > 0
     # d_lm has 2 decimals, "15 tokens ms" 1: they agree to 15 x 0.005 + 0.05 = 0.125 ms
     assert float(record["15 tokens ms"]) == pytest.approx(15 * per_token, abs=0.125)
+
+
+def test_token2wav_bench_reports_chunk_and_vocoder_figures() -> None:
+    table = bench_token2wav(preset="tiny", repeats=1, prompt_tokens=5)
+    record = dict(zip(table.columns, table.rows[0], strict=True))
+    flow_ms, hift_ms = float(record["flow ms/chunk"]), float(record["HiFT ms/chunk"])
+    assert flow_ms > 0 and hift_ms > 0
+    assert float(record["d_syn x 15 ms"]) == pytest.approx(flow_ms + hift_ms, abs=1.0)
+    assert float(record["HiFT RTF (2 s)"]) > 0

@@ -19,6 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     vlm.add_argument("--tokens", type=int, default=45, help="speech tokens per run (default 45)")
     _common_options(vlm, repeats=3)
     vlm.set_defaults(func=run_voice_lm)
+    t2w = jobs.add_parser("token2wav", help="flow + HiFT: time per 15-token chunk, HiFT RTF")
+    _common_options(t2w, repeats=3)
+    t2w.set_defaults(func=run_token2wav)
 
 
 def _common_options(p: argparse.ArgumentParser, repeats: int) -> None:
@@ -46,6 +49,12 @@ def run_voice_lm(args: argparse.Namespace) -> int:
         args,
         lambda device: bench_voice_lm(args.preset, device, args.tokens, args.repeats),
     )
+
+
+def run_token2wav(args: argparse.Namespace) -> int:
+    from minmo_core.benchmarks import bench_token2wav
+
+    return _report(args, lambda device: bench_token2wav(args.preset, device, args.repeats))
 
 
 def _report(args: argparse.Namespace, bench) -> int:
