@@ -40,3 +40,10 @@ def tiny_cosyvoice_dir(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: P
     return write_tiny_cosyvoice(
         tmp_path_factory.mktemp("cosyvoice"), fixtures_dir / "cosyvoice2_llm"
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_release_dir(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> Path:
+    from tests.tiny_cosyvoice import write_tiny_release
+
+    return write_tiny_release(tmp_path_factory.mktemp("release"), fixtures_dir)

@@ -14,6 +14,7 @@ from minmo_core.config import FlowConfig
 from minmo_core.errors import CheckpointError, ConfigError
 from minmo_core.flow import ATTENTION_CHUNK_TOKENS, FLOW_PIN, FlowDecoder, load_flow
 from minmo_core.flow_decoder import NOISE_FRAMES, fixed_noise
+from minmo_core.release_config import flow_config
 
 # name -> (tokens passed, streaming, finalize), as the fixture's README lists the calls
 CALLS = {
@@ -33,25 +34,7 @@ def release_config(raw: dict) -> FlowConfig:
         est["in_channels"] == 4 * flow["output_size"] and cfm["spk_emb_dim"] == est["out_channels"]
     )
     assert flow["input_size"] == enc["output_size"] == enc["input_size"]
-    return FlowConfig(
-        input_size=flow["input_size"],
-        output_size=flow["output_size"],
-        vocab_size=flow["vocab_size"],
-        spk_embed_dim=flow["spk_embed_dim"],
-        token_mel_ratio=flow["token_mel_ratio"],
-        pre_lookahead_len=flow["pre_lookahead_len"],
-        encoder_heads=enc["attention_heads"],
-        encoder_ffn=enc["linear_units"],
-        encoder_blocks=enc["num_blocks"],
-        encoder_up_blocks=4,  # hard-coded in UpsampleConformerEncoder
-        estimator_channels=tuple(est["channels"]),
-        estimator_blocks_per_stage=est["n_blocks"],
-        estimator_mid_blocks=est["num_mid_blocks"],
-        estimator_heads=est["num_heads"],
-        estimator_head_dim=est["attention_head_dim"],
-        cfg_rate=cfm["cfm_params"]["inference_cfg_rate"],
-        sigma_min=cfm["cfm_params"]["sigma_min"],
-    )
+    return flow_config(flow, enc, cfm)
 
 
 @pytest.fixture(scope="module")

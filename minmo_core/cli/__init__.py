@@ -16,13 +16,13 @@ from minmo_core.errors import MinMoError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from minmo_core.cli import bench, chat, download, speech_tokens, transcribe
+    from minmo_core.cli import bench, chat, download, speech_tokens, transcribe, tts
 
     parser = argparse.ArgumentParser(
         prog="minmo", description="MinMo Assistant: local voice-interaction models"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (transcribe, chat, speech_tokens, download, bench):
+    for module in (transcribe, chat, speech_tokens, tts, download, bench):
         module.register(subparsers)
     return parser
 

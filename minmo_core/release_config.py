@@ -1,0 +1,96 @@
+"""The CosyVoice 2 release's own description of its models: ``cosyvoice2.yaml``.
+
+The file is HyperPyYAML (``!new:module.Class`` tags, ``!ref <key>`` references). Nothing in it
+is executed here: tags are read as plain mappings and scalars, references are resolved
+against the file's top-level keys, and only the sizes we need are taken.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from minmo_core.config import FlowConfig
+from minmo_core.errors import CheckpointError
+
+RELEASE_YAML = "cosyvoice2.yaml"
+UPSAMPLE_ENCODER_UP_BLOCKS = 4  # fixed inside the release's UpsampleConformerEncoder
+
+
+class _TolerantLoader(yaml.SafeLoader):
+    """SafeLoader that reads any ``!tag`` node as the plain value under it."""
+
+
+def _untagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> object:
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    value = loader.construct_scalar(node)
+    return ("!ref", value) if suffix == "ref" else value
+
+
+_TolerantLoader.add_multi_constructor("!", _untagged)
+
+
+def _resolve(value: object, top: dict) -> object:
+    if isinstance(value, tuple) and value[:1] == ("!ref",):
+        match = re.fullmatch(r"\s*<([\w.]+)>\s*", str(value[1]))
+        return _resolve(top.get(match.group(1)), top) if match else value[1]
+    if isinstance(value, dict):
+        return {k: _resolve(v, top) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, top) for v in value]
+    return value
+
+
+def read_release_yaml(path: Path) -> dict:
+    try:
+        raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_TolerantLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise CheckpointError(f"cannot read {path}: {err}") from err
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} is not a mapping of model settings")
+    return _resolve(raw, raw)
+
+
+def flow_config(flow: dict, encoder: dict, decoder: dict, source: str = RELEASE_YAML) -> FlowConfig:
+    """FlowConfig from the release's constructor arguments (names as in cosyvoice2.yaml)."""
+    try:
+        estimator, cfm = decoder["estimator"], decoder["cfm_params"]
+        cfm = cfm.get("content", cfm)  # the yaml wraps it in an omegaconf DictConfig
+        return FlowConfig(
+            input_size=int(flow["input_size"]),
+            output_size=int(flow["output_size"]),
+            vocab_size=int(flow["vocab_size"]),
+            spk_embed_dim=int(flow["spk_embed_dim"]),
+            token_mel_ratio=int(flow["token_mel_ratio"]),
+            pre_lookahead_len=int(flow["pre_lookahead_len"]),
+            encoder_heads=int(encoder["attention_heads"]),
+            encoder_ffn=int(encoder["linear_units"]),
+            encoder_blocks=int(encoder["num_blocks"]),
+            encoder_up_blocks=UPSAMPLE_ENCODER_UP_BLOCKS,
+            estimator_channels=tuple(int(c) for c in estimator["channels"]),
+            estimator_blocks_per_stage=int(estimator["n_blocks"]),
+            estimator_mid_blocks=int(estimator["num_mid_blocks"]),
+            estimator_heads=int(estimator["num_heads"]),
+            estimator_head_dim=int(estimator["attention_head_dim"]),
+            cfg_rate=float(cfm["inference_cfg_rate"]),
+            sigma_min=float(cfm["sigma_min"]),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{source}: the flow's settings lack or mangle {err}") from err
+
+
+def release_flow_config(folder: Path) -> FlowConfig:
+    """The flow's sizes from ``folder/cosyvoice2.yaml``; the release's defaults without one."""
+    path = Path(folder) / RELEASE_YAML
+    if not path.is_file():
+        return FlowConfig()
+    raw = read_release_yaml(path)
+    flow = raw.get("flow")
+    if not isinstance(flow, dict):
+        raise CheckpointError(f"{path} has no flow section")
+    return flow_config(flow, flow.get("encoder", {}), flow.get("decoder", {}), str(path))

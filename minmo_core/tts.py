@@ -1,0 +1,78 @@
+"""Text -> speech with the CosyVoice 2 release: voice-token LM, then streaming token2wav.
+
+Audio comes out chunk by chunk (every 15 speech tokens, 0.6 s) while the rest is computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from minmo_core.flow import load_flow
+from minmo_core.hift import load_vocoder
+from minmo_core.release_config import release_flow_config
+from minmo_core.speech_tokens import SpeechTokenGenerator
+from minmo_core.styles import VoiceStyle, instruction_is_empty
+from minmo_core.token2wav import FlowPrompt, Token2Wav
+from minmo_core.voice_lm import RasSampler, greedy_sampler, load_voice_lm
+from minmo_core.voice_prompt import InstructPrompt, VoiceProfile, ZeroShotPrompt, lm_prompt
+
+SAMPLE_RATE = 24000
+
+
+class SpeechSynthesizer:
+    """The voice-token LM and token2wav of one CosyVoice2-0.5B folder."""
+
+    def __init__(self, tokens: SpeechTokenGenerator, t2w: Token2Wav, seed: int | None) -> None:
+        self.tokens = tokens
+        self.t2w = t2w
+        self.seed = seed
+
+    @classmethod
+    def from_folder(
+        cls,
+        folder: Path | str,
+        device: str | torch.device = "cpu",
+        allow_unpinned: bool = False,
+        greedy: bool = False,
+        seed: int | None = None,
+    ) -> SpeechSynthesizer:
+        folder = Path(folder)
+        lm, tokenizer = load_voice_lm(folder, device, allow_unpinned=allow_unpinned)
+        flow = load_flow(
+            folder / "flow.pt", release_flow_config(folder), device, allow_unpinned=allow_unpinned
+        )
+        vocoder = load_vocoder(folder / "hift.pt", device=device, allow_unpinned=allow_unpinned)
+        sampler = greedy_sampler if greedy else RasSampler.from_config(lm.cfg, seed)
+        return cls(SpeechTokenGenerator(lm, tokenizer, sampler), Token2Wav(flow, vocoder), seed)
+
+    def speak(
+        self,
+        text: str,
+        style: VoiceStyle | None = None,
+        voice: VoiceProfile | None = None,
+        wording: str = "zh",
+    ) -> Iterator[torch.Tensor]:
+        """Audio chunks (n,) float32 at 24 kHz, each as soon as it exists.
+
+        A style goes to the LM as an instruction (the voice, if any, to the flow only);
+        without one, a voice is cloned zero-shot (its transcript and tokens go to the LM).
+        """
+        if style is not None and not instruction_is_empty(style):
+            prompt = InstructPrompt(style, voice, wording)
+        else:
+            prompt = ZeroShotPrompt(voice) if voice is not None else None
+        lm_prompt_ = self.tokens.prompt(*lm_prompt(prompt))
+        generator = torch.Generator()
+        if self.seed is not None:
+            generator.manual_seed(self.seed)
+        stream = self.t2w.stream(FlowPrompt.from_voice(voice), generator)
+        for chunk in self.tokens.from_text(text, lm_prompt_):
+            audio = stream.push(chunk)
+            if audio.numel():
+                yield audio
+        tail = stream.flush()
+        if tail.numel():
+            yield tail
