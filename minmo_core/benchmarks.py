@@ -302,15 +302,8 @@ def bench_token2wav(
         if real
         else "none (tiny preset)"
     )
-    params = sum(p.numel() for p in flow.parameters()) + sum(
-        p.numel() for p in vocoder.parameters()
-    )
     row = (
-        dt.date.today().isoformat(),
-        machine_name(dev),
-        preset,
-        f"{params / 1e6:.1f}M",
-        str(dtype).removeprefix("torch."),
+        *row_prefix(dev, preset, torch.nn.ModuleList([flow, vocoder]), dtype),
         f"{hift_2s / 2.0:.3f}",
         f"{flow_ms:.0f}",
         f"{hift_ms:.0f}",
