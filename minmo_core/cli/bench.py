@@ -22,6 +22,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t2w = jobs.add_parser("token2wav", help="flow + HiFT: time per 15-token chunk, HiFT RTF")
     _common_options(t2w, repeats=3)
     t2w.set_defaults(func=run_token2wav)
+    audio = jobs.add_parser("audio", help="echo cancellation, VAD and barge-in on simulated rooms")
+    audio.add_argument("--single", type=float, default=75.0, help="s of echo only per room")
+    audio.add_argument("--double", type=float, default=30.0, help="s of double talk per room")
+    audio.add_argument("--near", type=float, default=20.0, help="s of user-only speech per room")
+    audio.add_argument("--seed", type=int, default=0)
+    audio.add_argument("--output", type=Path, default=None, help="BENCHMARKS.md to append to")
+    audio.add_argument("--no-record", action="store_true", help="print only")
+    audio.set_defaults(func=run_audio, threads=1, device="cpu")
 
 
 def _common_options(p: argparse.ArgumentParser, repeats: int) -> None:
@@ -55,6 +63,13 @@ def run_token2wav(args: argparse.Namespace) -> int:
     from minmo_core.benchmarks import bench_token2wav
 
     return _report(args, lambda device: bench_token2wav(args.preset, device, args.repeats))
+
+
+def run_audio(args: argparse.Namespace) -> int:
+    # the audio path lives in the app package (Qt-free); only this command reaches into it
+    from app.audio.bench import bench_audio
+
+    return _report(args, lambda device: bench_audio(args.single, args.double, args.near, args.seed))
 
 
 def _report(args: argparse.Namespace, bench) -> int:

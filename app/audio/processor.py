@@ -1,0 +1,278 @@
+"""The audio thread's work on each 10 ms microphone frame.
+
+    mic frame (16 kHz) + far end played at the same moment (FarEndBuffer, timestamps)
+      ─► echo canceller ─► clean frame ─► level meter
+                                     ├─► VAD (webrtcvad, start / hang-over / padding)
+                                     │     ─► SpeechStarted / SpeechEnded
+                                     └─► double-talk gate ─► BargeInDetector
+                                           ─► BargeIn / FalseBargeIn
+
+The double-talk gate keeps the assistant's residual echo from interrupting it: while the
+assistant speaks, a frame counts as the user's speech only if the VAD says speech AND the
+clean frame is louder than the echo that could still be left in it (the echo estimate,
+mic - clean, lowered by the canceller's measured echo return loss enhancement) by a margin.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+
+import numpy as np
+import webrtcvad
+
+from app.audio.aec import EchoCanceller, FarEndBuffer, SpeexEchoCanceller, estimate_delay
+from app.audio.events import (
+    MIC_RATE,
+    AudioEvent,
+    AudioSettings,
+    BargeIn,
+    FalseBargeIn,
+    Level,
+    SpeechEnded,
+    SpeechStarted,
+)
+
+SILENT_DB = -100.0
+FAR_ACTIVE_DB = -60.0  # far-end frames above this level are playing something
+MIN_SPEECH_DBFS = -55.0  # quieter than this is no one talking to the assistant
+ABOVE_NOISE_DB = 8.0  # speech stands this far above the tracked noise floor
+NOISE_RISE_DB_PER_FRAME = 0.02  # the floor follows rising noise at 2 dB per second
+ECHO_DECAY_DB_PER_FRAME = 0.3  # residual echo's assumed decay: 30 dB per second (slow room)
+
+
+def _power(x: np.ndarray) -> float:
+    return float(np.dot(x, x)) / max(x.size, 1)
+
+
+def level_db(x: np.ndarray) -> float:
+    power = _power(x)
+    return 10 * np.log10(power) if power > 1e-10 else SILENT_DB
+
+
+class VoiceActivity:
+    """webrtcvad frame decisions turned into utterances with start and end times."""
+
+    def __init__(self, settings: AudioSettings, frame_s: float) -> None:
+        self.vad = webrtcvad.Vad(settings.vad_aggressiveness)
+        self.frame_s = frame_s
+        self.start_frames = max(1, round(settings.vad_start_ms / 1000 / frame_s))
+        self.hang_frames = max(1, round(settings.vad_hangover_ms / 1000 / frame_s))
+        self.recent: collections.deque[tuple[float, bool]] = collections.deque(
+            maxlen=self.start_frames
+        )
+        self.in_speech = False
+        self.started = 0.0
+        self.silent_run = 0
+        self.last_speech = 0.0
+
+    def is_speech(self, frame: np.ndarray) -> bool:
+        pcm = (np.clip(frame, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes()
+        return self.vad.is_speech(pcm, MIC_RATE)
+
+    def update(self, speech: bool, time: float) -> list[AudioEvent]:
+        """One frame's (gated) decision -> utterance events."""
+        self.recent.append((time, speech))
+        if speech:
+            self.last_speech = time
+        if not self.in_speech:
+            if len(self.recent) == self.start_frames and all(s for _, s in self.recent):
+                self.in_speech, self.started, self.silent_run = True, self.recent[0][0], 0
+                return [SpeechStarted(self.started)]
+            return []
+        self.silent_run = 0 if speech else self.silent_run + 1
+        if self.silent_run >= self.hang_frames:
+            self.in_speech = False
+            end = self.last_speech + self.frame_s
+            return [SpeechEnded(end, end - self.started)]
+        return []
+
+
+class BargeInDetector:
+    """While the assistant plays, sustained user speech interrupts it.
+
+    Nothing counts during the warm-up after playback starts. User speech must last
+    ``min_speech`` (gaps up to 2 frames bridged). After a barge-in, if the user says nothing
+    more within ``false_after``, a FalseBargeIn tells the app it may resume playback.
+    """
+
+    def __init__(self, settings: AudioSettings, frame_s: float) -> None:
+        self.frame_s = frame_s
+        self.warmup = settings.bargein_warmup_ms / 1000
+        self.min_speech = settings.bargein_min_speech_ms / 1000
+        self.false_after = settings.bargein_false_ms / 1000
+        self.speaking = False
+        self.armed_at = 0.0
+        self.onset: float | None = None
+        self.gap = 0
+        self.fired_at: float | None = None
+        self.speech_after = 0.0  # user speech seen after the last barge-in
+        self.heard = False  # this stretch of user speech already interrupted
+
+    def playback_started(self, time: float) -> None:
+        if not self.speaking:
+            self.speaking, self.armed_at = True, time + self.warmup
+            self.onset, self.gap = None, 0
+
+    def playback_stopped(self, time: float) -> None:
+        self.speaking = False
+        self.onset = None
+
+    def update(self, user_speech: bool, time: float) -> list[AudioEvent]:
+        events: list[AudioEvent] = []
+        if self.fired_at is not None:
+            if time > self.fired_at and user_speech:
+                self.speech_after += self.frame_s
+            if time - self.fired_at >= self.false_after:
+                if self.speech_after < 2 * self.frame_s:
+                    events.append(FalseBargeIn(time))
+                self.fired_at = None
+        if not self.speaking or time < self.armed_at:
+            return events
+        if user_speech:
+            if self.onset is None and not self.heard:
+                self.onset = time
+            self.gap = 0
+        else:
+            self.gap += 1
+            if self.gap > 2:  # the user's stretch of speech is over
+                self.onset, self.heard = None, False
+        sustained = (
+            self.onset is not None and time + self.frame_s - self.onset >= self.min_speech - 1e-9
+        )
+        if sustained and self.fired_at is None:
+            events.append(BargeIn(time + self.frame_s, self.onset))
+            self.fired_at, self.speech_after, self.onset = time, 0.0, None
+            self.heard = True  # one barge-in per stretch of user speech
+        return events
+
+
+class AudioProcessor:
+    """Echo cancellation, VAD, level and barge-in for one microphone (the stream's sink)."""
+
+    ERLE_MARGIN_DB = 9.0  # the clean frame must beat the possible residual echo by this much
+    CONVERGED_DB = 10.0  # measured ERLE from which the canceller's echo estimate is trusted
+    NEAR_SHARE = 0.5  # share of the clean frame's power the residual echo must not explain
+    DELAY_CHECK_S = 3.0  # cross-correlate this much audio to confirm the alignment
+
+    def __init__(
+        self,
+        settings: AudioSettings | None = None,
+        on_event: Callable[[AudioEvent], None] | None = None,
+        canceller: EchoCanceller | None = None,
+    ) -> None:
+        self.settings = settings = settings or AudioSettings()
+        self.on_event = on_event or (lambda event: None)
+        self.canceller = canceller or SpeexEchoCanceller(160, settings.aec_tail_ms)
+        self.frame = self.canceller.frame
+        frame_s = self.frame / MIC_RATE
+        self.far_end = FarEndBuffer()
+        self.vad = VoiceActivity(settings, frame_s)
+        self.bargein = BargeInDetector(settings, frame_s)
+        self.erle_db = 0.0  # measured echo return loss enhancement, smoothed
+        self.extra_delay = 0.0  # seconds added to the timestamp alignment by the delay check
+        self.measured_delay_ms: float | None = None
+        self.user_speech = False
+        self.echo_until = -1.0  # stream time until which echo of past playback may arrive
+        self.noise_db = MIN_SPEECH_DBFS  # the clean signal's floor, tracked
+        self._window = np.hanning(self.frame).astype(np.float32)
+        self._window_power = float(np.sum(self._window**2))  # white noise's power per bin
+        bins = self.frame // 2 + 1
+        self._echo_envelope = np.zeros(bins)
+        self._decay = 10 ** (-ECHO_DECAY_DB_PER_FRAME / 10)
+        self.erle_bins = np.zeros(bins)  # dB, learned in single talk
+        self._check: list[tuple[np.ndarray, np.ndarray]] = []
+
+    # the stream's FrameSink interface
+    def push_far_end(self, samples16k: np.ndarray, dac_time: float) -> None:
+        self.far_end.push(samples16k.astype(np.float32, copy=False), dac_time)
+
+    def playback_started(self, time: float) -> None:
+        self.bargein.playback_started(time)
+
+    def playback_stopped(self, time: float) -> None:
+        self.bargein.playback_stopped(time)
+
+    def process(self, mic16k: np.ndarray, adc_time: float) -> np.ndarray:
+        """mic16k : (frame,) float32 captured from ``adc_time`` -> clean (frame,) float32."""
+        far = self.far_end.read(adc_time - self.extra_delay, self.frame)
+        clean = self.canceller.process(mic16k, far)
+        far_db, clean_db = level_db(far), level_db(clean)
+        # webrtcvad judges the spectrum's shape, not loudness: a -70 dBFS echo residue reads
+        # as speech. Speech must also be loud, absolutely and above the noise floor.
+        self.noise_db = (
+            clean_db if clean_db < self.noise_db else self.noise_db + NOISE_RISE_DB_PER_FRAME
+        )
+        loud = clean_db > max(MIN_SPEECH_DBFS, self.noise_db + ABOVE_NOISE_DB)
+        raw_speech = loud and self.vad.is_speech(clean)
+        far_active = far_db > FAR_ACTIVE_DB
+        if far_active:
+            self.echo_until = adc_time + self.settings.aec_tail_ms / 1000  # echo may still come
+        clean_spec, echo_spec = self._spectra(mic16k, clean)
+        if far_active and not raw_speech:
+            self._learn_erle(clean_spec, echo_spec)
+        if self.erle_db < self.CONVERGED_DB:  # not converged: the whole mic may be echo
+            echo_spec = np.abs(np.fft.rfft(mic16k * self._window)) ** 2
+        echo_possible = adc_time < self.echo_until
+        user_speech = raw_speech and (
+            not echo_possible or self._beyond_residue(clean_spec, echo_spec)
+        )
+        self.user_speech = user_speech  # the last frame's decision, for meters and tests
+        events: list[AudioEvent] = [Level(adc_time, clean_db)]
+        events += self.vad.update(user_speech, adc_time)
+        events += self.bargein.update(user_speech, adc_time)
+        if far_active:
+            self._confirm_delay(mic16k, far)
+        for event in events:
+            self.on_event(event)
+        return clean
+
+    def _spectra(self, mic: np.ndarray, clean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Power spectra of the clean frame and of the echo estimate; the estimate's
+        envelope is updated too (see ``_beyond_residue``)."""
+        clean_spec = np.abs(np.fft.rfft(clean * self._window)) ** 2
+        echo_spec = np.abs(np.fft.rfft((mic - clean) * self._window)) ** 2
+        self._echo_envelope = np.maximum(echo_spec, self._echo_envelope * self._decay)
+        return clean_spec, echo_spec
+
+    def _learn_erle(self, clean_spec: np.ndarray, echo_spec: np.ndarray) -> None:
+        """Single talk: how far the canceller brings the echo down, per frequency bin (the
+        clean frame is residual echo plus noise; the noise floor is not echo)."""
+        if echo_spec.sum() < 1e-7 * echo_spec.size:
+            return
+        noise = 10 ** (self.noise_db / 10) * self._window_power
+        residual = np.maximum(clean_spec - noise, echo_spec * 1e-4)
+        erle = np.minimum(10 * np.log10(np.maximum(echo_spec, 1e-20) / residual), 40.0)
+        rate = np.where(erle > self.erle_bins, 0.1, 0.02)  # learn gains fast, losses slowly
+        self.erle_bins += rate * (erle - self.erle_bins)
+        self.erle_db = float(np.median(self.erle_bins))
+
+    def _beyond_residue(self, clean_spec: np.ndarray, echo_spec: np.ndarray) -> bool:
+        """Whether residual echo cannot explain the clean frame: the clean power above the
+        echo envelope lowered by each bin's ERLE (plus a margin) is most of the frame's.
+
+        The envelope holds each bin's peak of ``echo_spec`` and lets it decay as a room
+        does: residual echo rings on after the echo estimate has dropped.
+        """
+        echo_spec = np.maximum(echo_spec, self._echo_envelope)
+        scale = 10 ** ((self.ERLE_MARGIN_DB - self.erle_bins) / 10)
+        unexplained = np.maximum(clean_spec - scale * echo_spec, 0.0).sum()
+        return bool(unexplained > self.NEAR_SHARE * clean_spec.sum())
+
+    def _confirm_delay(self, mic: np.ndarray, far: np.ndarray) -> None:
+        """Every few seconds of playback, cross-correlate mic and far end: a lag beyond
+        what the canceller's filter covers means the device misreports its latency."""
+        self._check.append((mic.copy(), far.copy()))
+        if len(self._check) * self.frame < self.DELAY_CHECK_S * MIC_RATE:
+            return
+        mics = np.concatenate([m for m, _ in self._check])
+        fars = np.concatenate([f for _, f in self._check])
+        self._check.clear()
+        tail = self.settings.aec_tail_ms * MIC_RATE // 1000
+        lag, strength = estimate_delay(fars, mics, max_lag=2 * tail)
+        if strength < 0.1:
+            return  # the echo is too weak or too unlike the far end to say
+        self.measured_delay_ms = 1000 * (lag / MIC_RATE + self.extra_delay)
+        if lag > tail // 2:  # the echo arrives too late for the filter: shift the far end
+            self.extra_delay += (lag - tail // 8) / MIC_RATE
+            self.canceller.reset()

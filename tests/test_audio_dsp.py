@@ -1,0 +1,172 @@
+"""The audio thread's DSP: far-end alignment, delay estimation, echo cancellation, VAD,
+barge-in rules, and the whole processor on simulated rooms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.audio.aec import FarEndBuffer, SpeexEchoCanceller, estimate_delay
+from app.audio.bench import erle_db, latencies, run_scene
+from app.audio.events import AudioSettings, BargeIn, FalseBargeIn, SpeechEnded, SpeechStarted
+from app.audio.processor import BargeInDetector, VoiceActivity
+from app.audio.simulation import condition, make_scenario
+
+FRAME_S = 0.01
+
+
+def test_far_end_is_read_back_by_the_time_it_was_played() -> None:
+    buffer = FarEndBuffer(seconds=1.0)
+    ramp = np.arange(1, 1601, dtype=np.float32)
+    for i, n in enumerate([0, 120, 170, 160, 150]):  # uneven blocks, as a resampler emits
+        start = sum([0, 120, 170, 160, 150][:i])
+        buffer.push(ramp[start : start + n], start / 16000)
+    np.testing.assert_array_equal(buffer.read(0.0, 5), ramp[:5])
+    np.testing.assert_array_equal(buffer.read(290 / 16000, 3), ramp[290:293])
+    tail = buffer.read(595 / 16000, 10)  # past what was played: silence
+    np.testing.assert_array_equal(tail, np.r_[ramp[595:600], np.zeros(5, np.float32)])
+
+
+def test_a_pause_in_playback_reads_as_silence() -> None:
+    buffer = FarEndBuffer(seconds=1.0)
+    ones = np.ones(160, np.float32)
+    buffer.push(ones, 0.0)
+    buffer.push(2 * ones, 0.5)  # nothing was played between 0.01 s and 0.5 s
+    assert buffer.read(0.2, 160).sum() == 0.0
+    np.testing.assert_array_equal(buffer.read(0.5, 160), 2 * ones)
+
+
+def test_delay_estimate_finds_the_echo_lag() -> None:
+    rng = np.random.default_rng(0)
+    far = rng.standard_normal(16000 * 2).astype(np.float32)
+    lag = 1234
+    mic = 0.3 * np.r_[np.zeros(lag), far[:-lag]] + 0.05 * rng.standard_normal(far.size)
+    found, strength = estimate_delay(far, mic.astype(np.float32), max_lag=4000)
+    assert found == lag and strength > 0.3
+
+
+def test_speex_canceller_converges_on_an_echo_path() -> None:
+    rng = np.random.default_rng(1)
+    far = (0.1 * rng.standard_normal(16000 * 4)).astype(np.float32)
+    path = np.zeros(800)
+    path[40], path[300] = 0.6, -0.2
+    echo = np.convolve(far, path)[: far.size].astype(np.float32)
+    canceller = SpeexEchoCanceller(160, 200)
+    out = np.concatenate(
+        [canceller.process(echo[i : i + 160], far[i : i + 160]) for i in range(0, far.size, 160)]
+    )
+    late = slice(16000 * 2, None)
+    erle = 10 * np.log10(np.dot(echo[late], echo[late]) / np.dot(out[late], out[late]))
+    assert erle > 20.0
+
+
+def feed_vad(vad: VoiceActivity, pattern: str) -> list:
+    events = []
+    for i, c in enumerate(pattern):
+        events += vad.update(c == "1", i * FRAME_S)
+    return events
+
+
+def test_vad_starts_after_the_start_time_and_ends_after_the_hangover() -> None:
+    settings = AudioSettings(vad_start_ms=60, vad_hangover_ms=100)
+    vad = VoiceActivity(settings, FRAME_S)
+    events = feed_vad(vad, "0011" + "0" + "1" * 20 + "0" * 12)
+    started = [e for e in events if isinstance(e, SpeechStarted)]
+    ended = [e for e in events if isinstance(e, SpeechEnded)]
+    assert [e.time for e in started] == [pytest.approx(0.05)]  # 2 frames alone did not start it
+    assert len(ended) == 1
+    assert ended[0].time == pytest.approx(0.25)  # after the last speech frame (0.24)
+    assert ended[0].duration == pytest.approx(0.20)
+
+
+def run_detector(detector: BargeInDetector, pattern: str, start: float = 0.0) -> list:
+    events = []
+    for i, c in enumerate(pattern):
+        events += detector.update(c == "1", start + i * FRAME_S)
+    return events
+
+
+def settings(**kw) -> AudioSettings:
+    return AudioSettings(
+        bargein_warmup_ms=300, bargein_min_speech_ms=100, bargein_false_ms=500, **kw
+    )
+
+
+def test_no_barge_in_during_the_warm_up_or_when_not_speaking() -> None:
+    idle = BargeInDetector(settings(), FRAME_S)
+    assert run_detector(idle, "1" * 50) == []  # the assistant is not speaking
+    warm = BargeInDetector(settings(), FRAME_S)
+    warm.playback_started(0.0)
+    assert run_detector(warm, "1" * 25) == []  # speech inside the 300 ms warm-up
+
+
+def test_sustained_speech_barges_in_and_short_gaps_are_bridged() -> None:
+    detector = BargeInDetector(settings(), FRAME_S)
+    detector.playback_started(0.0)
+    events = run_detector(detector, "0" * 40 + "11111" + "00" + "11111" + "1" * 60)
+    (barge,) = [e for e in events if isinstance(e, BargeIn)]
+    assert barge.speech_onset == pytest.approx(0.40)
+    assert barge.time == pytest.approx(0.50)  # 100 ms of speech, the 20 ms gap included
+    assert not [e for e in events if isinstance(e, FalseBargeIn)]  # the user kept talking
+
+
+def test_a_blip_is_not_a_barge_in_and_silence_after_one_is_a_false_one() -> None:
+    detector = BargeInDetector(settings(), FRAME_S)
+    detector.playback_started(0.0)
+    assert run_detector(detector, "0" * 40 + "1111" + "000" + "1111" + "0" * 20) == []
+    events = run_detector(detector, "1" * 10 + "0" * 60, start=1.0)
+    assert [type(e) for e in events] == [BargeIn, FalseBargeIn]
+
+
+@pytest.fixture(scope="module")
+def laptop():
+    return condition("laptop_small_office")
+
+
+def test_echo_alone_never_interrupts_the_assistant(laptop) -> None:
+    scene = make_scenario(laptop, "single_talk", 30.0, seed=3)
+    run = run_scene(scene)
+    assert run.bargeins == []
+    assert erle_db(scene, run) > 20.0
+
+
+def test_a_user_talking_over_playback_interrupts_within_250_ms(laptop) -> None:
+    """Once the canceller has converged (the first seconds of a session's first reply), every
+    interruption is caught within 250 ms; before that, within 600 ms."""
+    scene = make_scenario(laptop, "double_talk", 30.0, seed=3)
+    found, missed = latencies(scene, run_scene(scene))
+    assert missed == 0 and len(found) == len(scene.near_onsets) >= 5
+    converged = [lat for lat, onset in zip(found, scene.near_onsets, strict=True) if onset > 6]
+    assert len(converged) >= 5 and max(converged) <= 0.25
+    assert max(found) <= 0.6
+
+
+def test_a_misreported_device_latency_is_measured_and_corrected(laptop) -> None:
+    import dataclasses
+
+    scene = make_scenario(laptop, "single_talk", 20.0, seed=4)
+    late = 3000  # the device plays 187.5 ms later than it reports
+    shifted = dataclasses.replace(
+        scene,
+        mic_16k=np.r_[np.zeros(late, np.float32), scene.mic_16k[:-late]],
+        echo_16k=np.r_[np.zeros(late, np.float32), scene.echo_16k[:-late]],
+        noise_16k=np.r_[np.zeros(late, np.float32), scene.noise_16k[:-late]],
+    )
+    run = run_scene(shifted, AudioSettings(aec_tail_ms=200))
+    assert run.processor.measured_delay_ms == pytest.approx(1000 * late / 16000, abs=10)
+    after = slice(16000 * 10, run.clean.size)  # the canceller re-converged after the fix
+    echo, residual = shifted.echo_16k[after], run.clean[after]
+    assert 10 * np.log10(np.dot(echo, echo) / np.dot(residual, residual)) > 20.0
+
+
+def test_the_canceller_works_without_the_imp_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python 3.12 removed ``imp``, which the speexdsp package's wrapper imports."""
+    import sys
+
+    from app.audio import aec
+
+    monkeypatch.setitem(sys.modules, "imp", None)  # `import imp` now fails, as on 3.12
+    aec._speexdsp_extension.cache_clear()
+    canceller = SpeexEchoCanceller(160, 200)
+    out = canceller.process(np.zeros(160, np.float32), np.zeros(160, np.float32))
+    assert out.shape == (160,) and out.dtype == np.float32
