@@ -68,7 +68,7 @@ def feed_vad(vad: VoiceActivity, pattern: str) -> list:
 
 
 def test_vad_starts_after_the_start_time_and_ends_after_the_hangover() -> None:
-    settings = AudioSettings(vad_start_ms=60, vad_hangover_ms=100)
+    settings = AudioSettings(vad_start_ms=60, vad_hangover_ms=100, vad_padding_ms=0)
     vad = VoiceActivity(settings, FRAME_S)
     events = feed_vad(vad, "0011" + "0" + "1" * 20 + "0" * 12)
     started = [e for e in events if isinstance(e, SpeechStarted)]
@@ -77,6 +77,16 @@ def test_vad_starts_after_the_start_time_and_ends_after_the_hangover() -> None:
     assert len(ended) == 1
     assert ended[0].time == pytest.approx(0.25)  # after the last speech frame (0.24)
     assert ended[0].duration == pytest.approx(0.20)
+
+
+def test_vad_padding_back_dates_a_start_but_not_into_the_last_utterance() -> None:
+    settings = AudioSettings(vad_start_ms=30, vad_hangover_ms=50, vad_padding_ms=200)
+    vad = VoiceActivity(settings, FRAME_S)
+    events = feed_vad(vad, "0" * 50 + "1" * 10 + "0" * 10 + "1" * 10 + "0" * 10)
+    starts = [e.time for e in events if isinstance(e, SpeechStarted)]
+    ends = [e.time for e in events if isinstance(e, SpeechEnded)]
+    assert starts[0] == pytest.approx(0.50 - 0.20)
+    assert starts[1] == pytest.approx(ends[0])  # 0.60 - 0.20 would reach into the first one
 
 
 def run_detector(detector: BargeInDetector, pattern: str, start: float = 0.0) -> list:

@@ -51,11 +51,17 @@ def level_db(x: np.ndarray) -> float:
 
 
 class VoiceActivity:
-    """webrtcvad frame decisions turned into utterances with start and end times."""
+    """webrtcvad frame decisions turned into utterances with start and end times.
+
+    An utterance starts after ``vad_start_ms`` of speech, back-dated by ``vad_padding_ms``
+    (so a consumer keeps the soft start of the first word), and ends after
+    ``vad_hangover_ms`` of silence.
+    """
 
     def __init__(self, settings: AudioSettings, frame_s: float) -> None:
         self.vad = webrtcvad.Vad(settings.vad_aggressiveness)
         self.frame_s = frame_s
+        self.padding = settings.vad_padding_ms / 1000  # an utterance starts this much earlier
         self.start_frames = max(1, round(settings.vad_start_ms / 1000 / frame_s))
         self.hang_frames = max(1, round(settings.vad_hangover_ms / 1000 / frame_s))
         self.recent: collections.deque[tuple[float, bool]] = collections.deque(
@@ -65,6 +71,7 @@ class VoiceActivity:
         self.started = 0.0
         self.silent_run = 0
         self.last_speech = 0.0
+        self.last_end = 0.0  # end of the previous utterance
 
     def is_speech(self, frame: np.ndarray) -> bool:
         pcm = (np.clip(frame, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes()
@@ -77,13 +84,15 @@ class VoiceActivity:
             self.last_speech = time
         if not self.in_speech:
             if len(self.recent) == self.start_frames and all(s for _, s in self.recent):
-                self.in_speech, self.started, self.silent_run = True, self.recent[0][0], 0
+                # the padding keeps the soft start of a word, never the previous utterance
+                start = max(self.recent[0][0] - self.padding, self.last_end)
+                self.in_speech, self.started, self.silent_run = True, start, 0
                 return [SpeechStarted(self.started)]
             return []
         self.silent_run = 0 if speech else self.silent_run + 1
         if self.silent_run >= self.hang_frames:
             self.in_speech = False
-            end = self.last_speech + self.frame_s
+            end = self.last_end = self.last_speech + self.frame_s
             return [SpeechEnded(end, end - self.started)]
         return []
 
