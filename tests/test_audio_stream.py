@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import soxr
 
+from app.audio.devices import find_device
 from app.audio.events import MIC_FRAME, AudioEvent, AudioSettings, DeviceLost, DeviceRestored
 from app.audio.fake_device import FakeDevice, FakeSoundDevice, StreamTime
 from app.audio.ring import BlockClock, SampleRing
-from app.audio.stream import DuplexStream, find_device
+from app.audio.stream import DuplexStream
 from minmo_core.errors import AudioError
 
 

@@ -43,6 +43,7 @@ from typing import Any, Protocol
 import numpy as np
 import soxr
 
+from app.audio.devices import Backend, DeviceInfo, find_device, pick_rate, sounddevice_backend
 from app.audio.events import (
     MIC_FRAME,
     MIC_RATE,
@@ -57,7 +58,6 @@ from minmo_core.errors import AudioError
 
 logger = logging.getLogger(__name__)
 
-Backend = Any  # the sounddevice module, or app.audio.fake_device.FakeSoundDevice
 RESAMPLE_QUALITY = "MQ"  # soxr: flat to 7.5 kHz, >100 dB alias rejection, ~15 ms held back
 CLOCK_SLACK = 8  # extra BlockClock records: blocks inside the resampler and the partial frame
 LOW_WATER_BLOCKS = 3  # playback ring this low and nothing queued: flush the resampler's tail
@@ -82,13 +82,6 @@ class FrameSink(Protocol):
 
 
 @dataclass(frozen=True)
-class DeviceInfo:
-    index: int  # PortAudio device index (changes when devices come and go)
-    name: str
-    default_rate: int  # Hz
-
-
-@dataclass(frozen=True)
 class StreamStats:
     input_overruns: int  # mic blocks dropped (newest) because the processing thread fell behind
     output_underruns: int  # output callbacks that ran short while queued audio was still waiting
@@ -99,63 +92,6 @@ class StreamStats:
     frames_processed: int  # 10 ms mic frames handed to sink.process
     input_rate: int | None  # Hz of the open input stream (None when closed or lost)
     output_rate: int | None
-
-
-def list_devices(backend: Backend, kind: str) -> list[DeviceInfo]:
-    """The devices with at least one ``kind`` ("input" or "output") channel."""
-    try:
-        devices = list(backend.query_devices())
-    except backend.PortAudioError as err:
-        raise AudioError(f"cannot list audio devices: {err}") from err
-    return [
-        DeviceInfo(int(d.get("index", i)), str(d["name"]), round(d["default_samplerate"]))
-        for i, d in enumerate(devices)
-        if d[f"max_{kind}_channels"] > 0
-    ]
-
-
-def find_device(backend: Backend, wanted: int | str | None, kind: str) -> DeviceInfo:
-    """The ``kind`` device by index, by (case-insensitive part of its) name, or the default.
-
-    Raises AudioError naming the device and listing those that exist when there is no match,
-    when a name matches several devices, or when there is no ``kind`` device at all.
-    """
-    devices = list_devices(backend, kind)
-    if not devices:
-        thing = "microphone" if kind == "input" else "speaker or headphones"
-        raise AudioError(f"no audio {kind} device found: is a {thing} connected?")
-    listing = "; ".join(f"{d.index}: {d.name}" for d in devices)
-    if wanted is None:
-        try:
-            default = int(backend.query_devices(kind=kind)["index"])
-        except (backend.PortAudioError, ValueError):
-            return devices[0]
-        return next((d for d in devices if d.index == default), devices[0])
-    if isinstance(wanted, int):
-        matches = [d for d in devices if d.index == wanted]
-    else:
-        needle = wanted.strip().lower()
-        matches = [d for d in devices if d.name.lower() == needle] or [
-            d for d in devices if needle in d.name.lower()
-        ]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise AudioError(f"audio {kind} device {wanted!r} not found; {kind} devices: {listing}")
-    names = ", ".join(repr(d.name) for d in matches)
-    raise AudioError(
-        f"audio {kind} device {wanted!r} matches {names}: give more of the name or the index"
-    )
-
-
-def pick_rate(backend: Backend, device: DeviceInfo, kind: str, preferred: int) -> int:
-    """``preferred`` when the device takes it (mono float32), else its default rate."""
-    check = backend.check_input_settings if kind == "input" else backend.check_output_settings
-    try:
-        check(device=device.index, channels=1, dtype="float32", samplerate=preferred)
-    except (backend.PortAudioError, ValueError):
-        return device.default_rate
-    return preferred
 
 
 def _resampler(rate_in: int, rate_out: int) -> soxr.ResampleStream | None:
@@ -335,7 +271,7 @@ class DuplexStream:
             raise AudioError(f"frame_ms must be 10 or 20, got {settings.frame_ms}")
         self._settings = settings
         self._sink = sink
-        self._backend = backend if backend is not None else _sounddevice()
+        self._backend = backend if backend is not None else sounddevice_backend()
         self._on_event = on_event
         self._mic_buffer_ms = mic_buffer_ms
         self._playback_buffer_ms = playback_buffer_ms
@@ -702,11 +638,3 @@ class DuplexStream:
             self._on_event(event)
         except Exception:
             logger.exception("the audio event handler failed on %r", event)
-
-
-def _sounddevice() -> Backend:
-    try:
-        import sounddevice
-    except OSError as err:  # the PortAudio library itself is missing
-        raise AudioError(f"PortAudio is not available: {err}") from err
-    return sounddevice
