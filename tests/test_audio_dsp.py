@@ -180,3 +180,13 @@ def test_the_canceller_works_without_the_imp_module(monkeypatch: pytest.MonkeyPa
     canceller = SpeexEchoCanceller(160, 200)
     out = canceller.process(np.zeros(160, np.float32), np.zeros(160, np.float32))
     assert out.shape == (160,) and out.dtype == np.float32
+
+
+def test_scattered_blips_do_not_interrupt_however_long_they_last() -> None:
+    """Gaps of two frames are bridged, but speech must also fill 80% of the window: a run of
+    '1100' (residual echo flickering) never interrupts, steady speech does."""
+    detector = BargeInDetector(settings(), FRAME_S)
+    detector.playback_started(0.0)
+    assert run_detector(detector, "0" * 40 + "1100" * 30) == []
+    events = run_detector(detector, "0" * 10 + "1" * 12, start=1.6)
+    assert [type(e) for e in events] == [BargeIn]

@@ -38,6 +38,10 @@ FAR_ACTIVE_DB = -60.0  # far-end frames above this level are playing something
 MIN_SPEECH_DBFS = -55.0  # quieter than this is no one talking to the assistant
 ABOVE_NOISE_DB = 8.0  # speech stands this far above the tracked noise floor
 NOISE_RISE_DB_PER_FRAME = 0.02  # the floor follows rising noise at 2 dB per second
+BRIDGE_FRAMES = 4  # gaps in the user's speech up to this many frames do not break it
+SPEECH_DENSITY = 0.8  # share of user-speech frames in the last min_speech needed to interrupt
+ERLE_RISE_RATE, ERLE_FALL_RATE = 0.1, 0.02  # per single-talk frame, in the dB domain
+SPECTRUM_WINDOW = 512  # samples (32 ms) analysed by the double-talk gate
 ECHO_DECAY_DB_PER_FRAME = 0.3  # residual echo's assumed decay: 30 dB per second (slow room)
 
 
@@ -101,8 +105,10 @@ class BargeInDetector:
     """While the assistant plays, sustained user speech interrupts it.
 
     Nothing counts during the warm-up after playback starts. User speech must last
-    ``min_speech`` (gaps up to 2 frames bridged). After a barge-in, if the user says nothing
-    more within ``false_after``, a FalseBargeIn tells the app it may resume playback.
+    ``min_speech`` (gaps of up to BRIDGE_FRAMES frames bridged) and fill at least
+    SPEECH_DENSITY of its last ``min_speech``: short dropouts in real speech pass, scattered
+    blips of residual echo do not. After a barge-in, if the user says nothing more within
+    ``false_after``, a FalseBargeIn tells the app it may resume playback.
     """
 
     def __init__(self, settings: AudioSettings, frame_s: float) -> None:
@@ -117,6 +123,9 @@ class BargeInDetector:
         self.fired_at: float | None = None
         self.speech_after = 0.0  # user speech seen after the last barge-in
         self.heard = False  # this stretch of user speech already interrupted
+        self.recent: collections.deque[bool] = collections.deque(
+            maxlen=max(1, round(self.min_speech / frame_s))
+        )
 
     def playback_started(self, time: float) -> None:
         if not self.speaking:
@@ -138,16 +147,19 @@ class BargeInDetector:
                 self.fired_at = None
         if not self.speaking or time < self.armed_at:
             return events
+        self.recent.append(user_speech)
         if user_speech:
             if self.onset is None and not self.heard:
                 self.onset = time
             self.gap = 0
         else:
             self.gap += 1
-            if self.gap > 2:  # the user's stretch of speech is over
+            if self.gap > BRIDGE_FRAMES:  # the user's stretch of speech is over
                 self.onset, self.heard = None, False
         sustained = (
-            self.onset is not None and time + self.frame_s - self.onset >= self.min_speech - 1e-9
+            self.onset is not None
+            and time + self.frame_s - self.onset >= self.min_speech - 1e-9
+            and sum(self.recent) >= SPEECH_DENSITY * self.recent.maxlen
         )
         if sustained and self.fired_at is None:
             events.append(BargeIn(time + self.frame_s, self.onset))
@@ -159,7 +171,7 @@ class BargeInDetector:
 class AudioProcessor:
     """Echo cancellation, VAD, level and barge-in for one microphone (the stream's sink)."""
 
-    ERLE_MARGIN_DB = 9.0  # the clean frame must beat the possible residual echo by this much
+    ERLE_MARGIN_DB = 6.5  # the clean frame must beat the possible residual echo by this much
     CONVERGED_DB = 10.0  # measured ERLE from which the canceller's echo estimate is trusted
     NEAR_SHARE = 0.5  # share of the clean frame's power the residual echo must not explain
     DELAY_CHECK_S = 3.0  # cross-correlate this much audio to confirm the alignment
@@ -184,12 +196,18 @@ class AudioProcessor:
         self.user_speech = False
         self.echo_until = -1.0  # stream time until which echo of past playback may arrive
         self.noise_db = MIN_SPEECH_DBFS  # the clean signal's floor, tracked
-        self._window = np.hanning(self.frame).astype(np.float32)
-        self._window_power = float(np.sum(self._window**2))  # white noise's power per bin
-        bins = self.frame // 2 + 1
+        # 32 ms analysis windows over the latest frames: 31 Hz bins resolve the harmonics of
+        # two voices with different pitch, which the gate needs to tell them apart
+        self._window = np.hanning(SPECTRUM_WINDOW).astype(np.float32)
+        self._clean_hist = np.zeros(SPECTRUM_WINDOW, np.float32)
+        self._echo_hist = np.zeros(SPECTRUM_WINDOW, np.float32)
+        self._mic_hist = np.zeros(SPECTRUM_WINDOW, np.float32)
+        bins = SPECTRUM_WINDOW // 2 + 1
         self._echo_envelope = np.zeros(bins)
         self._decay = 10 ** (-ECHO_DECAY_DB_PER_FRAME / 10)
         self.erle_bins = np.zeros(bins)  # dB, learned in single talk
+        self.noise_bins = np.full(bins, 1e-3)  # power per bin of the clean signal's floor
+        self._noise_rise = 10 ** (NOISE_RISE_DB_PER_FRAME / 10)
         self._check: list[tuple[np.ndarray, np.ndarray]] = []
 
     # the stream's FrameSink interface
@@ -221,7 +239,9 @@ class AudioProcessor:
         if far_active and not raw_speech:
             self._learn_erle(clean_spec, echo_spec)
         if self.erle_db < self.CONVERGED_DB:  # not converged: the whole mic may be echo
-            echo_spec = np.abs(np.fft.rfft(mic16k * self._window)) ** 2
+            self._mic_hist[: -self.frame] = self._mic_hist[self.frame :]
+            self._mic_hist[-self.frame :] = mic16k
+            echo_spec = np.abs(np.fft.rfft(self._mic_hist * self._window)) ** 2
         echo_possible = adc_time < self.echo_until
         user_speech = raw_speech and (
             not echo_possible or self._beyond_residue(clean_spec, echo_spec)
@@ -239,9 +259,15 @@ class AudioProcessor:
     def _spectra(self, mic: np.ndarray, clean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Power spectra of the clean frame and of the echo estimate; the estimate's
         envelope is updated too (see ``_beyond_residue``)."""
-        clean_spec = np.abs(np.fft.rfft(clean * self._window)) ** 2
-        echo_spec = np.abs(np.fft.rfft((mic - clean) * self._window)) ** 2
+        n = self.frame
+        for history, latest in ((self._clean_hist, clean), (self._echo_hist, mic - clean)):
+            history[:-n] = history[n:]
+            history[-n:] = latest
+        clean_spec = np.abs(np.fft.rfft(self._clean_hist * self._window)) ** 2
+        echo_spec = np.abs(np.fft.rfft(self._echo_hist * self._window)) ** 2
         self._echo_envelope = np.maximum(echo_spec, self._echo_envelope * self._decay)
+        # each bin's noise floor: follows the clean power down at once, up at 2 dB per second
+        self.noise_bins = np.minimum(clean_spec, self.noise_bins * self._noise_rise)
         return clean_spec, echo_spec
 
     def _learn_erle(self, clean_spec: np.ndarray, echo_spec: np.ndarray) -> None:
@@ -249,23 +275,30 @@ class AudioProcessor:
         clean frame is residual echo plus noise; the noise floor is not echo)."""
         if echo_spec.sum() < 1e-7 * echo_spec.size:
             return
-        noise = 10 ** (self.noise_db / 10) * self._window_power
-        residual = np.maximum(clean_spec - noise, echo_spec * 1e-4)
-        erle = np.minimum(10 * np.log10(np.maximum(echo_spec, 1e-20) / residual), 40.0)
-        rate = np.where(erle > self.erle_bins, 0.1, 0.02)  # learn gains fast, losses slowly
+        # where the residue shows above the noise it is measured; where it hides under the
+        # noise, all we know is a lower bound (echo over noise), and that is what is learned
+        measurable = clean_spec > 2.0 * self.noise_bins
+        residual = np.where(measurable, clean_spec - self.noise_bins, self.noise_bins)
+        ratio = np.maximum(echo_spec, 1e-20) / np.maximum(residual, 1e-20)
+        erle = np.clip(10 * np.log10(ratio), 0.0, 40.0)
+        # gains are learned fast (the canceller converges quickly), losses slowly (a dip in
+        # the residual's level is not a better canceller); tracking the worst moments
+        # instead leaves the gate closed to real speech
+        rate = np.where(erle > self.erle_bins, ERLE_RISE_RATE, ERLE_FALL_RATE)
         self.erle_bins += rate * (erle - self.erle_bins)
         self.erle_db = float(np.median(self.erle_bins))
 
     def _beyond_residue(self, clean_spec: np.ndarray, echo_spec: np.ndarray) -> bool:
         """Whether residual echo cannot explain the clean frame: the clean power above the
-        echo envelope lowered by each bin's ERLE (plus a margin) is most of the frame's.
+        noise floor and the echo envelope lowered by each bin's ERLE (plus a margin) is most
+        of the frame's.
 
         The envelope holds each bin's peak of ``echo_spec`` and lets it decay as a room
         does: residual echo rings on after the echo estimate has dropped.
         """
         echo_spec = np.maximum(echo_spec, self._echo_envelope)
         scale = 10 ** ((self.ERLE_MARGIN_DB - self.erle_bins) / 10)
-        unexplained = np.maximum(clean_spec - scale * echo_spec, 0.0).sum()
+        unexplained = np.maximum(clean_spec - self.noise_bins - scale * echo_spec, 0.0).sum()
         return bool(unexplained > self.NEAR_SHARE * clean_spec.sum())
 
     def _confirm_delay(self, mic: np.ndarray, far: np.ndarray) -> None:

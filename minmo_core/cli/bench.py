@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     audio.add_argument("--single", type=float, default=75.0, help="s of echo only per room")
     audio.add_argument("--double", type=float, default=30.0, help="s of double talk per room")
     audio.add_argument("--near", type=float, default=20.0, help="s of user-only speech per room")
-    audio.add_argument("--seed", type=int, default=0)
+    audio.add_argument("--seeds", type=int, default=3, help="scripts per room (default 3)")
     audio.add_argument("--output", type=Path, default=None, help="BENCHMARKS.md to append to")
     audio.add_argument("--no-record", action="store_true", help="print only")
     audio.set_defaults(func=run_audio, threads=1, device="cpu")
@@ -69,7 +69,9 @@ def run_audio(args: argparse.Namespace) -> int:
     # the audio path lives in the app package (Qt-free); only this command reaches into it
     from app.audio.bench import bench_audio
 
-    return _report(args, lambda device: bench_audio(args.single, args.double, args.near, args.seed))
+    return _report(
+        args, lambda device: bench_audio(args.single, args.double, args.near, args.seeds)
+    )
 
 
 def _report(args: argparse.Namespace, bench) -> int:
