@@ -9,8 +9,7 @@ import argparse
 from pathlib import Path
 
 from minmo_core.devices import resolve_device
-from minmo_core.errors import CheckpointError
-from minmo_core.paths import default_model_folder
+from minmo_core.paths import model_folder
 
 COSYVOICE_ENV = "MINMO_COSYVOICE_DIR"
 
@@ -50,11 +49,7 @@ def run(args: argparse.Namespace) -> int:
         prompt = InstructPrompt(style, voice, args.wording)
     else:
         prompt = ZeroShotPrompt(voice) if voice else None
-    folder = Path(args.cosyvoice or default_model_folder(COSYVOICE_ENV, "CosyVoice2-0.5B"))
-    if args.cosyvoice is None and not folder.is_dir():
-        raise CheckpointError(
-            f"no CosyVoice2-0.5B folder at {folder}; pass --cosyvoice DIR or set {COSYVOICE_ENV}"
-        )
+    folder = model_folder(args.cosyvoice, COSYVOICE_ENV, "CosyVoice2-0.5B", "--cosyvoice")
     device = resolve_device(args.device)
     lm, tokenizer = load_voice_lm(folder, device, allow_unpinned=args.allow_unpinned)
     sampler = greedy_sampler if args.greedy else RasSampler.from_config(lm.cfg, args.seed)

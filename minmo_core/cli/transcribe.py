@@ -7,8 +7,7 @@ import json
 import sys
 
 from minmo_core.devices import resolve_device
-from minmo_core.errors import CheckpointError
-from minmo_core.paths import default_model_folder
+from minmo_core.paths import model_folder
 from minmo_core.transcript import RichTranscript
 from minmo_core.voice_encoder import LANGUAGE_QUERY
 
@@ -47,11 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from minmo_core.sensevoice import SenseVoice
 
-    folder = args.sensevoice or default_model_folder(SENSEVOICE_ENV, "SenseVoiceSmall")
-    if args.sensevoice is None and not folder.is_dir():
-        raise CheckpointError(
-            f"no SenseVoiceSmall folder at {folder}; pass --sensevoice DIR or set {SENSEVOICE_ENV}"
-        )
+    folder = model_folder(args.sensevoice, SENSEVOICE_ENV, "SenseVoiceSmall", "--sensevoice")
     model = SenseVoice.from_folder(
         folder, device=str(resolve_device(args.device)), allow_unpinned=args.allow_unpinned
     )

@@ -7,10 +7,8 @@ from pathlib import Path
 
 from minmo_core.cli.speech_tokens import COSYVOICE_ENV
 from minmo_core.devices import resolve_device
-from minmo_core.errors import AudioError, CheckpointError, ConfigError
-from minmo_core.paths import default_model_folder
-
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
+from minmo_core.errors import AudioError, ConfigError
+from minmo_core.paths import model_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -70,11 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     text = " ".join(args.text)
     style = VoiceStyle.parse(args.emotion, args.dialect, args.rate, args.persona)
-    folder = Path(args.cosyvoice or default_model_folder(COSYVOICE_ENV, "CosyVoice2-0.5B"))
-    if args.cosyvoice is None and not folder.is_dir():
-        raise CheckpointError(
-            f"no CosyVoice2-0.5B folder at {folder}; pass --cosyvoice DIR or set {COSYVOICE_ENV}"
-        )
+    folder = model_folder(args.cosyvoice, COSYVOICE_ENV, "CosyVoice2-0.5B", "--cosyvoice")
     if not args.output.parent.is_dir():
         raise ConfigError(f"cannot write {args.output}: folder {args.output.parent} does not exist")
     voice = _voice(args, folder)
