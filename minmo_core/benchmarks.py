@@ -81,6 +81,9 @@ def append_rows(table: Table, path: Path = BENCHMARKS_MD) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+PREFIX_COLUMNS = ("date", "machine", "preset", "params", "dtype")  # what row_prefix fills
+
+
 def row_prefix(
     device: torch.device, preset: str, model: torch.nn.Module, dtype: torch.dtype
 ) -> tuple[str, ...]:
@@ -166,11 +169,7 @@ def bench_encoder(
         reference,
     )
     columns = (
-        "date",
-        "machine",
-        "preset",
-        "params",
-        "dtype",
+        *PREFIX_COLUMNS,
         "audio",
         "front end ms",
         "encoder+CTC ms",
@@ -243,11 +242,7 @@ def bench_voice_lm(
         f"{MINMO_15_SPEECH_TOKENS_MS:.0f} ms (L20)" if preset == "real" else "none (tiny preset)",
     )
     columns = (
-        "date",
-        "machine",
-        "preset",
-        "params",
-        "dtype",
+        *PREFIX_COLUMNS,
         "prefill 22 pos ms",
         "d_lm ms/token",
         "15 tokens ms",

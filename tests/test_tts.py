@@ -12,6 +12,7 @@ import soundfile as sf
 from minmo_core.cli import main
 from minmo_core.release_config import release_flow_config
 from tests.test_flow import release_config
+from tests.test_speech_tokens_cli import run as run_speech_tokens
 
 SPEECH = "hello there."
 
@@ -38,23 +39,9 @@ def tts(capsys: pytest.CaptureFixture, folder: Path, out: Path, *args: str) -> t
 
 
 def tokens_of(capsys: pytest.CaptureFixture, folder: Path, *args: str) -> int:
-    assert (
-        main(
-            [
-                "speech-tokens",
-                SPEECH,
-                "--cosyvoice",
-                str(folder),
-                "--allow-unpinned",
-                "--greedy",
-                "--device",
-                "cpu",
-                *args,
-            ]
-        )
-        == 0
-    )
-    return sum(len(line.split()) for line in capsys.readouterr().out.splitlines())
+    code, lines, _ = run_speech_tokens(capsys, folder, SPEECH, *args)
+    assert code == 0
+    return sum(len(line) for line in lines)
 
 
 def test_release_yaml_gives_the_flow_sizes(tiny_release_dir: Path, fixtures_dir: Path) -> None:
