@@ -62,11 +62,6 @@ def _open(path: Path) -> sf.SoundFile:
     return handle
 
 
-def duration_seconds(path: Path) -> float:
-    with _open(path) as handle:
-        return handle.frames / handle.samplerate
-
-
 def read_audio(path: Path, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
     """Whole file -> (N,) mono float32 at ``sample_rate``.
 

@@ -110,21 +110,19 @@ def si_sdr_gain(scene, run: Run) -> float:
     return si_sdr(run.clean[start:][active], near) - si_sdr(mic, near)
 
 
-def latencies(scene, run: Run) -> tuple[list[float], int]:
-    """Latency of the first barge-in after each onset (within 2 s), and the misses."""
-    found, missed = [], 0
+def onset_latencies(scene, run: Run) -> list[float]:
+    """Per near-end onset, the latency of the first barge-in within 2 s (inf: missed)."""
+    out = []
     for onset in scene.near_onsets:
         hits = [b.time - onset for b in run.bargeins if 0 <= b.time - onset <= 2.0]
-        if hits:
-            found.append(min(hits))
-        else:
-            missed += 1
-    return found, missed
+        out.append(min(hits) if hits else np.inf)
+    return out
 
 
-def vad_accuracy(scene, run: Run) -> float:
-    n = min(run.user_speech.size, scene.near_active.size)
-    return float(np.mean(run.user_speech[:n] == scene.near_active[:n]))
+def latencies(scene, run: Run) -> tuple[list[float], int]:
+    """The latencies of the onsets that were caught, and how many were missed."""
+    all_onsets = onset_latencies(scene, run)
+    return [x for x in all_onsets if np.isfinite(x)], sum(np.isinf(all_onsets))
 
 
 def bench_audio(
@@ -190,9 +188,7 @@ class _Tally:
         s, d, n = runs
         self.erle.append(erle_db(single, s))
         self.sdr.append(si_sdr_gain(double, d))
-        for onset in double.near_onsets:
-            hits = [b.time - onset for b in d.bargeins if 0 <= b.time - onset <= 2.0]
-            first = min(hits) if hits else np.inf
+        for onset, first in zip(double.near_onsets, onset_latencies(double, d), strict=True):
             (self.latency if onset >= CONVERGED_S else self.early).append(first)
         self.false += len(s.bargeins)
         self.minutes += single.mic_16k.size / MIC_RATE / 60
