@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from minmo_core.cli import build_parser
+from app.cli import build_parser
 
 NOT_YET = (
     "MinMo Assistant: the desktop window is not available yet in this version.\n"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from minmo_core.audio import (
+from minmo_core.common.audio import (
     is_silent,
     read_audio,
     resample,

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from app.audio.aec import FarEndBuffer, SpeexEchoCanceller, estimate_delay
-from app.audio.bench import erle_db, latencies, run_scene
 from app.audio.events import AudioSettings, BargeIn, FalseBargeIn, SpeechEnded, SpeechStarted
 from app.audio.processor import BargeInDetector, VoiceActivity
-from app.audio.simulation import condition, make_scenario
+from app.bench.audio import erle_db, latencies, run_scene
+from app.bench.simulation import condition, make_scenario
 
 FRAME_S = 0.01
 

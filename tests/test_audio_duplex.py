@@ -11,8 +11,8 @@ import soxr
 from app.audio.events import AudioSettings, BargeIn
 from app.audio.fake_device import FakeSoundDevice
 from app.audio.processor import AudioProcessor
-from app.audio.simulation import condition, make_scenario
 from app.audio.stream import DuplexStream
+from app.bench.simulation import condition, make_scenario
 
 DEVICE_RATE = 48000
 

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from minmo_core.benchmarks import (
+from app.bench.models import (
     Table,
     append_rows,
     bench_encoder,
     bench_token2wav,
     bench_voice_lm,
 )
-from minmo_core.cli import main
+from app.cli import main
 
 
 def test_rows_are_appended_under_their_own_section(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from minmo_core.checkpoints import (
+from minmo_core.common.checkpoints import (
     Pin,
     Release,
     load_into,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minmo_core.devices import resolve_device
+from minmo_core.common.devices import resolve_device
 from minmo_core.errors import ConfigError
 
 

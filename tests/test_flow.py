@@ -9,12 +9,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from minmo_core.checkpoints import load_into
+from minmo_core.common.checkpoints import load_into
+from minmo_core.common.release_config import flow_config
 from minmo_core.config import FlowConfig
 from minmo_core.errors import CheckpointError, ConfigError
-from minmo_core.flow import ATTENTION_CHUNK_TOKENS, FLOW_PIN, FlowDecoder, load_flow
-from minmo_core.flow_decoder import NOISE_FRAMES, fixed_noise
-from minmo_core.release_config import flow_config
+from minmo_core.voice.flow import ATTENTION_CHUNK_TOKENS, FLOW_PIN, FlowDecoder, load_flow
+from minmo_core.voice.flow_decoder import NOISE_FRAMES, fixed_noise
 
 # name -> (tokens passed, streaming, finalize), as the fixture's README lists the calls
 CALLS = {

@@ -10,7 +10,7 @@ from safetensors.numpy import load_file
 
 from minmo_core.config import FrontendConfig
 from minmo_core.errors import CheckpointError
-from minmo_core.frontend import CMVN, Frontend
+from minmo_core.understanding.frontend import CMVN, Frontend
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from minmo_core.checkpoints import load_into, load_state_dict
+from minmo_core.common.checkpoints import load_into, load_state_dict
 from minmo_core.config import HiFTConfig
 from minmo_core.errors import CheckpointError
-from minmo_core.hift import HIFT_PIN, HiFTVocoder, SourceDraws, load_hift_state, load_vocoder
+from minmo_core.voice.hift import HIFT_PIN, HiFTVocoder, SourceDraws, load_hift_state, load_vocoder
 
 FIXTURE_CFG = HiFTConfig(base_channels=64, f0_cond_channels=64)  # the fixture's reduced widths
 REAL_PARAMS = 20_821_295  # the fixture README's count for the full-size model (with weight norm)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from minmo_core import hub
-from minmo_core.checkpoints import SENSEVOICE_SMALL, Pin, Release
+from minmo_core.common import hub
+from minmo_core.common.checkpoints import SENSEVOICE_SMALL, Pin, Release
 from minmo_core.errors import CheckpointError
 
 CONTENT = {"model.pt": b"weights" * 100, "config.yaml": b"encoder_conf: {}\n"}

@@ -12,10 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from minmo_core.cli import main
+from app.cli import main
 from minmo_core.config import LLMConfig
 from minmo_core.errors import CheckpointError, ConfigError
-from minmo_core.llm import SPEECH_PLACEHOLDER, ChatLLM, IncrementalDecoder, TokenEvent, sample_token
+from minmo_core.llm.chat import (
+    SPEECH_PLACEHOLDER,
+    ChatLLM,
+    IncrementalDecoder,
+    TokenEvent,
+    sample_token,
+)
 from tests.tiny_llm import write_tiny_qwen
 
 GREEDY = replace(LLMConfig.tiny(), temperature=0.0, repetition_penalty=1.0, max_new_tokens=12)

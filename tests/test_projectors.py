@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minmo_core.config import InputProjectorConfig, OutputProjectorConfig
-from minmo_core.projectors import InputProjector, OutputProjector, semantic_query
+from minmo_core.llm.projectors import InputProjector, OutputProjector, semantic_query
 
 CFG = InputProjectorConfig.tiny()
 OUT_CFG = OutputProjectorConfig.tiny()

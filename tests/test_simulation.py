@@ -8,9 +8,9 @@ from dataclasses import fields
 import numpy as np
 import pytest
 
-from app.audio import simulation as sim
 from app.audio.events import MIC_RATE, PLAYBACK_RATE
-from app.audio.simulation import (
+from app.bench import simulation as sim
+from app.bench.simulation import (
     CONDITIONS,
     KINDS,
     EspeakNotFoundError,

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from minmo_core.cli import main
-from minmo_core.speech_tokens import SpeechTokenGenerator
-from minmo_core.styles import VoiceStyle, render_instruction
-from minmo_core.voice_lm import greedy_sampler, load_voice_lm
-from minmo_core.voice_prompt import VoiceProfile
+from app.cli import main
+from minmo_core.voice.speech_tokens import SpeechTokenGenerator
+from minmo_core.voice.styles import VoiceStyle, render_instruction
+from minmo_core.voice.voice_lm import greedy_sampler, load_voice_lm
+from minmo_core.voice.voice_prompt import VoiceProfile
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from minmo_core.errors import ConfigError
-from minmo_core.styles import (
+from minmo_core.voice.styles import (
     END_OF_PROMPT,
     Dialect,
     Emotion,

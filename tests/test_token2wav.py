@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from minmo_core.checkpoints import load_into, load_state_dict
+from minmo_core.common.checkpoints import load_into, load_state_dict
 from minmo_core.config import HiFTConfig
-from minmo_core.flow import FlowDecoder
-from minmo_core.hift import HiFTVocoder, load_hift_state
-from minmo_core.token2wav import HOP, SOURCE_CACHE, FlowPrompt, Token2Wav
+from minmo_core.voice.flow import FlowDecoder
+from minmo_core.voice.hift import HiFTVocoder, load_hift_state
+from minmo_core.voice.token2wav import HOP, SOURCE_CACHE, FlowPrompt, Token2Wav
 from tests.test_flow import release_config
 
 
@@ -84,7 +84,7 @@ def test_streamed_rendering_stays_close_to_the_whole_utterance(
     """Documented bound: chunked attention over partial 25-token chunks, fresh vocoder noise
     per chunk and the cross-fades change samples, not the sound. Measured on this reduced
     random model: mean |log-mel difference| 0.29 nats (median 0.18); bound 0.5."""
-    from minmo_core.mel import prompt_mel
+    from minmo_core.voice.mel import prompt_mel
 
     audio, _ = streamed(t2w, prompt, TOKENS, [15] * 5)
     whole = t2w.synthesize(TOKENS, prompt, torch.Generator().manual_seed(0))

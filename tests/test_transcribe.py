@@ -11,10 +11,10 @@ import pytest
 import soundfile as sf
 from safetensors.numpy import load_file
 
-from minmo_core.cli import main
+from app.cli import main
 from minmo_core.errors import AudioError
-from minmo_core.sensevoice import SenseVoice
-from minmo_core.transcript import parse_rich_text
+from minmo_core.understanding.sensevoice import SenseVoice
+from minmo_core.understanding.transcript import parse_rich_text
 
 
 @pytest.fixture(scope="module")

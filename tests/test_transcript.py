@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from minmo_core.transcript import RichTranscript, merge_transcripts, parse_rich_text
+from minmo_core.understanding.transcript import RichTranscript, merge_transcripts, parse_rich_text
 
 
 def test_tags_become_fields_and_leave_the_text() -> None:

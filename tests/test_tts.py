@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from minmo_core.cli import main
-from minmo_core.release_config import release_flow_config
+from app.cli import main
+from minmo_core.common.release_config import release_flow_config
 from tests.test_flow import release_config
 from tests.test_speech_tokens_cli import run as run_speech_tokens
 

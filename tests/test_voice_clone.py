@@ -10,17 +10,17 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-from minmo_core.audio import read_audio
+from minmo_core.common.audio import read_audio
 from minmo_core.errors import AudioError, CheckpointError
-from minmo_core.mel import prompt_mel, whisper_log_mel
-from minmo_core.voice_clone import (
+from minmo_core.voice.mel import prompt_mel, whisper_log_mel
+from minmo_core.voice.voice_clone import (
     CAMPPLUS,
     SPEECH_TOKENIZER,
     VoiceCloner,
     campplus_features,
     syllabic_modulation,
 )
-from minmo_core.voice_prompt import VoiceProfile
+from minmo_core.voice.voice_prompt import VoiceProfile
 from tests.tiny_onnx import (
     speaker_matrix,
     tokenizer_matrix,

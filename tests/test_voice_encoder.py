@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from minmo_core.config import VoiceEncoderConfig
-from minmo_core.voice_encoder import VoiceEncoder, ctc_greedy
+from minmo_core.understanding.voice_encoder import VoiceEncoder, ctc_greedy
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from transformers import Qwen2Config
 
 from minmo_core.config import OutputProjectorConfig, VoiceTokenLMConfig
 from minmo_core.errors import CheckpointError, ConfigError
-from minmo_core.projectors import OutputProjector
-from minmo_core.speech_tokens import (
+from minmo_core.llm.projectors import OutputProjector
+from minmo_core.voice.speech_tokens import (
     LMPrompt,
     SemanticStep,
     SpeechTokenGenerator,
@@ -24,7 +24,7 @@ from minmo_core.speech_tokens import (
     split_sentences,
     whole_text_tokens,
 )
-from minmo_core.voice_lm import RasSampler, VoiceTokenLM, greedy_sampler, load_voice_lm
+from minmo_core.voice.voice_lm import RasSampler, VoiceTokenLM, greedy_sampler, load_voice_lm
 
 S = 96  # the fixture's speech codebook: eos 96, fill 98
 KIND = {0: "sos", 1: "text", 2: "task_id", 3: "speech"}
@@ -344,7 +344,7 @@ def test_real_size_matches_the_release(fixtures_dir: Path) -> None:
 
 
 def test_llm_events_stream_into_speech_without_the_llms_end_token(lm: VoiceTokenLM) -> None:
-    from minmo_core.llm import TokenEvent
+    from minmo_core.llm.chat import TokenEvent
 
     ids = [(3 * i + 1) % 90 for i in range(12)]
     end = 95

@@ -10,8 +10,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from minmo_core.errors import ConfigError
-from minmo_core.styles import END_OF_PROMPT, Dialect, Emotion, SpeakingRate, VoiceStyle
-from minmo_core.voice_prompt import (
+from minmo_core.voice.styles import END_OF_PROMPT, Dialect, Emotion, SpeakingRate, VoiceStyle
+from minmo_core.voice.voice_prompt import (
     PROFILE_FORMAT,
     InstructPrompt,
     VoiceProfile,

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 
-from minmo_core.voice_lm import BLANK_EN
+from minmo_core.voice.voice_lm import BLANK_EN
 
 CHARACTERS = " abcdefghijklmnopqrstuvwxyz.,!?'。，！？你好说话高兴用"
 

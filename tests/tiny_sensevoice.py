@@ -17,8 +17,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from minmo_core.sensevoice import BPE_MODEL
-from minmo_core.transcript import ALL_TAGS
+from minmo_core.understanding.sensevoice import BPE_MODEL
+from minmo_core.understanding.transcript import ALL_TAGS
 
 _TEXT = """
 the quick brown fox jumps over the lazy dog while the band plays on

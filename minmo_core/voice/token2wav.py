@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from minmo_core.flow import FlowDecoder
-from minmo_core.hift import HiFTVocoder
-from minmo_core.voice_prompt import VoiceProfile
+from minmo_core.voice.flow import FlowDecoder
+from minmo_core.voice.hift import HiFTVocoder
+from minmo_core.voice.voice_prompt import VoiceProfile
 
 MEL_CACHE = 8  # mel frames repeated at the start of the next chunk
 HOP = 480  # audio samples per mel frame at 24 kHz

@@ -14,13 +14,18 @@ import sentencepiece as spm
 import torch
 import yaml
 
-from minmo_core.audio import frame_levels_dbfs, split_stream, stream_audio
-from minmo_core.checkpoints import SENSEVOICE_SMALL, load_into, load_state_dict, verify_release
+from minmo_core.common.audio import frame_levels_dbfs, split_stream, stream_audio
+from minmo_core.common.checkpoints import (
+    SENSEVOICE_SMALL,
+    load_into,
+    load_state_dict,
+    verify_release,
+)
 from minmo_core.config import FrontendConfig, VoiceEncoderConfig
 from minmo_core.errors import AudioError, CheckpointError, ConfigError
-from minmo_core.frontend import CMVN, Frontend
-from minmo_core.transcript import RichTranscript, merge_transcripts, parse_rich_text
-from minmo_core.voice_encoder import LANGUAGE_QUERY, VoiceEncoder, ctc_greedy
+from minmo_core.understanding.frontend import CMVN, Frontend
+from minmo_core.understanding.transcript import RichTranscript, merge_transcripts, parse_rich_text
+from minmo_core.understanding.voice_encoder import LANGUAGE_QUERY, VoiceEncoder, ctc_greedy
 
 BPE_MODEL = "chn_jpn_yue_eng_ko_spectok.bpe.model"
 MIN_SECONDS = 0.1  # shorter clips give no fbank frames worth encoding

@@ -13,7 +13,7 @@ tokens of a block are done, feed 5 more text). Parameter names follow the releas
     speech_embedding.weight     (6564, 896)    speech-token input embedding
 
 How sequences are laid out (whole text, 5:15 interleave, MinMo semantic vectors) lives in
-``minmo_core.speech_tokens``; this module holds the network, sampling and loading.
+``minmo_core.voice.speech_tokens``; this module holds the network, sampling and loading.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from transformers import (
 )
 from transformers.modeling_utils import no_init_weights
 
-from minmo_core.checkpoints import Pin, Release, load_into, load_state_dict, verify_release
+from minmo_core.common.checkpoints import Pin, Release, load_into, load_state_dict, verify_release
 from minmo_core.config import VoiceTokenLMConfig
 from minmo_core.errors import CheckpointError
 

@@ -21,10 +21,10 @@ from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer, DynamicCache, PreTrainedTokenizerBase, Qwen2ForCausalLM
 
+from minmo_core.common.devices import resolve_device
+from minmo_core.common.paths import default_model_folder
 from minmo_core.config import LLMConfig
-from minmo_core.devices import resolve_device
 from minmo_core.errors import CheckpointError, ConfigError
-from minmo_core.paths import default_model_folder
 
 LLM_DIR_ENV = "MINMO_LLM_DIR"  # the model folder, when not the default one
 DEFAULT_MODEL = "Qwen2.5-7B-Instruct"  # the folder name under the models folder

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from minmo_core.config import FrontendConfig, VoiceEncoderConfig, VoiceTokenLMConfig
-from minmo_core.frontend import Frontend
-from minmo_core.voice_encoder import VoiceEncoder
+from minmo_core.understanding.frontend import Frontend
+from minmo_core.understanding.voice_encoder import VoiceEncoder
 
-BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
+BENCHMARKS_MD = Path(__file__).resolve().parents[2] / "docs" / "BENCHMARKS.md"
 
 # The official SenseVoiceSmall (FunASR), random weights, 2 threads, on the project's 2-core
 # CI machine: 0.77 s for 10 s of audio (issue 2).
@@ -186,7 +186,7 @@ def random_voice_lm(preset: str, device: torch.device, dtype: torch.dtype):
     from transformers import Qwen2Config
     from transformers.modeling_utils import no_init_weights
 
-    from minmo_core.voice_lm import QWEN2_05B, QWEN2_TINY, VoiceTokenLM
+    from minmo_core.voice.voice_lm import QWEN2_05B, QWEN2_TINY, VoiceTokenLM
 
     real = preset == "real"
     cfg = VoiceTokenLMConfig() if real else VoiceTokenLMConfig.tiny()
@@ -263,8 +263,8 @@ def bench_token2wav(
     """HiFT alone on 2 s of mel, and one streaming 15-token chunk (flow + HiFT) after a
     voice prompt, with 15 tokens already played (the release re-encodes all tokens so far)."""
     from minmo_core.config import FlowConfig, HiFTConfig
-    from minmo_core.flow import FlowDecoder
-    from minmo_core.hift import HiFTVocoder
+    from minmo_core.voice.flow import FlowDecoder
+    from minmo_core.voice.hift import HiFTVocoder
 
     dev = torch.device(device)
     dtype = torch.float16 if dev.type == "cuda" else torch.float32

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minmo_core.flow_encoder import chunk_mask
+from minmo_core.voice.flow_encoder import chunk_mask
 
 NOISE_FRAMES = 50 * 300  # 15000: 300 s of 50 Hz mel frames of fixed noise, as the release draws
 NOISE_SEED = 0

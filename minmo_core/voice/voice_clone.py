@@ -19,11 +19,11 @@ import kaldi_native_fbank as knf
 import numpy as np
 import torch
 
-from minmo_core.audio import frame_levels_dbfs, read_audio, resample, to_mono_float32
-from minmo_core.checkpoints import Pin, Release, verify_release
+from minmo_core.common.audio import frame_levels_dbfs, read_audio, resample, to_mono_float32
+from minmo_core.common.checkpoints import Pin, Release, verify_release
 from minmo_core.errors import AudioError, CheckpointError
-from minmo_core.mel import prompt_mel, whisper_log_mel
-from minmo_core.voice_prompt import VoiceProfile
+from minmo_core.voice.mel import prompt_mel, whisper_log_mel
+from minmo_core.voice.voice_prompt import VoiceProfile
 
 SPEECH_TOKENIZER = "speech_tokenizer_v2.onnx"
 CAMPPLUS = "campplus.onnx"

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import torch
 
-from minmo_core.flow import load_flow
-from minmo_core.hift import load_vocoder
-from minmo_core.release_config import release_flow_config
-from minmo_core.speech_tokens import SpeechTokenGenerator
-from minmo_core.styles import VoiceStyle, instruction_is_empty
-from minmo_core.token2wav import FlowPrompt, Token2Wav
-from minmo_core.voice_lm import RasSampler, greedy_sampler, load_voice_lm
-from minmo_core.voice_prompt import InstructPrompt, VoiceProfile, ZeroShotPrompt, lm_prompt
+from minmo_core.common.release_config import release_flow_config
+from minmo_core.voice.flow import load_flow
+from minmo_core.voice.hift import load_vocoder
+from minmo_core.voice.speech_tokens import SpeechTokenGenerator
+from minmo_core.voice.styles import VoiceStyle, instruction_is_empty
+from minmo_core.voice.token2wav import FlowPrompt, Token2Wav
+from minmo_core.voice.voice_lm import RasSampler, greedy_sampler, load_voice_lm
+from minmo_core.voice.voice_prompt import InstructPrompt, VoiceProfile, ZeroShotPrompt, lm_prompt
 
 SAMPLE_RATE = 24000
 

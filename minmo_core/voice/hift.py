@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
-from minmo_core.checkpoints import Pin, Release, load_into, load_state_dict, verify_release
+from minmo_core.common.checkpoints import Pin, Release, load_into, load_state_dict, verify_release
 from minmo_core.config import HiFTConfig
 from minmo_core.errors import CheckpointError
 

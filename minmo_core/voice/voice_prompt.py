@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 
 from minmo_core.config import FlowConfig, HiFTConfig, VoiceTokenLMConfig
 from minmo_core.errors import ConfigError
-from minmo_core.styles import (
+from minmo_core.voice.styles import (
     Language,
     VoiceStyle,
     check_style,
@@ -179,7 +179,7 @@ class InstructPrompt:
     speech tokens); ``voice``, if given, sets the timbre through the flow only.
 
     An empty style is rejected: without an instruction, clone the voice with
-    :class:`ZeroShotPrompt` instead (see :func:`minmo_core.styles.instruction_is_empty`).
+    :class:`ZeroShotPrompt` instead (see :func:`minmo_core.voice.styles.instruction_is_empty`).
     """
 
     style: VoiceStyle

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from minmo_core.cli.speech_tokens import COSYVOICE_ENV
-from minmo_core.devices import resolve_device
+from app.cli.speech_tokens import COSYVOICE_ENV
+from minmo_core.common.devices import resolve_device
+from minmo_core.common.paths import model_folder
 from minmo_core.errors import AudioError, ConfigError
-from minmo_core.paths import model_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _voice(args: argparse.Namespace, folder: Path):
-    from minmo_core.voice_clone import VoiceCloner
-    from minmo_core.voice_prompt import VoiceProfile
+    from minmo_core.voice.voice_clone import VoiceCloner
+    from minmo_core.voice.voice_prompt import VoiceProfile
 
     if args.voice is None:
         return None
@@ -63,8 +63,8 @@ def _player(play: bool):
 def run(args: argparse.Namespace) -> int:
     import soundfile as sf
 
-    from minmo_core.styles import VoiceStyle
-    from minmo_core.tts import SAMPLE_RATE, SpeechSynthesizer
+    from minmo_core.voice.styles import VoiceStyle
+    from minmo_core.voice.tts import SAMPLE_RATE, SpeechSynthesizer
 
     text = " ".join(args.text)
     style = VoiceStyle.parse(args.emotion, args.dialect, args.rate, args.persona)

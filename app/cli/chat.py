@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from minmo_core.llm import LLM_DIR_ENV, ChatLLM, default_llm_dir
+    from minmo_core.llm.chat import LLM_DIR_ENV, ChatLLM, default_llm_dir
 
     text = " ".join(args.text).strip()
     if not text:

@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minmo_core.checkpoints import Pin, Release, load_into, load_state_dict, verify_release
+from minmo_core.common.checkpoints import Pin, Release, load_into, load_state_dict, verify_release
 from minmo_core.config import FlowConfig
 from minmo_core.errors import ConfigError
-from minmo_core.flow_decoder import Estimator, FlowMatching
-from minmo_core.flow_encoder import FlowEncoder
+from minmo_core.voice.flow_decoder import Estimator, FlowMatching
+from minmo_core.voice.flow_encoder import FlowEncoder
 
 ATTENTION_CHUNK_TOKENS = 25  # the encoder's static_chunk_size (1 s); x token_mel_ratio after
 

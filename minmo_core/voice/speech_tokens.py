@@ -32,7 +32,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from minmo_core.errors import ConfigError
-from minmo_core.voice_lm import Sampler, VoiceTokenLM, masked
+from minmo_core.voice.voice_lm import Sampler, VoiceTokenLM, masked
 
 MAX_SENTENCE_TOKENS = 80  # whole-text mode synthesises at most this many text tokens at once
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from minmo_core.devices import resolve_device
-from minmo_core.paths import model_folder
+from minmo_core.common.devices import resolve_device
+from minmo_core.common.paths import model_folder
 
 COSYVOICE_ENV = "MINMO_COSYVOICE_DIR"
 
@@ -37,10 +37,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from minmo_core.speech_tokens import SpeechTokenGenerator
-    from minmo_core.styles import VoiceStyle, instruction_is_empty
-    from minmo_core.voice_lm import RasSampler, greedy_sampler, load_voice_lm
-    from minmo_core.voice_prompt import InstructPrompt, VoiceProfile, ZeroShotPrompt, lm_prompt
+    from minmo_core.voice.speech_tokens import SpeechTokenGenerator
+    from minmo_core.voice.styles import VoiceStyle, instruction_is_empty
+    from minmo_core.voice.voice_lm import RasSampler, greedy_sampler, load_voice_lm
+    from minmo_core.voice.voice_prompt import (
+        InstructPrompt,
+        VoiceProfile,
+        ZeroShotPrompt,
+        lm_prompt,
+    )
 
     text = " ".join(args.text)
     style = VoiceStyle.parse(args.emotion, args.dialect, args.rate, args.persona)

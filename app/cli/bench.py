@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from minmo_core.devices import resolve_device
+from minmo_core.common.devices import resolve_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +42,7 @@ def _common_options(p: argparse.ArgumentParser, repeats: int) -> None:
 
 
 def run_encoder(args: argparse.Namespace) -> int:
-    from minmo_core.benchmarks import bench_encoder
+    from app.bench.models import bench_encoder
 
     return _report(
         args,
@@ -51,7 +51,7 @@ def run_encoder(args: argparse.Namespace) -> int:
 
 
 def run_voice_lm(args: argparse.Namespace) -> int:
-    from minmo_core.benchmarks import bench_voice_lm
+    from app.bench.models import bench_voice_lm
 
     return _report(
         args,
@@ -60,14 +60,14 @@ def run_voice_lm(args: argparse.Namespace) -> int:
 
 
 def run_token2wav(args: argparse.Namespace) -> int:
-    from minmo_core.benchmarks import bench_token2wav
+    from app.bench.models import bench_token2wav
 
     return _report(args, lambda device: bench_token2wav(args.preset, device, args.repeats))
 
 
 def run_audio(args: argparse.Namespace) -> int:
     # the audio path lives in the app package (Qt-free); only this command reaches into it
-    from app.audio.bench import bench_audio
+    from app.bench.audio import bench_audio
 
     return _report(
         args, lambda device: bench_audio(args.single, args.double, args.near, args.seeds)
@@ -77,7 +77,7 @@ def run_audio(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace, bench) -> int:
     import torch
 
-    from minmo_core.benchmarks import BENCHMARKS_MD, append_rows
+    from app.bench.models import BENCHMARKS_MD, append_rows
 
     if args.threads:
         torch.set_num_threads(args.threads)

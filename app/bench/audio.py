@@ -1,4 +1,4 @@
-"""``minmo bench audio``: the audio path measured on simulated rooms (app.audio.simulation).
+"""``minmo bench audio``: the audio path measured on simulated rooms (app.bench.simulation).
 
 Per condition and in total:
 - ERLE after convergence in single talk: echo energy over the residual echo left in the
@@ -128,7 +128,7 @@ def latencies(scene, run: Run) -> tuple[list[float], int]:
 def bench_audio(
     single_s: float = 75.0, double_s: float = 30.0, near_s: float = 20.0, seeds: int = 3
 ):
-    """Every condition of app.audio.simulation, for ``seeds`` different scripts: per seed
+    """Every condition of app.bench.simulation, for ``seeds`` different scripts: per seed
     8 x 75 s = 10 simulated minutes of echo alone, 8 x 30 s of double talk and 8 x 20 s of
     the user alone. Barge-in latency percentiles are over the onsets after the canceller's
     first 3 s (as ERLE and SI-SDR are); the earlier ones are counted on their own.
@@ -137,8 +137,8 @@ def bench_audio(
 
     import torch
 
-    from app.audio.simulation import CONDITIONS, make_scenario
-    from minmo_core.benchmarks import Table, machine_name
+    from app.bench.models import Table, machine_name
+    from app.bench.simulation import CONDITIONS, make_scenario
 
     totals = _Tally()
     rows = []

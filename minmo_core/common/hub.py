@@ -13,7 +13,7 @@ from pathlib import Path
 
 from huggingface_hub import hf_hub_download
 
-from minmo_core.checkpoints import Release, sha256_of
+from minmo_core.common.checkpoints import Release, sha256_of
 from minmo_core.errors import CheckpointError
 
 

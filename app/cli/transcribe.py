@@ -6,10 +6,10 @@ import argparse
 import json
 import sys
 
-from minmo_core.devices import resolve_device
-from minmo_core.paths import model_folder
-from minmo_core.transcript import RichTranscript
-from minmo_core.voice_encoder import LANGUAGE_QUERY
+from minmo_core.common.devices import resolve_device
+from minmo_core.common.paths import model_folder
+from minmo_core.understanding.transcript import RichTranscript
+from minmo_core.understanding.voice_encoder import LANGUAGE_QUERY
 
 SENSEVOICE_ENV = "MINMO_SENSEVOICE_DIR"
 
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from minmo_core.sensevoice import SenseVoice
+    from minmo_core.understanding.sensevoice import SenseVoice
 
     folder = model_folder(args.sensevoice, SENSEVOICE_ENV, "SenseVoiceSmall", "--sensevoice")
     model = SenseVoice.from_folder(

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from minmo_core.checkpoints import SENSEVOICE_SMALL
-from minmo_core.paths import models_dir
+from minmo_core.common.checkpoints import SENSEVOICE_SMALL
+from minmo_core.common.paths import models_dir
 
 RELEASES = {"sensevoice": SENSEVOICE_SMALL}
 
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from minmo_core.hub import download_release
+    from minmo_core.common.hub import download_release
 
     release = RELEASES[args.model]
     folder = args.dir or models_dir() / release.name

@@ -16,7 +16,7 @@ from minmo_core.errors import MinMoError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from minmo_core.cli import bench, chat, download, speech_tokens, transcribe, tts
+    from app.cli import bench, chat, download, speech_tokens, transcribe, tts
 
     parser = argparse.ArgumentParser(
         prog="minmo", description="MinMo Assistant: local voice-interaction models"
