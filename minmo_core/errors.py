@@ -15,3 +15,7 @@ class CheckpointError(MinMoError):
 
 class ConfigError(MinMoError):
     """A setting or option that is invalid."""
+
+
+class MissingDependencyError(MinMoError):
+    """An optional package or program that a command needs is not installed."""

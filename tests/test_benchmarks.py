@@ -6,27 +6,42 @@ from pathlib import Path
 
 import pytest
 
-from app.bench.models import (
-    Table,
-    append_rows,
-    bench_encoder,
-    bench_token2wav,
-    bench_voice_lm,
-)
+from app.bench import models, record
+from app.bench.models import bench_encoder, bench_token2wav, bench_voice_lm
+from app.bench.record import Table, record_rows
 from app.cli import main
 
 
-def test_rows_are_appended_under_their_own_section(tmp_path: Path) -> None:
+def test_rows_land_under_their_own_section(tmp_path: Path) -> None:
     path = tmp_path / "BENCHMARKS.md"
     path.write_text("# Benchmarks\n\nIntro.\n\n## Other\n\n| a |\n|---|\n| 1 |\n")
-    table = Table("## Encoder", ("x", "y"), [("1", "2")])
-    append_rows(table, path)
-    append_rows(Table("## Encoder", ("x", "y"), [("3", "4")]), path)
-    append_rows(Table("## Other", ("a",), [("9",)]), path)
+    table = Table("## Encoder", ("x", "y"), [("1", "2")], key=("x",))
+    record_rows(table, path)
+    record_rows(Table("## Encoder", ("x", "y"), [("3", "4")], key=("x",)), path)
+    record_rows(Table("## Other", ("a",), [("9",)], key=("a",)), path)
     assert path.read_text() == (
         "# Benchmarks\n\nIntro.\n\n## Other\n\n| a |\n|---|\n| 1 |\n| 9 |\n\n"
         "## Encoder\n\n| x | y |\n|---|---|\n| 1 | 2 |\n| 3 | 4 |\n"
     )
+
+
+def test_a_rerun_replaces_the_row_of_the_same_date_machine_and_preset(tmp_path: Path) -> None:
+    path = tmp_path / "BENCHMARKS.md"
+    columns = ("date", "machine", "preset", "ms")
+    record_rows(Table("## T", columns, [("d1", "m", "real", "5"), ("d1", "m", "tiny", "1")]), path)
+    record_rows(Table("## T", columns, [("d1", "m", "real", "4")]), path)
+    record_rows(Table("## T", columns, [("d2", "m", "real", "3")]), path)
+    body = [line for line in path.read_text().splitlines() if line.startswith(("| d1", "| d2"))]
+    assert body == ["| d1 | m | tiny | 1 |", "| d1 | m | real | 4 |", "| d2 | m | real | 3 |"]
+
+
+def test_new_columns_start_a_new_table_under_the_section(tmp_path: Path) -> None:
+    path = tmp_path / "BENCHMARKS.md"
+    record_rows(Table("## T", ("date", "machine", "preset"), [("d", "m", "real")]), path)
+    record_rows(Table("## T", ("date", "machine", "preset", "x"), [("d", "m", "real", "1")]), path)
+    text = path.read_text()
+    assert "| date | machine | preset |\n|---|---|---|\n| d | m | real |" in text
+    assert "| date | machine | preset | x |\n|---|---|---|---|\n| d | m | real | 1 |" in text
 
 
 def test_table_renders_aligned_columns() -> None:
@@ -50,13 +65,102 @@ def test_encoder_bench_reports_a_complete_row() -> None:
     assert float(record["RTF"]) == pytest.approx(float(record["total s"]) / 2.0, abs=3e-4)
 
 
-def test_bench_command_prints_and_records(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+TINY_ENCODER = ["bench", "encoder", "--preset", "tiny", "--seconds", "1", "--repeats", "1"]
+
+
+def test_bench_command_prints_and_records_where_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out_file = tmp_path / "B.md"
-    argv = ["bench", "encoder", "--preset", "tiny", "--seconds", "1", "--repeats", "1"]
-    assert main([*argv, "--output", str(out_file)]) == 0
+    assert main([*TINY_ENCODER, "--record", str(out_file)]) == 0
     printed = capsys.readouterr().out
     assert "encoder+CTC ms" in printed and f"recorded in {out_file}" in printed
     assert "## Voice encoder (SenseVoiceSmall)" in out_file.read_text()
+
+
+@pytest.fixture
+def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in checkout, so no test writes into the real docs/BENCHMARKS.md."""
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "docs").mkdir()
+    md = tmp_path / "docs" / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n")
+    monkeypatch.setattr(record, "CHECKOUT", tmp_path)
+    monkeypatch.setattr(record, "BENCHMARKS_MD", md)
+    return md
+
+
+def test_tiny_rows_are_not_recorded_unless_asked(
+    checkout: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(TINY_ENCODER) == 0
+    assert "not recorded (tiny preset" in capsys.readouterr().out
+    assert checkout.read_text() == "# Benchmarks\n"
+    assert main([*TINY_ENCODER, "--record"]) == 0
+    assert f"recorded in {checkout}" in capsys.readouterr().out
+    assert "| tiny |" in checkout.read_text()
+
+
+def test_an_installed_copy_prints_rows_but_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.setattr(record, "CHECKOUT", site)
+    monkeypatch.setattr(record, "BENCHMARKS_MD", site / "docs" / "BENCHMARKS.md")
+    assert main([*TINY_ENCODER, "--preset", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "encoder+CTC ms" in out and "not recorded (an installed copy" in out
+    assert not (site / "docs").exists()
+    assert main([*TINY_ENCODER, "--record"]) == 2
+    assert "give --record PATH" in capsys.readouterr().err
+
+
+def test_the_real_checkout_is_recognised() -> None:
+    assert record.running_from_checkout()
+    assert record.BENCHMARKS_MD.read_text().startswith("# Benchmarks")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bench", "encoder", "--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+        (["bench", "voice-lm", "--tokens", "0"], "argument --tokens: must be at least 1, got 0"),
+        (["bench", "encoder", "--seconds", "0"], "argument --seconds: must be at least 1, got 0"),
+        (["bench", "encoder", "--seconds", "nan"], "argument --seconds: must be a finite number"),
+        (["bench", "token2wav", "--threads", "-3"], "argument --threads: must be at least 1"),
+        (["bench", "audio", "--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
+        (["bench", "audio", "--single", "2"], "argument --single: must be at least 10, got 2"),
+        (["bench", "audio", "--double", "1"], "argument --double: must be at least 10, got 1"),
+        (["bench", "audio", "--near", "0.5"], "argument --near: must be at least 5, got 0.5"),
+        (["bench", "encoder", "--device", "gpu"], "argument --device: use auto, cpu, cuda"),
+    ],
+)
+def test_bench_argument_errors_are_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_the_benchmark_warms_up_until_the_time_settles(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    durations = iter([0.9, 0.3, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+    clock = {"now": 0.0}
+    calls = []
+
+    def fake_call() -> None:
+        calls.append(1)
+        clock["now"] += next(durations)
+
+    monkeypatch.setattr(models.time, "perf_counter", lambda: clock["now"])
+    times = models.time_call(fake_call, torch.device("cpu"), repeats=2)
+    assert len(calls) == 4 + 2  # 0.9 (cold), 0.3, 0.1, 0.1 (settled), then two timed calls
+    assert times == pytest.approx([0.1, 0.1])
 
 
 def test_voice_lm_bench_reports_time_per_speech_token() -> None:

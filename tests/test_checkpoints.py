@@ -9,64 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from minmo_core.common.checkpoints import (
-    Pin,
-    Release,
-    load_into,
-    load_state_dict,
-    sha256_of,
-    verify_release,
-)
+from minmo_core.common.checkpoints import load_into, load_state_dict
 from minmo_core.errors import CheckpointError
-
-
-@pytest.fixture
-def release_dir(tmp_path: Path) -> tuple[Path, Release]:
-    (tmp_path / "model.pt").write_bytes(b"0123456789")
-    (tmp_path / "notes.txt").write_text("hello")
-    release = Release(
-        name="Demo",
-        repo_id="demo/demo",
-        revision=None,
-        files={
-            "model.pt": Pin(10, sha256_of(tmp_path / "model.pt")),
-            "notes.txt": None,
-        },
-    )
-    return tmp_path, release
-
-
-def test_matching_files_pass(release_dir: tuple[Path, Release]) -> None:
-    folder, release = release_dir
-    verify_release(folder, release)
-
-
-def test_a_missing_file_is_named(release_dir: tuple[Path, Release]) -> None:
-    folder, release = release_dir
-    (folder / "notes.txt").unlink()
-    with pytest.raises(CheckpointError, match=r"Demo model folder .* has no notes\.txt"):
-        verify_release(folder, release, allow_unpinned=True)
-
-
-def test_a_truncated_file_is_refused_with_its_sizes(release_dir: tuple[Path, Release]) -> None:
-    folder, release = release_dir
-    (folder / "model.pt").write_bytes(b"01234")
-    with pytest.raises(CheckpointError, match=r"model\.pt is 5 bytes .* has 10 \(truncated"):
-        verify_release(folder, release)
-    verify_release(folder, release, allow_unpinned=True)
-
-
-def test_a_tampered_file_of_the_same_size_is_refused(release_dir: tuple[Path, Release]) -> None:
-    folder, release = release_dir
-    (folder / "model.pt").write_bytes(b"0123456780")
-    with pytest.raises(CheckpointError, match=r"does not match the pinned Demo release"):
-        verify_release(folder, release)
-
-
-def test_a_missing_folder_is_named(tmp_path: Path) -> None:
-    release = Release("Demo", "demo/demo", None, {})
-    with pytest.raises(CheckpointError, match=r"Demo model folder .*nowhere does not exist"):
-        verify_release(tmp_path / "nowhere", release)
 
 
 def test_state_dicts_load_from_torch_and_safetensors_files(tmp_path: Path) -> None:

@@ -11,9 +11,10 @@ from safetensors.torch import load_file
 
 from minmo_core.common.checkpoints import load_into
 from minmo_core.common.release_config import flow_config
+from minmo_core.common.releases import COSYVOICE2
 from minmo_core.config import FlowConfig
 from minmo_core.errors import CheckpointError, ConfigError
-from minmo_core.voice.flow import ATTENTION_CHUNK_TOKENS, FLOW_PIN, FlowDecoder, load_flow
+from minmo_core.voice.flow import ATTENTION_CHUNK_TOKENS, FlowDecoder, load_flow
 from minmo_core.voice.flow_decoder import NOISE_FRAMES, fixed_noise
 
 # name -> (tokens passed, streaming, finalize), as the fixture's README lists the calls
@@ -147,8 +148,15 @@ def test_fixed_noise_is_the_release_noise_and_leaves_the_global_rng_alone(golden
     assert torch.equal(noise, golden["rand_noise_prefix"])
     noise.add_(1.0)  # a caller's in-place change must not reach the next call
     assert torch.equal(fixed_noise(80, 112), golden["rand_noise_prefix"])
-    with pytest.raises(ValueError, match="300 s"):
-        fixed_noise(80, NOISE_FRAMES + 1)
+
+
+def test_replies_past_300_s_get_the_table_again_instead_of_failing() -> None:
+    long = fixed_noise(80, 2 * NOISE_FRAMES + 7)
+    assert long.shape == (1, 80, 2 * NOISE_FRAMES + 7)
+    table = fixed_noise(80, NOISE_FRAMES)
+    assert torch.equal(long[:, :, :NOISE_FRAMES], table)
+    assert torch.equal(long[:, :, NOISE_FRAMES : 2 * NOISE_FRAMES], table)
+    assert torch.equal(long[:, :, 2 * NOISE_FRAMES :], table[:, :, :7])
 
 
 def test_release_config_is_flowconfig_default_with_its_parameter_count(raw_config: dict) -> None:
@@ -160,7 +168,7 @@ def test_release_config_is_flowconfig_default_with_its_parameter_count(raw_confi
     n_values = sum(t.numel() for t in state.values())
     assert (len(state), n_values) == (1121, 112_549_360)  # the fixture README's full size
     # flow.pt holds these as float32 plus ~0.4 MB of zip and pickle framing
-    assert 0 < FLOW_PIN.size - 4 * n_values < 500_000
+    assert 0 < COSYVOICE2.files["flow.pt"].pin.size - 4 * n_values < 500_000
     # load_flow builds on the meta device: nothing may be left for to_empty() to skip
     assert not list(model.buffers())
 

@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from minmo_core.common.checkpoints import load_into, load_state_dict
+from minmo_core.common.releases import COSYVOICE2
 from minmo_core.config import HiFTConfig
 from minmo_core.errors import CheckpointError
-from minmo_core.voice.hift import HIFT_PIN, HiFTVocoder, SourceDraws, load_hift_state, load_vocoder
+from minmo_core.voice.hift import HiFTVocoder, SourceDraws, load_hift_state, load_vocoder
 
 FIXTURE_CFG = HiFTConfig(base_channels=64, f0_cond_channels=64)  # the fixture's reduced widths
 REAL_PARAMS = 20_821_295  # the fixture README's count for the full-size model (with weight norm)
@@ -208,5 +209,7 @@ def test_real_size_parameter_count_fits_the_release_file() -> None:
         model = HiFTVocoder(HiFTConfig())
     n_params = sum(p.numel() for p in model.parameters())
     assert n_params == REAL_PARAMS
-    overhead = HIFT_PIN.size - 4 * n_params  # float32 values; the rest is pickle metadata
-    assert 0 < overhead < 0.01 * HIFT_PIN.size
+    overhead = (
+        COSYVOICE2.files["hift.pt"].pin.size - 4 * n_params
+    )  # float32 values; the rest is pickle metadata
+    assert 0 < overhead < 0.01 * COSYVOICE2.files["hift.pt"].pin.size

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from minmo_core.common import hub
-from minmo_core.common.checkpoints import SENSEVOICE_SMALL, Pin, Release
+from minmo_core.common.releases import SENSEVOICE_SMALL, Pin, Release, ReleaseFile
 from minmo_core.errors import CheckpointError
 
 CONTENT = {"model.pt": b"weights" * 100, "config.yaml": b"encoder_conf: {}\n"}
@@ -18,9 +18,17 @@ RELEASE = Release(
     repo_id="demo/demo",
     revision="0123456789abcdef",
     files={
-        name: Pin(len(data), hashlib.sha256(data).hexdigest()) for name, data in CONTENT.items()
+        name: ReleaseFile(Pin(len(data), hashlib.sha256(data).hexdigest()))
+        for name, data in CONTENT.items()
     },
 )
+
+
+@pytest.fixture(autouse=True)
+def _reachable_hub(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake hub is always reachable (the offline tests probe for real)."""
+    if "offline" not in request.node.name and "download" not in request.keywords:
+        monkeypatch.setattr(hub, "check_reachable", lambda *a, **k: None)
 
 
 def fake_hub(served: dict[str, bytes]):
@@ -67,6 +75,58 @@ def test_a_failed_download_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         hub.download_release(RELEASE, tmp_path / "Demo")
 
 
+def test_offline_fails_at_once_with_one_message_and_leaves_no_staging_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import socket
+    import time
+
+    from app.cli import main
+
+    with socket.socket() as s:  # a local port with nobody listening: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    start = time.monotonic()
+    code = main(["download", "sensevoice", "--dir", str(tmp_path / "SenseVoiceSmall")])
+    took = time.monotonic() - start
+    err = capsys.readouterr().err
+    assert code == 2 and took < 10
+    assert err.count("\n") == 1
+    assert f"cannot reach the model hub at http://127.0.0.1:{port}" in err
+    assert "HF_ENDPOINT" in err and "Retrying" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_offline_without_dns_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.setattr(socket, "create_connection", no_dns)
+    with pytest.raises(CheckpointError, match=r"cannot reach the model hub .*not known"):
+        hub.download_release(RELEASE, tmp_path / "Demo")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_offline_mode_setting_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match="HF_HUB_OFFLINE is set"):
+        hub.download_release(RELEASE, tmp_path / "Demo")
+
+
+def test_a_failure_keeps_finished_files_to_resume_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub, "hf_hub_download", fake_hub({"model.pt": CONTENT["model.pt"]}))
+    with pytest.raises(CheckpointError, match="could not download config"):
+        hub.download_release(RELEASE, tmp_path / "Demo")
+    assert (tmp_path / "Demo.downloading" / "model.pt").read_bytes() == CONTENT["model.pt"]
+    assert not (tmp_path / "Demo").exists()
+
+
 @pytest.mark.download
 @pytest.mark.skipif(
     not os.environ.get("MINMO_ONLINE_TESTS"),
@@ -74,4 +134,4 @@ def test_a_failed_download_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 )
 def test_the_real_sensevoice_release_matches_its_pins(tmp_path: Path) -> None:
     folder = hub.download_release(SENSEVOICE_SMALL, tmp_path / "SenseVoiceSmall")
-    assert sorted(p.name for p in folder.iterdir()) == sorted(SENSEVOICE_SMALL.files)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(SENSEVOICE_SMALL.used_files)

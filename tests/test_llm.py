@@ -299,7 +299,7 @@ def test_cli_chat_errors_exit_2_with_a_message(
     monkeypatch.setenv("MINMO_MODELS_DIR", str(tmp_path))
     assert main(["chat", "hi"]) == 2
     err = capsys.readouterr().err
-    assert f"no LLM folder at {tmp_path / 'Qwen2.5-7B-Instruct'}" in err
+    assert f"no Qwen2.5-7B-Instruct folder at {tmp_path / 'Qwen2.5-7B-Instruct'}" in err
     assert "--llm DIR" in err and "MINMO_LLM_DIR" in err
 
     monkeypatch.setenv("MINMO_LLM_DIR", str(qwen_dir))

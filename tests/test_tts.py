@@ -11,6 +11,7 @@ import soundfile as sf
 
 from app.cli import main
 from minmo_core.common.release_config import release_flow_config
+from minmo_core.errors import CheckpointError
 from tests.test_flow import release_config
 from tests.test_speech_tokens_cli import run as run_speech_tokens
 
@@ -46,7 +47,9 @@ def tokens_of(capsys: pytest.CaptureFixture, folder: Path, *args: str) -> int:
 
 def test_release_yaml_gives_the_flow_sizes(tiny_release_dir: Path, fixtures_dir: Path) -> None:
     raw = json.loads((fixtures_dir / "cosyvoice2_flow" / "config.json").read_text())
-    assert release_flow_config(tiny_release_dir) == release_config(raw)
+    assert release_flow_config(tiny_release_dir, allow_unpinned=True) == release_config(raw)
+    with pytest.raises(CheckpointError, match=r"cosyvoice2\.yaml of the pinned CosyVoice2-0\.5B"):
+        release_flow_config(tiny_release_dir)  # the tiny yaml is not the release's
 
 
 def test_speaks_into_a_24khz_wav_as_long_as_its_speech_tokens(

@@ -23,6 +23,7 @@ import soxr
 
 from app.audio.events import MIC_FRAME, MIC_RATE, PLAYBACK_RATE, AudioSettings, BargeIn
 from app.audio.processor import AudioProcessor
+from app.bench.simulation import CONDITIONS, make_scenario
 
 CONVERGED_S = 3.0
 FAR_FRAME = PLAYBACK_RATE * MIC_FRAME // MIC_RATE  # 240 samples of 24 kHz per 10 ms
@@ -135,10 +136,7 @@ def bench_audio(
     Returns a benchmarks.Table."""
     import datetime as dt
 
-    import torch
-
-    from app.bench.models import Table, machine_name
-    from app.bench.simulation import CONDITIONS, make_scenario
+    from app.bench.record import Table, machine_name
 
     totals = _Tally()
     rows = []
@@ -153,7 +151,7 @@ def bench_audio(
                 t.add(single, double, near, runs)
         rows.append(tally.row(cond.name))
     rows.append(totals.row("ALL"))
-    stamp = (dt.date.today().isoformat(), machine_name(torch.device("cpu")), f"{seeds}")
+    stamp = (dt.date.today().isoformat(), machine_name("cpu"), f"{seeds}")
     columns = (
         "date",
         "machine",
@@ -169,7 +167,8 @@ def bench_audio(
         "CPU ms/frame",
     )
     title = "## Audio path (AEC, VAD, barge-in), simulated rooms"
-    return Table(title, columns, [(*stamp, *r) for r in rows])
+    key = ("date", "machine", "seeds", "condition")
+    return Table(title, columns, [(*stamp, *r) for r in rows], key)
 
 
 @dataclass
@@ -199,14 +198,18 @@ class _Tally:
 
     def row(self, name: str) -> tuple[str, ...]:
         ms = np.array(self.latency) * 1000
-        # "higher": an observed latency, never an interpolation (which inf would poison)
-        p50, p90 = (np.percentile(ms, q, method="higher") for q in (50, 90))
+        if ms.size:
+            # "higher": an observed latency, never an interpolation (which inf would poison)
+            p50, p90 = (np.percentile(ms, q, method="higher") for q in (50, 90))
+            latency = f"{p50:.0f}/{p90:.0f}"
+        else:
+            latency = "n/a (no onset after 3 s)"
         caught = sum(np.isfinite(self.early))
         return (
             name,
-            f"{np.median(self.erle):.1f}",
-            f"{np.median(self.sdr):+.1f}",
-            f"{p50:.0f}/{p90:.0f}",
+            f"{np.median(self.erle):.1f}" if self.erle else "n/a",
+            f"{np.median(self.sdr):+.1f}" if self.sdr else "n/a",
+            latency,
             f"{int(np.isinf(ms).sum())} of {ms.size}",
             f"{caught} of {len(self.early)}",
             f"{self.false} in {self.minutes:.1f} min",

@@ -1,4 +1,5 @@
-"""Benchmarks: each prints a table and appends rows to docs/BENCHMARKS.md.
+"""The model benchmarks (``minmo bench encoder | voice-lm | token2wav``): random weights at
+the real or tiny sizes, warmed up before timing; each returns a Table.
 
 Benchmarks never fail on a slow result: they measure and report, beside MinMo's
 published figures (arXiv 2501.06282) and the official implementations' where known.
@@ -7,21 +8,17 @@ published figures (arXiv 2501.06282) and the official implementations' where kno
 from __future__ import annotations
 
 import datetime as dt
-import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from app.bench.record import Table, machine_name
 from minmo_core.config import FrontendConfig, VoiceEncoderConfig, VoiceTokenLMConfig
 from minmo_core.understanding.frontend import Frontend
 from minmo_core.understanding.voice_encoder import VoiceEncoder
-
-BENCHMARKS_MD = Path(__file__).resolve().parents[2] / "docs" / "BENCHMARKS.md"
 
 # The official SenseVoiceSmall (FunASR), random weights, 2 threads, on the project's 2-core
 # CI machine: 0.77 s for 10 s of audio (issue 2).
@@ -30,55 +27,6 @@ MINMO_15_SPEECH_TOKENS_MS = 70.0  # MinMo's voice-token LM, 15 tokens, NVIDIA L2
 MINMO_TOKEN2WAV_CHUNK_MS = 130.0  # MinMo's token2wav, one 15-token chunk, NVIDIA L20
 # CosyVoice's HiFTGenerator, random weights, 2 threads, 2 s of audio on the 2-core CI CPU
 OFFICIAL_HIFT_CPU_RTF = 0.29
-
-
-@dataclass(frozen=True)
-class Table:
-    section: str  # "## ..." heading in BENCHMARKS.md
-    columns: tuple[str, ...]
-    rows: list[tuple[str, ...]]
-
-    def render(self) -> str:
-        widths = [max(len(c), *(len(r[i]) for r in self.rows)) for i, c in enumerate(self.columns)]
-        line = "  ".join(c.ljust(w) for c, w in zip(self.columns, widths, strict=True))
-        body = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in self.rows]
-        return "\n".join([line, "-" * len(line), *body])
-
-
-def machine_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads"
-
-
-def append_rows(table: Table, path: Path = BENCHMARKS_MD) -> None:
-    """Add the table's rows under its section of BENCHMARKS.md (created if missing)."""
-    header = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    rows = ["| " + " | ".join(r) + " |" for r in table.rows]
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.rstrip("\n").split("\n")
-    if table.section not in lines:
-        lines += ["", table.section, "", header, rule]
-        insert_at = len(lines)
-    else:
-        start = lines.index(table.section)
-        insert_at = start + 1
-        while insert_at < len(lines) and not lines[insert_at].startswith("## "):
-            insert_at += 1
-        while lines[insert_at - 1].strip() == "":
-            insert_at -= 1
-    lines[insert_at:insert_at] = rows
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
 
 
 PREFIX_COLUMNS = ("date", "machine", "preset", "params", "dtype")  # what row_prefix fills
@@ -91,16 +39,42 @@ def row_prefix(
     params = sum(p.numel() for p in model.parameters())
     return (
         dt.date.today().isoformat(),
-        machine_name(device),
+        _machine(device),
         preset,
         f"{params / 1e6:.1f}M",
         str(dtype).removeprefix("torch."),
     )
 
 
+def _machine(device: torch.device) -> str:
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return machine_name(device.type, gpu)
+
+
+WARMUP_MIN_CALLS = 2
+WARMUP_MAX_CALLS = 6
+WARMUP_SETTLED = 0.15  # two warm-up calls this close (relative) mean the caches are warm
+
+
+def warm_up(fn: Callable[[], object], device: torch.device) -> None:
+    """Call ``fn`` until its time settles: the first calls pay for lazy initialisation,
+    kernel selection and allocator growth (a cold HiFT once timed 0.93 RTF against 0.035)."""
+    previous = None
+    for calls in range(1, WARMUP_MAX_CALLS + 1):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        took = time.perf_counter() - start
+        settled = previous is not None and abs(took - previous) <= WARMUP_SETTLED * previous
+        if calls >= WARMUP_MIN_CALLS and settled:
+            return
+        previous = took
+
+
 def time_call(fn: Callable[[], object], device: torch.device, repeats: int) -> list[float]:
-    """Seconds per call after one warm-up call, synchronising the GPU around each."""
-    fn()
+    """Seconds per call after warming up, synchronising the GPU around each."""
+    warm_up(fn, device)
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
@@ -226,7 +200,7 @@ def bench_voice_lm(
                 steps.append(time.perf_counter() - start)
         return prefill, steps
 
-    run()  # warm-up
+    warm_up(run, dev)
     prefills, steps = [], []
     for _ in range(repeats):
         prefill, step = run()

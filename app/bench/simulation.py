@@ -60,6 +60,16 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from minmo_core.errors import MissingDependencyError
+
+try:
+    import pyroomacoustics as pra
+except ImportError as _err:  # a plain install has no dev extra
+    raise MissingDependencyError(
+        "the room simulation needs pyroomacoustics, which comes with the dev extra: "
+        "pip install 'minmo-assistant[dev]' (or run from a checkout with make test)"
+    ) from _err
+
 from app.audio.events import FRAME_MS, MIC_RATE, PLAYBACK_RATE
 
 __all__ = [
@@ -158,7 +168,7 @@ NEAR_PHRASES = (
 )
 
 
-class EspeakNotFoundError(RuntimeError):
+class EspeakNotFoundError(MissingDependencyError):
     """espeak-ng, which renders the simulation's speech, is not installed."""
 
 
@@ -725,8 +735,6 @@ def _babble_positions(c: Condition) -> list[Position]:
 
 @functools.cache
 def _room(c: Condition) -> _Room:
-    import pyroomacoustics as pra
-
     babble = _babble_positions(c) if c.noise_snr_db is not None and c.noise_kind == "babble" else []
     geometry = {
         "v": RIR_VERSION,
@@ -820,8 +828,6 @@ def _calibrate(room_dim: Position, rt60: float) -> tuple[float, int, float]:
     Starts from ``pra.inverse_sabine`` and rescales the RT60 asked of it by target / measured;
     the image-source order stays the one Sabine gives for the target. Cached on disk.
     """
-    import pyroomacoustics as pra
-
     key = json.dumps({"v": RIR_VERSION, "pra": pra.__version__, "dim": room_dim, "rt60": rt60})
     path = cache_dir() / f"rt60-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
     if path.exists():

@@ -1,44 +1,105 @@
-"""``minmo bench ...``: speed and memory benchmarks (print a table, append to BENCHMARKS.md)."""
+"""``minmo bench JOB``: speed and quality benchmarks; each prints a table and, from a
+checkout, records its rows in docs/BENCHMARKS.md (a rerun replaces the same day's row)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from minmo_core.common.devices import resolve_device
+from app.cli.options import add_device, number, whole_number
+
+# The audio bench measures after the canceller's first 3 s and needs speech to measure on.
+MIN_SINGLE_S, MIN_DOUBLE_S, MIN_NEAR_S = 10.0, 10.0, 5.0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("bench", help="run a benchmark and record it in docs/BENCHMARKS.md")
+def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        parents=parents,
+        help="run a benchmark: print a table, record it in docs/BENCHMARKS.md from a checkout",
+    )
     jobs = p.add_subparsers(dest="job", metavar="JOB", required=True)
-    enc = jobs.add_parser("encoder", help="SenseVoice front end + encoder real-time factor")
-    enc.add_argument("--seconds", type=float, default=10.0, help="audio length (default 10)")
+    enc = jobs.add_parser(
+        "encoder", parents=parents, help="SenseVoice front end + encoder real-time factor"
+    )
+    enc.add_argument(
+        "--seconds", type=number(1.0), default=10.0, help="audio length, >= 1 (default 10)"
+    )
     _common_options(enc, repeats=5)
     enc.set_defaults(func=run_encoder)
-    vlm = jobs.add_parser("voice-lm", help="voice-token LM: time per speech token (d_lm)")
-    vlm.add_argument("--tokens", type=int, default=45, help="speech tokens per run (default 45)")
+    vlm = jobs.add_parser(
+        "voice-lm", parents=parents, help="voice-token LM: time per speech token (d_lm)"
+    )
+    vlm.add_argument(
+        "--tokens", type=whole_number(1), default=45, help="speech tokens per run (default 45)"
+    )
     _common_options(vlm, repeats=3)
     vlm.set_defaults(func=run_voice_lm)
-    t2w = jobs.add_parser("token2wav", help="flow + HiFT: time per 15-token chunk, HiFT RTF")
+    t2w = jobs.add_parser(
+        "token2wav", parents=parents, help="flow + HiFT: time per 15-token chunk, HiFT RTF"
+    )
     _common_options(t2w, repeats=3)
     t2w.set_defaults(func=run_token2wav)
-    audio = jobs.add_parser("audio", help="echo cancellation, VAD and barge-in on simulated rooms")
-    audio.add_argument("--single", type=float, default=75.0, help="s of echo only per room")
-    audio.add_argument("--double", type=float, default=30.0, help="s of double talk per room")
-    audio.add_argument("--near", type=float, default=20.0, help="s of user-only speech per room")
-    audio.add_argument("--seeds", type=int, default=3, help="scripts per room (default 3)")
-    audio.add_argument("--output", type=Path, default=None, help="BENCHMARKS.md to append to")
-    audio.add_argument("--no-record", action="store_true", help="print only")
-    audio.set_defaults(func=run_audio, threads=1, device="cpu")
+    audio = jobs.add_parser(
+        "audio",
+        parents=parents,
+        help="echo cancellation, VAD and barge-in on simulated rooms (needs the dev extra)",
+    )
+    audio.add_argument(
+        "--single",
+        type=number(MIN_SINGLE_S),
+        default=75.0,
+        help=f"s of echo only per room, >= {MIN_SINGLE_S:g} (default 75)",
+    )
+    audio.add_argument(
+        "--double",
+        type=number(MIN_DOUBLE_S),
+        default=30.0,
+        help=f"s of double talk per room, >= {MIN_DOUBLE_S:g} (default 30)",
+    )
+    audio.add_argument(
+        "--near",
+        type=number(MIN_NEAR_S),
+        default=20.0,
+        help=f"s of user-only speech per room, >= {MIN_NEAR_S:g} (default 20)",
+    )
+    audio.add_argument(
+        "--seeds", type=whole_number(1), default=3, help="scripts per room (default 3)"
+    )
+    _record_options(audio)
+    audio.set_defaults(func=run_audio, threads=None, device="cpu", preset="real")
 
 
 def _common_options(p: argparse.ArgumentParser, repeats: int) -> None:
-    p.add_argument("--preset", choices=["real", "tiny"], default="real")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    p.add_argument("--repeats", type=int, default=repeats)
-    p.add_argument("--output", type=Path, default=None, help="BENCHMARKS.md to append to")
-    p.add_argument("--no-record", action="store_true", help="print only")
+    p.add_argument(
+        "--preset",
+        choices=["real", "tiny"],
+        default="real",
+        help="real sizes (default) or the tiny test sizes (not recorded unless --record)",
+    )
+    add_device(p)
+    p.add_argument("--threads", type=whole_number(1), default=None, help="CPU threads for torch")
+    p.add_argument(
+        "--repeats",
+        type=whole_number(1),
+        default=repeats,
+        help=f"timed runs after the warm-up (default {repeats})",
+    )
+    _record_options(p)
+
+
+def _record_options(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--record",
+        metavar="PATH",
+        nargs="?",
+        const="",
+        default=None,
+        help="record the rows in PATH (without PATH: the checkout's docs/BENCHMARKS.md), "
+        "even for the tiny preset",
+    )
+    where.add_argument("--no-record", action="store_true", help="print only")
 
 
 def run_encoder(args: argparse.Namespace) -> int:
@@ -66,25 +127,50 @@ def run_token2wav(args: argparse.Namespace) -> int:
 
 
 def run_audio(args: argparse.Namespace) -> int:
-    # the audio path lives in the app package (Qt-free); only this command reaches into it
-    from app.bench.audio import bench_audio
+    from app.bench.audio import bench_audio  # one-line error without the dev extra
 
     return _report(
         args, lambda device: bench_audio(args.single, args.double, args.near, args.seeds)
     )
 
 
+def record_target(args: argparse.Namespace) -> tuple[Path | None, str]:
+    """Where the rows go (None: nowhere) and why, decided before anything is measured."""
+    from app.bench.record import BENCHMARKS_MD, running_from_checkout
+    from minmo_core.errors import ConfigError
+
+    if args.no_record:
+        return None, "not recorded (--no-record)"
+    if args.record:
+        path = Path(args.record)
+        if path.is_dir() or not path.parent.is_dir():
+            raise ConfigError(f"cannot record into {path}: give a file in an existing folder")
+        return path, f"recorded in {path}"
+    if not running_from_checkout():
+        if args.record is not None:
+            raise ConfigError(
+                "--record without a path records into a checkout's docs/BENCHMARKS.md, and "
+                "this is an installed copy; give --record PATH"
+            )
+        return None, "not recorded (an installed copy; --record PATH keeps the rows)"
+    if args.preset == "tiny" and args.record is None:
+        return None, "not recorded (tiny preset; --record keeps the rows)"
+    return BENCHMARKS_MD, f"recorded in {BENCHMARKS_MD}"
+
+
 def _report(args: argparse.Namespace, bench) -> int:
     import torch
 
-    from app.bench.models import BENCHMARKS_MD, append_rows
+    from app.bench.record import record_rows
+    from minmo_core.common.devices import resolve_device
 
+    target, note = record_target(args)
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    table = bench(str(resolve_device(args.device)))
+    table = bench(str(device))
     print(table.render())
-    if not args.no_record:
-        path = args.output or BENCHMARKS_MD
-        append_rows(table, path)
-        print(f"recorded in {path}")
+    if target is not None:
+        record_rows(table, target)
+    print(note)
     return 0

@@ -6,15 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from minmo_core.common.checkpoints import SENSEVOICE_SMALL
 from minmo_core.common.paths import models_dir
+from minmo_core.common.releases import RELEASES
+from minmo_core.errors import ConfigError
 
-RELEASES = {"sensevoice": SENSEVOICE_SMALL}
 
-
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     p = subparsers.add_parser(
-        "download", help="download an official model release (pinned and checked)"
+        "download",
+        parents=parents,
+        help="download an official model release (pinned revision, every file checked)",
     )
     p.add_argument("model", choices=sorted(RELEASES))
     p.add_argument("--dir", type=Path, default=None, help="target folder (default: models folder)")
@@ -26,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
 
     release = RELEASES[args.model]
     folder = args.dir or models_dir() / release.name
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"cannot download into {folder}: it is a file")
 
     def progress(name: str, index: int, total: int) -> None:
         print(f"[{index + 1}/{total}] {name}", file=sys.stderr, flush=True)

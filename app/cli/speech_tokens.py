@@ -8,37 +8,37 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from minmo_core.common.devices import resolve_device
+from app.cli.options import add_allow_unpinned, add_device, add_style, text_argument
 from minmo_core.common.paths import model_folder
 
 COSYVOICE_ENV = "MINMO_COSYVOICE_DIR"
+COSYVOICE_HELP = f"CosyVoice2-0.5B folder (default: ${COSYVOICE_ENV} or the models folder)"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     p = subparsers.add_parser(
-        "speech-tokens", help="print CosyVoice 2 speech tokens for a text, 15 per line"
+        "speech-tokens",
+        parents=parents,
+        help="print CosyVoice 2 speech tokens for a text, 15 per line (a debugging aid)",
     )
     p.add_argument("text", nargs="+", help="what to say")
-    p.add_argument("--cosyvoice", metavar="DIR", help=f"CosyVoice2-0.5B folder (${COSYVOICE_ENV})")
-    p.add_argument("--emotion", help="e.g. happy, sad, angry, surprised, fearful, calm")
-    p.add_argument("--dialect", help="e.g. cantonese, sichuanese, shanghainese, tianjin")
-    p.add_argument("--rate", help="very_slow, slow, normal, fast, very_fast")
-    p.add_argument("--persona", help="role-play persona, e.g. robot, mysterious")
-    p.add_argument("--wording", choices=["zh", "en"], default="zh", help="instruction language")
+    p.add_argument("--cosyvoice", metavar="DIR", help=COSYVOICE_HELP)
+    add_style(p)
     p.add_argument("--voice", type=Path, help="a saved voice (.safetensors) to clone")
     p.add_argument(
         "--stream", action="store_true", help="feed the text token by token (5:15 bi-streaming)"
     )
     p.add_argument("--greedy", action="store_true", help="arg-max instead of sampling")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--allow-unpinned", action="store_true")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed")
+    add_device(p)
+    add_allow_unpinned(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from minmo_core.common.devices import resolve_device
     from minmo_core.voice.speech_tokens import SpeechTokenGenerator
-    from minmo_core.voice.styles import VoiceStyle, instruction_is_empty
+    from minmo_core.voice.styles import VoiceStyle, check_style, instruction_is_empty
     from minmo_core.voice.voice_lm import RasSampler, greedy_sampler, load_voice_lm
     from minmo_core.voice.voice_prompt import (
         InstructPrompt,
@@ -47,15 +47,16 @@ def run(args: argparse.Namespace) -> int:
         lm_prompt,
     )
 
-    text = " ".join(args.text)
+    text = text_argument(args.text)
     style = VoiceStyle.parse(args.emotion, args.dialect, args.rate, args.persona)
+    check_style(style, args.wording)
     voice = VoiceProfile.load(args.voice) if args.voice else None
+    device = resolve_device(args.device)
+    folder = model_folder(args.cosyvoice, COSYVOICE_ENV, "CosyVoice2-0.5B", "--cosyvoice")
     if not instruction_is_empty(style):
         prompt = InstructPrompt(style, voice, args.wording)
     else:
         prompt = ZeroShotPrompt(voice) if voice else None
-    folder = model_folder(args.cosyvoice, COSYVOICE_ENV, "CosyVoice2-0.5B", "--cosyvoice")
-    device = resolve_device(args.device)
     lm, tokenizer = load_voice_lm(folder, device, allow_unpinned=args.allow_unpinned)
     sampler = greedy_sampler if args.greedy else RasSampler.from_config(lm.cfg, args.seed)
     generator = SpeechTokenGenerator(lm, tokenizer, sampler)

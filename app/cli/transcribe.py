@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from minmo_core.common.devices import resolve_device
+from app.cli.options import add_allow_unpinned, add_device, existing_file
 from minmo_core.common.paths import model_folder
 from minmo_core.understanding.transcript import RichTranscript
 from minmo_core.understanding.voice_encoder import LANGUAGE_QUERY
@@ -14,13 +15,14 @@ from minmo_core.understanding.voice_encoder import LANGUAGE_QUERY
 SENSEVOICE_ENV = "MINMO_SENSEVOICE_DIR"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     p = subparsers.add_parser(
         "transcribe",
+        parents=parents,
         help="transcribe an audio file with SenseVoice (text + language/emotion/event tags)",
         description="Transcribe any audio file (WAV/FLAC/OGG, any rate, any length).",
     )
-    p.add_argument("audio", help="audio file")
+    p.add_argument("audio", type=Path, help="audio file")
     p.add_argument(
         "--language",
         default="auto",
@@ -34,22 +36,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help=f"SenseVoiceSmall folder (default: ${SENSEVOICE_ENV} or the models folder)",
     )
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument(
-        "--allow-unpinned",
-        action="store_true",
-        help="load checkpoints that differ from the pinned official release",
-    )
+    add_device(p)
+    add_allow_unpinned(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from minmo_core.common.audio import probe_audio
+    from minmo_core.common.devices import resolve_device
     from minmo_core.understanding.sensevoice import SenseVoice
 
+    probe_audio(existing_file(args.audio, "audio file"))  # a bad file is named before loading
+    device = resolve_device(args.device)
     folder = model_folder(args.sensevoice, SENSEVOICE_ENV, "SenseVoiceSmall", "--sensevoice")
-    model = SenseVoice.from_folder(
-        folder, device=str(resolve_device(args.device)), allow_unpinned=args.allow_unpinned
-    )
+    model = SenseVoice.from_folder(folder, device=str(device), allow_unpinned=args.allow_unpinned)
     progress = None
     if not args.json:
         progress = _print_segment if sys.stderr.isatty() else None

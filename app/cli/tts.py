@@ -5,46 +5,114 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from app.cli.speech_tokens import COSYVOICE_ENV
-from minmo_core.common.devices import resolve_device
+from app.cli.options import (
+    add_allow_unpinned,
+    add_device,
+    add_style,
+    audio_output,
+    existing_file,
+    text_argument,
+)
+from app.cli.speech_tokens import COSYVOICE_ENV, COSYVOICE_HELP
 from minmo_core.common.paths import model_folder
 from minmo_core.errors import AudioError, ConfigError
 
+PROFILE_SUFFIX = ".safetensors"
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("tts", help="speak a text into a WAV file (and the speakers)")
-    p.add_argument("text", nargs="+", help="what to say")
-    p.add_argument("-o", "--output", type=Path, required=True, help="WAV file to write")
-    p.add_argument("--cosyvoice", metavar="DIR", help=f"CosyVoice2-0.5B folder (${COSYVOICE_ENV})")
-    p.add_argument("--emotion")
-    p.add_argument("--dialect")
-    p.add_argument("--rate")
-    p.add_argument("--persona")
-    p.add_argument("--wording", choices=["zh", "en"], default="zh", help="instruction language")
-    p.add_argument(
-        "--voice", type=Path, help="reference clip (3-30 s) or a saved .safetensors voice"
+
+def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
+    p = subparsers.add_parser(
+        "tts",
+        parents=parents,
+        help="speak a text into an audio file (and the speakers)",
+        description=(
+            "Speak a text with CosyVoice 2, streaming 0.6 s chunks into the file (and the "
+            "speakers with --play). A style (--emotion, --dialect, --rate, --persona) is an "
+            "instruction to the voice LM; --voice clones a voice from a 3-30 s clip or a "
+            "saved profile."
+        ),
     )
-    p.add_argument("--voice-text", help="what the reference clip says")
+    p.add_argument("text", nargs="+", help="what to say")
+    p.add_argument(
+        "-o", "--output", type=Path, required=True, help="audio file to write (.wav, .flac, .ogg)"
+    )
+    p.add_argument("--cosyvoice", metavar="DIR", help=COSYVOICE_HELP)
+    add_style(p)
+    p.add_argument(
+        "--voice",
+        type=Path,
+        metavar="FILE",
+        help=f"a reference clip (3-30 s of speech) or a saved voice ({PROFILE_SUFFIX})",
+    )
+    p.add_argument("--voice-text", metavar="TEXT", help="what the reference clip says")
+    p.add_argument(
+        "--save-voice",
+        type=Path,
+        metavar="FILE",
+        help=f"also save the voice cloned from the clip ({PROFILE_SUFFIX}), to reuse with --voice",
+    )
     p.add_argument("--play", action="store_true", help="also play through the speakers")
-    p.add_argument("--greedy", action="store_true")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--allow-unpinned", action="store_true")
+    p.add_argument("--greedy", action="store_true", help="arg-max instead of sampling")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed")
+    add_device(p)
+    add_allow_unpinned(p)
     p.set_defaults(func=run)
 
 
+def check_voice_options(args: argparse.Namespace) -> None:
+    """The --voice/--voice-text/--save-voice combinations that make sense."""
+    if args.voice is None:
+        if args.voice_text is not None:
+            raise ConfigError("--voice-text describes a clip: give the clip with --voice")
+        if args.save_voice is not None:
+            raise ConfigError("--save-voice saves a cloned voice: give a clip with --voice")
+        return
+    existing_file(args.voice, "voice")
+    if args.voice.suffix == PROFILE_SUFFIX:
+        if args.voice_text is not None:
+            raise ConfigError(
+                f"--voice-text goes with a recording; the saved voice {args.voice} carries "
+                "its own transcript"
+            )
+        if args.save_voice is not None:
+            raise ConfigError(f"--save-voice needs a recording; {args.voice} is already saved")
+        return
+    if not args.voice_text or not args.voice_text.strip():
+        raise ConfigError("--voice with a recording needs --voice-text: what the clip says")
+    if args.save_voice is not None:
+        if args.save_voice.suffix != PROFILE_SUFFIX:
+            raise ConfigError(f"--save-voice writes a {PROFILE_SUFFIX} file, not {args.save_voice}")
+        if not args.save_voice.parent.is_dir():
+            raise ConfigError(
+                f"cannot write {args.save_voice}: folder {args.save_voice.parent} does not exist"
+            )
+
+
 def _voice(args: argparse.Namespace, folder: Path):
+    from minmo_core.common.audio import probe_audio
     from minmo_core.voice.voice_clone import VoiceCloner
     from minmo_core.voice.voice_prompt import VoiceProfile
 
     if args.voice is None:
         return None
-    if args.voice.suffix == ".safetensors":
+    if args.voice.suffix == PROFILE_SUFFIX:
         return VoiceProfile.load(args.voice)
-    if not args.voice_text:
-        raise ConfigError("--voice with a recording needs --voice-text: what the clip says")
+    probe_audio(args.voice)
     cloner = VoiceCloner.from_folder(folder, allow_unpinned=args.allow_unpinned)
-    return cloner.clone(args.voice, args.voice_text, args.voice.stem)
+    voice = cloner.clone(args.voice, args.voice_text.strip(), args.voice.stem)
+    if args.save_voice is not None:
+        voice.save(args.save_voice)
+    return voice
+
+
+def check_output_device() -> None:
+    """Raise AudioError, before any model loads, when nothing can play 24 kHz mono."""
+    import sounddevice as sd
+
+    try:
+        sd.check_output_settings(samplerate=24000, channels=1, dtype="float32")
+    except (sd.PortAudioError, OSError, ValueError) as err:
+        raise AudioError(f"no usable audio output device for --play ({err})") from err
 
 
 def _player(play: bool):
@@ -63,22 +131,27 @@ def _player(play: bool):
 def run(args: argparse.Namespace) -> int:
     import soundfile as sf
 
-    from minmo_core.voice.styles import VoiceStyle
+    from minmo_core.common.devices import resolve_device
+    from minmo_core.voice.styles import VoiceStyle, check_style
     from minmo_core.voice.tts import SAMPLE_RATE, SpeechSynthesizer
 
-    text = " ".join(args.text)
+    text = text_argument(args.text)
     style = VoiceStyle.parse(args.emotion, args.dialect, args.rate, args.persona)
+    check_style(style, args.wording)
+    file_format, subtype = audio_output(args.output)
+    check_voice_options(args)
+    if args.play:
+        check_output_device()
+    device = resolve_device(args.device)
     folder = model_folder(args.cosyvoice, COSYVOICE_ENV, "CosyVoice2-0.5B", "--cosyvoice")
-    if not args.output.parent.is_dir():
-        raise ConfigError(f"cannot write {args.output}: folder {args.output.parent} does not exist")
     voice = _voice(args, folder)
     synth = SpeechSynthesizer.from_folder(
-        folder, resolve_device(args.device), args.allow_unpinned, args.greedy, args.seed
+        folder, device, args.allow_unpinned, args.greedy, args.seed
     )
     player = _player(args.play)
     partial = args.output.with_name(args.output.name + ".partial")
     try:
-        with sf.SoundFile(partial, "w", SAMPLE_RATE, 1, "PCM_16", format="WAV") as out:
+        with sf.SoundFile(partial, "w", SAMPLE_RATE, 1, subtype, format=file_format) as out:
             for chunk in synth.speak(text, style, voice, args.wording):
                 audio = chunk.numpy()
                 out.write(audio)

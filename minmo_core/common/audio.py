@@ -55,11 +55,19 @@ def _open(path: Path) -> sf.SoundFile:
     try:
         handle = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise AudioError(f"{path} is not a readable audio file ({err})") from err
+        reason = str(err).split("': ", 1)[-1].strip().rstrip(".")  # without the path again
+        raise AudioError(f"{path} is not a readable audio file ({reason})") from err
     if handle.frames == 0:
         handle.close()
         raise AudioError(f"audio file {path} contains no samples")
     return handle
+
+
+def probe_audio(path: Path) -> float:
+    """Duration in seconds of an audio file, from its header; raises AudioError naming a
+    missing, unreadable or empty file (damage past the header shows when it is decoded)."""
+    with _open(path) as handle:
+        return handle.frames / handle.samplerate
 
 
 def read_audio(path: Path, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
@@ -73,9 +81,22 @@ def read_audio(path: Path, sample_rate: int, max_seconds: float | None = None) -
             raise AudioError(
                 f"{path} is {seconds:.0f} s long; at most {max_seconds:.0f} s is accepted here"
             )
-        data = handle.read(dtype="float32", always_2d=True)
+        try:
+            data = handle.read(dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as err:
+            raise _damaged(path, handle, err) from err
         rate = handle.samplerate
     return resample(to_mono_float32(data), rate, sample_rate)
+
+
+def _damaged(path: Path, handle: sf.SoundFile, err: Exception) -> AudioError:
+    """A file whose header opened but whose samples stop decoding part-way."""
+    try:
+        at = f" after {handle.tell() / handle.samplerate:.1f} s"
+    except (sf.LibsndfileError, RuntimeError, ZeroDivisionError):
+        at = ""
+    reason = str(err).removeprefix("Error : ").strip().rstrip(".")
+    return AudioError(f"{path} is damaged or truncated: decoding failed{at} ({reason})")
 
 
 def stream_audio(path: Path, sample_rate: int, block_seconds: float = 10.0) -> Iterator[np.ndarray]:
@@ -88,7 +109,14 @@ def stream_audio(path: Path, sample_rate: int, block_seconds: float = 10.0) -> I
         rate = handle.samplerate
         resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32")
         block = max(1, int(block_seconds * rate))
-        for data in handle.blocks(blocksize=block, dtype="float32", always_2d=True):
+        blocks = handle.blocks(blocksize=block, dtype="float32", always_2d=True)
+        while True:
+            try:
+                data = next(blocks)
+            except StopIteration:
+                break
+            except (sf.LibsndfileError, RuntimeError) as err:
+                raise _damaged(path, handle, err) from err
             mono = to_mono_float32(data)
             out = mono if rate == sample_rate else resampler.resample_chunk(mono)
             if out.size:

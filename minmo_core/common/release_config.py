@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from minmo_core.common.releases import COSYVOICE2, verify_files
 from minmo_core.config import FlowConfig
 from minmo_core.errors import CheckpointError
 
@@ -84,11 +85,13 @@ def flow_config(flow: dict, encoder: dict, decoder: dict, source: str = RELEASE_
         raise CheckpointError(f"{source}: the flow's settings lack or mangle {err}") from err
 
 
-def release_flow_config(folder: Path) -> FlowConfig:
-    """The flow's sizes from ``folder/cosyvoice2.yaml``; the release's defaults without one."""
+def release_flow_config(folder: Path, allow_unpinned: bool = False) -> FlowConfig:
+    """The flow's sizes from ``folder/cosyvoice2.yaml`` (checked against its pin unless
+    ``allow_unpinned``; other weights without the file get the release's defaults)."""
     path = Path(folder) / RELEASE_YAML
-    if not path.is_file():
+    if allow_unpinned and not path.is_file():
         return FlowConfig()
+    verify_files(folder, COSYVOICE2, [RELEASE_YAML], allow_unpinned)
     raw = read_release_yaml(path)
     flow = raw.get("flow")
     if not isinstance(flow, dict):

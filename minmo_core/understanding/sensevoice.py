@@ -15,12 +15,8 @@ import torch
 import yaml
 
 from minmo_core.common.audio import frame_levels_dbfs, split_stream, stream_audio
-from minmo_core.common.checkpoints import (
-    SENSEVOICE_SMALL,
-    load_into,
-    load_state_dict,
-    verify_release,
-)
+from minmo_core.common.checkpoints import load_into, load_state_dict
+from minmo_core.common.releases import SENSEVOICE_SMALL, verify_release
 from minmo_core.config import FrontendConfig, VoiceEncoderConfig
 from minmo_core.errors import AudioError, CheckpointError, ConfigError
 from minmo_core.understanding.frontend import CMVN, Frontend

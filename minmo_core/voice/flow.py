@@ -26,21 +26,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minmo_core.common.checkpoints import Pin, Release, load_into, load_state_dict, verify_release
+from minmo_core.common.checkpoints import load_into, load_state_dict
+from minmo_core.common.releases import ALLOW_FLAG, COSYVOICE2, verify_files
 from minmo_core.config import FlowConfig
-from minmo_core.errors import ConfigError
+from minmo_core.errors import CheckpointError, ConfigError
 from minmo_core.voice.flow_decoder import Estimator, FlowMatching
 from minmo_core.voice.flow_encoder import FlowEncoder
 
 ATTENTION_CHUNK_TOKENS = 25  # the encoder's static_chunk_size (1 s); x token_mel_ratio after
 
-FLOW_PIN = Pin(450575567, "ff4c2f867674411e0a08cee702996df13fa67c1cd864c06108da88d16d088541")
-COSYVOICE2_FLOW = Release(
-    name="CosyVoice2-0.5B",
-    repo_id="FunAudioLLM/CosyVoice2-0.5B",
-    revision=None,
-    files={"flow.pt": FLOW_PIN},
-)
+FLOW_FILE = "flow.pt"
 
 
 class FlowDecoder(nn.Module):
@@ -163,11 +158,10 @@ def load_flow(
     checkpoint).
     """
     path = Path(path)
-    verify_release(
-        path.parent,
-        Release(COSYVOICE2_FLOW.name, COSYVOICE2_FLOW.repo_id, None, {path.name: FLOW_PIN}),
-        allow_unpinned,
-    )
+    if path.name != FLOW_FILE and not allow_unpinned:
+        raise CheckpointError(f"{path} is not the release's {FLOW_FILE}; pass {ALLOW_FLAG}")
+    if path.name == FLOW_FILE:
+        verify_files(path.parent, COSYVOICE2, [FLOW_FILE], allow_unpinned)
     state = load_state_dict(path)
     with torch.device("meta"):
         model = FlowDecoder(cfg or FlowConfig())
@@ -177,4 +171,4 @@ def load_flow(
     return model.to(device=torch.device(device), dtype=dtype or torch.float32).eval()
 
 
-__all__ = ["COSYVOICE2_FLOW", "FLOW_PIN", "FlowDecoder", "load_flow"]
+__all__ = ["FLOW_FILE", "FlowDecoder", "load_flow"]

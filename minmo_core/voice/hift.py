@@ -28,18 +28,12 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
-from minmo_core.common.checkpoints import Pin, Release, load_into, load_state_dict, verify_release
+from minmo_core.common.checkpoints import load_into, load_state_dict
+from minmo_core.common.releases import ALLOW_FLAG, COSYVOICE2, verify_files
 from minmo_core.config import HiFTConfig
 from minmo_core.errors import CheckpointError
 
 HIFT_FILE = "hift.pt"
-HIFT_PIN = Pin(83390254, "3386cc880324d4e98e05987b99107f49e40ed925b8ecc87c1f4939432d429879")
-COSYVOICE2_HIFT = Release(
-    name="CosyVoice2-0.5B",
-    repo_id="FunAudioLLM/CosyVoice2-0.5B",
-    revision=None,
-    files={HIFT_FILE: HIFT_PIN},
-)
 
 # Settings of the release that HiFTConfig does not carry.
 LRELU_SLOPE = 0.1  # before each upsampling stage
@@ -344,10 +338,8 @@ def load_vocoder(
         path = path / HIFT_FILE
     if not allow_unpinned:
         if path.name != HIFT_FILE:
-            raise CheckpointError(
-                f"{path} is not the release's {HIFT_FILE}; allow other revisions explicitly"
-            )
-        verify_release(path.parent, COSYVOICE2_HIFT)
+            raise CheckpointError(f"{path} is not the release's {HIFT_FILE}; pass {ALLOW_FLAG}")
+        verify_files(path.parent, COSYVOICE2, [HIFT_FILE])
     state = load_hift_state(load_state_dict(path))
     if cfg is None:
         conv_pre = "conv_pre.parametrizations.weight.original1"
@@ -363,8 +355,7 @@ def load_vocoder(
 
 
 __all__ = [
-    "COSYVOICE2_HIFT",
-    "HIFT_PIN",
+    "HIFT_FILE",
     "F0Predictor",
     "HarmonicSource",
     "HiFTVocoder",

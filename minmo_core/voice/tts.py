@@ -42,7 +42,10 @@ class SpeechSynthesizer:
         folder = Path(folder)
         lm, tokenizer = load_voice_lm(folder, device, allow_unpinned=allow_unpinned)
         flow = load_flow(
-            folder / "flow.pt", release_flow_config(folder), device, allow_unpinned=allow_unpinned
+            folder / "flow.pt",
+            release_flow_config(folder, allow_unpinned),
+            device,
+            allow_unpinned=allow_unpinned,
         )
         vocoder = load_vocoder(folder / "hift.pt", device=device, allow_unpinned=allow_unpinned)
         sampler = greedy_sampler if greedy else RasSampler.from_config(lm.cfg, seed)

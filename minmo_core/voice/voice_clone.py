@@ -20,24 +20,13 @@ import numpy as np
 import torch
 
 from minmo_core.common.audio import frame_levels_dbfs, read_audio, resample, to_mono_float32
-from minmo_core.common.checkpoints import Pin, Release, verify_release
+from minmo_core.common.releases import COSYVOICE2, verify_files
 from minmo_core.errors import AudioError, CheckpointError
 from minmo_core.voice.mel import prompt_mel, whisper_log_mel
 from minmo_core.voice.voice_prompt import VoiceProfile
 
 SPEECH_TOKENIZER = "speech_tokenizer_v2.onnx"
 CAMPPLUS = "campplus.onnx"
-COSYVOICE2_FRONTEND = Release(
-    name="CosyVoice2-0.5B",
-    repo_id="FunAudioLLM/CosyVoice2-0.5B",
-    revision=None,
-    files={
-        SPEECH_TOKENIZER: Pin(
-            496082973, "d43342aa12163a80bf07bffb94c9de2e120a8df2f9917cd2f642e7f4219c6f71"
-        ),
-        CAMPPLUS: None,  # no published pin yet
-    },
-)
 
 
 @dataclass(frozen=True)
@@ -148,7 +137,7 @@ class VoiceCloner:
         cls, folder: Path | str, allow_unpinned: bool = False, providers=None
     ) -> VoiceCloner:
         folder = Path(folder)
-        verify_release(folder, COSYVOICE2_FRONTEND, allow_unpinned)
+        verify_files(folder, COSYVOICE2, [SPEECH_TOKENIZER, CAMPPLUS], allow_unpinned)
         return cls(folder / SPEECH_TOKENIZER, folder / CAMPPLUS, providers)
 
     def speech_tokens(self, audio16k: np.ndarray) -> torch.Tensor:

@@ -34,11 +34,10 @@ from transformers import (
 )
 from transformers.modeling_utils import no_init_weights
 
-from minmo_core.common.checkpoints import Pin, Release, load_into, load_state_dict, verify_release
+from minmo_core.common.checkpoints import load_into, load_state_dict
+from minmo_core.common.releases import BLANK_EN, COSYVOICE2, verify_files
 from minmo_core.config import VoiceTokenLMConfig
 from minmo_core.errors import CheckpointError
-
-BLANK_EN = "CosyVoice-BlankEN"  # the Qwen2 config and tokenizer folder inside the release
 
 # Tokens CosyVoice 2 adds to the Qwen2 tokenizer, in the release's order: ids follow from the
 # order (<|endofprompt|> becomes 151646 after Qwen's own <|im_start|>/<|im_end|>).
@@ -48,17 +47,11 @@ ADDED_SPECIAL_TOKENS = (
     "<laughter>", "</laughter>", "[hissing]", "[sigh]", "[vocalized-noise]", "[lipsmack]", "[mn]",
 )  # fmt: skip
 
-COSYVOICE2_LLM = Release(
-    name="CosyVoice2-0.5B",
-    repo_id="FunAudioLLM/CosyVoice2-0.5B",
-    revision=None,
-    files={
-        "llm.pt": Pin(
-            2023316821, "b144ef55b51ce8cfb79a73c90dbba0bdaba4e451c0ebcfab20f769264f84a608"
-        ),
-        f"{BLANK_EN}/config.json": None,
-    },
-)
+LLM_FILE = "llm.pt"
+# The release's tokenizer is Qwen2's byte-level BPE as vocab.json + merges.txt; a single
+# tokenizer.json (a converted or test tokenizer) is accepted with other weights.
+RELEASE_TOKENIZER = (f"{BLANK_EN}/tokenizer_config.json", f"{BLANK_EN}/vocab.json",
+                     f"{BLANK_EN}/merges.txt")  # fmt: skip
 
 # CosyVoice-BlankEN's Qwen2 geometry (= Qwen2.5-0.5B), and the fixture's reduced one: the real
 # 896 width and attention heads with 1 layer, a tiny FFN and 96 text ids.
@@ -193,10 +186,17 @@ def _qwen_config(folder: Path) -> Qwen2Config:
 def load_tokenizer(folder: Path, cfg: VoiceTokenLMConfig) -> PreTrainedTokenizerBase:
     """CosyVoice-BlankEN's Qwen2 tokenizer with the release's added special tokens."""
     path = Path(folder) / BLANK_EN
+    has_bpe = (path / "vocab.json").is_file() and (path / "merges.txt").is_file()
+    if not has_bpe and not (path / "tokenizer.json").is_file():
+        raise CheckpointError(
+            f"{path} has no tokenizer: the release's vocab.json and merges.txt are missing "
+            "(and there is no tokenizer.json)"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"no usable tokenizer in {path}: {err}") from err
+    except Exception as err:  # transformers raises many kinds for a broken tokenizer folder
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"no usable tokenizer in {path}: {first}") from err
     tokenizer.add_special_tokens({"additional_special_tokens": list(ADDED_SPECIAL_TOKENS)})
     eop = tokenizer.convert_tokens_to_ids("<|endofprompt|>")
     if len(tokenizer) > 150000 and eop != cfg.endofprompt_text_id:
@@ -215,7 +215,13 @@ def load_voice_lm(
 ) -> tuple[VoiceTokenLM, PreTrainedTokenizerBase]:
     """The official CosyVoice2-0.5B folder (``llm.pt`` + ``CosyVoice-BlankEN/``) -> model."""
     folder = Path(folder)
-    verify_release(folder, COSYVOICE2_LLM, allow_unpinned)
+    blank = folder / BLANK_EN
+    tokenizer_files = RELEASE_TOKENIZER
+    if allow_unpinned and not (blank / "vocab.json").is_file():
+        tokenizer_files = ()  # load_tokenizer names what is missing
+    verify_files(
+        folder, COSYVOICE2, (LLM_FILE, f"{BLANK_EN}/config.json", *tokenizer_files), allow_unpinned
+    )
     qwen = _qwen_config(folder)
     state = load_state_dict(folder / "llm.pt")
     decoder = state.get("llm_decoder.weight")
@@ -249,7 +255,7 @@ def masked(logits: torch.Tensor, banned: tuple[int, ...]) -> torch.Tensor:
 
 __all__ = [
     "ADDED_SPECIAL_TOKENS",
-    "COSYVOICE2_LLM",
+    "LLM_FILE",
     "DecodeState",
     "RasSampler",
     "Sampler",
