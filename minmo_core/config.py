@@ -1,7 +1,7 @@
 """Configuration dataclasses for every MinMo component.
 
-Defaults are the real sizes (../shared/MODEL_FACTS.md, the released config files and
-MinMo's paper, arXiv 2501.06282). Each config has a ``tiny()`` preset that builds in
+Defaults are the real sizes (the official releases' config files and MinMo's paper,
+arXiv 2501.06282). Each config has a ``tiny()`` preset that builds in
 milliseconds on a CPU, for tests.
 """
 
@@ -50,7 +50,7 @@ class VoiceEncoderConfig:
 
     @classmethod
     def tiny(cls) -> VoiceEncoderConfig:
-        # the reduced size of ../shared/fixtures/sensevoice
+        # the reduced size of the SenseVoice golden fixture
         return cls(d_model=64, n_heads=4, d_ffn=128, n_blocks=3, tp_blocks=2, vocab_size=256)
 
 
@@ -149,7 +149,7 @@ class VoiceTokenLMConfig:
 
     @classmethod
     def tiny(cls) -> VoiceTokenLMConfig:
-        # the geometry of ../shared/fixtures/cosyvoice2_llm: width 896 is hard-coded in the
+        # the geometry of the CosyVoice 2 LM golden fixture: width 896 is hard-coded in the
         # release's input builder, the tiny model is 1 layer with 96 speech codes
         return cls(speech_token_size=96)
 

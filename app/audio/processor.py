@@ -7,10 +7,18 @@
                                      └─► double-talk gate ─► BargeInDetector
                                            ─► BargeIn / FalseBargeIn
 
-The double-talk gate keeps the assistant's residual echo from interrupting it: while the
-assistant speaks, a frame counts as the user's speech only if the VAD says speech AND the
-clean frame is louder than the echo that could still be left in it (the echo estimate,
-mic - clean, lowered by the canceller's measured echo return loss enhancement) by a margin.
+The double-talk gate keeps the assistant's residual echo from interrupting it. While echo
+may be present, a frame counts as the user's speech only if all of these hold:
+- the VAD says speech, and the frame is loud (above MIN_SPEECH_DBFS and ABOVE_NOISE_DB over
+  the tracked noise floor);
+- in a 32 ms spectrum (fine enough to separate two voices' harmonics), most of its power is
+  more than noise and residual echo can explain: the per-bin noise floor, and the echo
+  estimate (mic - clean) held in a room-like decaying envelope, lowered by the ERLE learned
+  per bin in single talk (only where the residue shows above the noise), plus a 3 dB margin;
+- its log spectrum does not correlate with the echo envelope's (SHAPE_CORRELATION_MAX):
+  residue keeps the echo's spectral shape even when the canceller briefly does worse than
+  it learned, while another voice does not.
+A barge-in then needs ``bargein_min_speech_ms`` of such frames filling SPEECH_DENSITY of the window.
 """
 
 from __future__ import annotations

@@ -131,6 +131,8 @@ def audio_output(path: Path) -> tuple[str, str]:
     """
     import soundfile as sf
 
+    if path.is_dir():
+        raise ConfigError(f"cannot write {path}: it is a folder; give a file name")
     formats = {s: f for s, f in AUDIO_FORMATS.items() if f[0] in sf.available_formats()}
     fmt = formats.get(path.suffix.lower())
     if fmt is None:
@@ -138,8 +140,6 @@ def audio_output(path: Path) -> tuple[str, str]:
             f"cannot write {path}: unknown audio type {path.suffix or '(no suffix)'!r}; "
             f"use one of {', '.join(formats)}"
         )
-    if path.is_dir():
-        raise ConfigError(f"cannot write {path}: it is a folder; give a file name")
     if not path.parent.is_dir():
         raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
     probe = path.with_name(path.name + ".partial")

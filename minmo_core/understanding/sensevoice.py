@@ -160,14 +160,23 @@ class SenseVoice:
         """
         results: list[RichTranscript] = []
         loudest = -np.inf
+        short_sound = 0.0  # the longest sounding segment skipped for being too short, s
         for segment in split_stream(blocks, self.sample_rate, SEGMENT_SECONDS):
             loudest = max(loudest, float(frame_levels_dbfs(segment.audio, self.sample_rate).max()))
-            if segment.silent or segment.audio.size < MIN_SECONDS * self.sample_rate:
+            if segment.silent:
+                continue
+            if segment.audio.size < MIN_SECONDS * self.sample_rate:
+                short_sound = max(short_sound, segment.audio.size / self.sample_rate)
                 continue
             result = self.transcribe(segment.audio, language, use_itn, segment.start)
             results.append(result)
             if on_segment is not None:
                 on_segment(result)
+        if not results and short_sound > 0:
+            raise AudioError(
+                f"the audio is too short ({short_sound * 1000:.0f} ms of sound; at least "
+                f"{MIN_SECONDS * 1000:.0f} ms is needed)"
+            )
         if not results:
             level = "no sound at all" if loudest <= -199 else f"loudest {loudest:.0f} dBFS"
             raise AudioError(f"the audio contains only silence ({level})")
@@ -185,5 +194,7 @@ class SenseVoice:
         try:
             parts = self.transcribe_stream(blocks, language, use_itn, on_segment)
         except AudioError as err:
+            if str(path) in str(err):  # the reader named the file already
+                raise
             raise AudioError(f"{path}: {err}") from err
         return merge_transcripts(parts)
