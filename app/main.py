@@ -1,14 +1,17 @@
-"""Entry point of the desktop app (``minmo-assistant`` / ``python main.py``).
+"""Entry point of the desktop app (``minmo-assistant`` / ``python main.py`` / ``make run``).
 
-The Qt window is not built yet; until it is, this prints what works today: the ``minmo``
-command line.
+The Qt window is not built yet; until it is, this checks the device the models would run
+on (``MINMO_DEVICE``, which ``make run DEVICE=cuda`` sets) and prints what works today:
+the ``minmo`` command line.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
-from app.cli import build_parser
+from app.cli import build_parser, describe
+from minmo_core.errors import MinMoError
 
 NOT_YET = (
     "MinMo Assistant: the desktop window is not available yet in this version.\n"
@@ -16,9 +19,27 @@ NOT_YET = (
 )
 
 
+def device_line() -> str:
+    """Where the models will run, or MinMoError when the asked-for device is missing."""
+    import torch
+
+    from minmo_core.common.devices import resolve_device
+
+    device = resolve_device(os.environ.get("MINMO_DEVICE") or "auto")
+    if device.type == "cuda":
+        return f"Models run on the GPU: {torch.cuda.get_device_name(device)}."
+    return "Models run on the CPU (make run DEVICE=cuda for the GPU)."
+
+
 def main() -> int:
+    try:
+        line = device_line()
+    except MinMoError as err:
+        print(f"minmo-assistant: error: {describe(err)}", file=sys.stderr)
+        return 2
     print(NOT_YET)
     build_parser().print_help()
+    print(f"\n{line}")
     return 0
 
 
