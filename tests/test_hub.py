@@ -75,6 +75,29 @@ def test_a_failed_download_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         hub.download_release(RELEASE, tmp_path / "Demo")
 
 
+def test_files_in_subfolders_land_in_their_subfolders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content = {"llm.pt": b"w" * 10, "CosyVoice-BlankEN/config.json": b"{}"}
+    release = Release(
+        "Nested",
+        "demo/demo",
+        "0123456789abcdef",
+        {n: ReleaseFile(Pin(len(d), hashlib.sha256(d).hexdigest())) for n, d in content.items()},
+    )
+
+    def download(repo_id: str, filename: str, *, revision: str, local_dir: Path) -> str:
+        path = Path(local_dir) / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content[filename])
+        return str(path)
+
+    monkeypatch.setattr(hub, "hf_hub_download", download)
+    folder = hub.download_release(release, tmp_path / "Nested")
+    assert (folder / "CosyVoice-BlankEN" / "config.json").read_bytes() == b"{}"
+    assert not (tmp_path / "Nested.downloading").exists()
+
+
 def test_offline_fails_at_once_with_one_message_and_leaves_no_staging_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
