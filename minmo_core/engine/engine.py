@@ -1,0 +1,278 @@
+"""ConversationEngine: owns the models, runs turns in its own worker thread, reports events.
+
+    commands (any thread)             worker thread                       events (callback,
+    send_text / interrupt /  ──queue──► one turn at a time: history ─► LLM  called on the
+    reset / set_settings /             ─► voice LM ─► token2wav            worker thread)
+    shutdown
+
+``interrupt`` does not wait in the queue: it sets a flag that the running reply checks
+before every LLM token and speech chunk, so generation stops within one chunk. The history
+then keeps only the text the user heard (``played_samples`` of the turn's audio, cut at a
+word boundary) and marks the turn interrupted. A failing turn becomes an ``EngineError``
+event; history and settings stay as they were before it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from minmo_core.engine.events import (
+    AssistantAudio,
+    EngineError,
+    EngineEvent,
+    EngineState,
+    StateChanged,
+    TurnEnded,
+    TurnTimings,
+    UserText,
+    now,
+)
+from minmo_core.engine.reply import ReplyOutcome, VoiceSettings, heard_text, run_reply
+from minmo_core.errors import ConfigError, MinMoError
+from minmo_core.llm.chat import ChatLLM
+from minmo_core.voice.tts import SpeechSynthesizer
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful voice assistant. Answer briefly, in plain spoken sentences."
+)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    voice: VoiceSettings = field(default_factory=VoiceSettings)
+    speak: bool = True  # False: text replies only
+    context_tokens: int = 4096  # prompt budget: the oldest turns go first, never the system
+    seed: int | None = None  # sampling seed for the LLM and the voice (repeatable replies)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One exchange as the history keeps it."""
+
+    turn_id: int
+    user: str
+    reply: str  # what the LLM wrote
+    heard: str  # what the user heard of it (the history's assistant message)
+    interrupted: bool
+
+
+class ConversationEngine:
+    """Typed and (coming) spoken turns over one model stack, in a worker thread."""
+
+    def __init__(
+        self,
+        llm: ChatLLM,
+        voice: SpeechSynthesizer | None,
+        on_event: Callable[[EngineEvent], None],
+        settings: EngineSettings | None = None,
+    ) -> None:
+        self.llm = llm
+        self.voice = voice
+        self.on_event = on_event
+        self.settings = settings or EngineSettings()
+        self.turns: list[Turn] = []
+        self._commands: queue.Queue = queue.Queue()
+        self._interrupt = threading.Event()
+        self._played: int | None = None  # samples of the current turn heard, when told
+        self._turn_ids = itertools.count(1)
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread: threading.Thread | None = None
+        self._current = 0
+
+    # -- commands, from any thread -----------------------------------------------------
+    def start(self) -> ConversationEngine:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="minmo-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def send_text(self, text: str) -> int:
+        """Queue a typed message; returns its turn id."""
+        if not text.strip():
+            raise ConfigError("nothing to send: the message is empty")
+        turn_id = next(self._turn_ids)
+        self._idle.clear()
+        self._commands.put(("text", turn_id, text.strip()))
+        return turn_id
+
+    def interrupt(self, played_samples: int | None = None) -> None:
+        """Stop the reply now. ``played_samples``: how much of the turn's audio was heard
+        (None: all the audio produced so far)."""
+        self._played = played_samples
+        self._interrupt.set()
+
+    def reset(self) -> None:
+        """Forget the conversation (settings stay)."""
+        self._idle.clear()
+        self._commands.put(("reset",))
+
+    def set_settings(self, settings: EngineSettings) -> None:
+        self._commands.put(("settings", settings))
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until every queued command is done; False on timeout."""
+        return self._idle.wait(timeout)
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop the current reply and the worker; returns when the thread has ended."""
+        self._interrupt.set()
+        self._commands.put(("stop",))
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise RuntimeError("the engine's worker did not stop")
+            self._thread = None
+
+    def messages(self, user: str | None = None) -> list[dict[str, str]]:
+        """The prompt for the next turn: system prompt, history (what was heard), user."""
+        out = [{"role": "system", "content": self.settings.system_prompt}]
+        for turn in self.turns:
+            out += [
+                {"role": "user", "content": turn.user},
+                {"role": "assistant", "content": turn.heard},
+            ]
+        if user is not None:
+            out.append({"role": "user", "content": user})
+        return out
+
+    # -- the worker ----------------------------------------------------------------------
+    def _emit(self, event: EngineEvent) -> None:
+        self.on_event(event)
+
+    def _state(self, state: EngineState, t: float | None = None) -> None:
+        self._emit(StateChanged(turn_id=self._current, state=state, t=now() if t is None else t))
+
+    def _run(self) -> None:
+        while True:
+            command = self._commands.get()
+            kind = command[0]
+            if kind == "stop":
+                self._idle.set()
+                return
+            if kind == "text":
+                self._text_turn(command[1], command[2])
+            elif kind == "reset":
+                self.turns = []
+                self.llm.reset_cache()
+            elif kind == "settings":
+                self.settings = command[1]
+            if self._commands.empty():
+                self._idle.set()
+
+    def _text_turn(self, turn_id: int, text: str) -> None:
+        self._current = turn_id
+        self._interrupt.clear()
+        self._played = None
+        started = now()
+        self._emit(UserText(turn_id=turn_id, text=text))
+        self._state(EngineState.THINKING)
+        try:
+            messages = self._within_budget(text)
+            settings = self.settings
+            voice = self.voice if settings.speak else None
+            outcome = run_reply(
+                self.llm,
+                voice,
+                messages,
+                self._emit_reply(turn_id),
+                turn_id,
+                self._interrupt,
+                settings.voice,
+                settings.seed,
+            )
+        except Exception as err:  # a turn's failure must not end the engine
+            self._recover(turn_id, err)
+            return
+        self._finish(turn_id, text, outcome, started)
+
+    def _emit_reply(self, turn_id: int) -> Callable[[EngineEvent], None]:
+        speaking = False
+
+        def emit(event: EngineEvent) -> None:
+            nonlocal speaking
+            if not speaking and isinstance(event, AssistantAudio):
+                speaking = True
+                self._state(EngineState.SPEAKING, event.t)  # the moment the audio was ready
+            self._emit(event)
+
+        return emit
+
+    def _within_budget(self, user: str) -> list[dict[str, str]]:
+        """The prompt, after dropping the oldest turns until it fits ``context_tokens`` and
+        leaves the model room for a whole reply."""
+        positions = getattr(self.llm.model.config, "max_position_embeddings", None) or 1 << 30
+        budget = min(self.settings.context_tokens, positions - self.llm.config.max_new_tokens)
+        messages = self.messages(user)
+        while len(self.llm.encode(messages)) > budget:
+            if not self.turns:
+                raise ConfigError(
+                    f"the message is too long: the prompt needs more than {budget} tokens "
+                    "even without history"
+                )
+            self.turns = self.turns[1:]
+            messages = self.messages(user)
+        return messages
+
+    def _finish(self, turn_id: int, user: str, outcome: ReplyOutcome, started: float) -> None:
+        interrupted = outcome.stopped
+        if interrupted:
+            played = outcome.samples if self._played is None else self._played
+            heard = heard_text(outcome.text, outcome.spans, played) if outcome.spans else ""
+            if self.voice is None or not self.settings.speak:
+                heard = outcome.text  # a text-only reply was read as it came
+            self._state(EngineState.INTERRUPTED)
+        else:
+            heard = outcome.text
+        self.turns.append(Turn(turn_id, user, outcome.text, heard, interrupted))
+        total = now() - started
+        compute = outcome.llm_s + outcome.lm_s + outcome.syn_s
+        self._emit(
+            TurnTimings(
+                turn_id=turn_id,
+                first_text_s=outcome.first_text_s,
+                first_speech_token_s=outcome.first_speech_token_s,
+                first_audio_s=outcome.first_audio_s,
+                total_s=total,
+                llm_tokens=outcome.llm_tokens,
+                speech_tokens=outcome.speech_tokens,
+                d_llm_s=outcome.llm_s / outcome.llm_tokens if outcome.llm_tokens else None,
+                d_lm_s=outcome.lm_s / outcome.speech_tokens if outcome.speech_tokens else None,
+                d_syn_s=outcome.syn_s / outcome.speech_tokens if outcome.speech_tokens else None,
+                engine_overhead_s=max(0.0, total - compute),
+            )
+        )
+        self._emit(
+            TurnEnded(
+                turn_id=turn_id, reply_text=outcome.text, heard_text=heard, interrupted=interrupted
+            )
+        )
+        self._state(EngineState.IDLE)
+
+    def _recover(self, turn_id: int, err: Exception) -> None:
+        if isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err):
+            message = f"the GPU ran out of memory during the reply ({_first_line(err)})"
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        elif isinstance(err, MinMoError):
+            message = str(err)
+        else:
+            message = f"the reply failed: {type(err).__name__}: {_first_line(err)}"
+        self.llm.reset_cache()  # a half-written cache must not leak into the next turn
+        self._emit(EngineError(turn_id=turn_id, message=message))
+        self._state(EngineState.IDLE)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(err).__name__
+
+
+__all__ = ["ConversationEngine", "EngineSettings", "Turn"]

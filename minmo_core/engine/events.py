@@ -1,0 +1,98 @@
+"""What the engine tells its user interface: plain frozen dataclasses, the only contract
+between the engine and the GUI or command line.
+
+Every event carries the turn it belongs to (``turn_id``; 0 before the first turn) and a
+``time.monotonic()`` timestamp ``t``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+
+class EngineState(StrEnum):
+    IDLE = "idle"  # nothing to do: no microphone input is being listened to
+    LISTENING = "listening"
+    USER_SPEAKING = "user speaking"
+    THINKING = "thinking"  # the reply is being prepared, nothing audible yet
+    SPEAKING = "speaking"
+    INTERRUPTED = "interrupted"
+
+
+def now() -> float:
+    return time.monotonic()
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineEvent:
+    turn_id: int
+    t: float = field(default_factory=now)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StateChanged(EngineEvent):
+    state: EngineState
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserText(EngineEvent):
+    """A typed message, as it enters the conversation."""
+
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssistantTextDelta(EngineEvent):
+    """New reply text, as the LLM writes it (the screen's text, not the spoken form)."""
+
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class AssistantAudio(EngineEvent):
+    """A piece of the spoken reply: 24 kHz mono float32, in order.
+
+    ``start_sample`` counts the turn's samples before this one; ``text_span`` is the range
+    of the reply text (character offsets) this audio says, as far as the engine can tell.
+    """
+
+    audio: np.ndarray
+    start_sample: int
+    text_span: tuple[int, int]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TurnTimings(EngineEvent):
+    """Where a turn's time went, in seconds from its start (typed text in, or end of
+    speech): None for a stage that never happened (an interrupted or silent reply)."""
+
+    first_text_s: float | None  # first reply text from the LLM
+    first_speech_token_s: float | None  # first speech token from the voice LM
+    first_audio_s: float | None  # first audio chunk out of token2wav
+    total_s: float
+    llm_tokens: int
+    speech_tokens: int
+    d_llm_s: float | None  # mean LLM time per text token
+    d_lm_s: float | None  # mean voice-LM time per speech token
+    d_syn_s: float | None  # mean token2wav time per speech token
+    engine_overhead_s: float  # total minus the stages' own compute
+
+
+@dataclass(frozen=True, kw_only=True)
+class TurnEnded(EngineEvent):
+    """The turn's outcome: what the LLM wrote, what the user heard of it."""
+
+    reply_text: str
+    heard_text: str
+    interrupted: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineError(EngineEvent):
+    """A one-line message naming what failed; the engine serves the next turn."""
+
+    message: str
