@@ -27,16 +27,27 @@ from minmo_core.engine.events import (
     EngineError,
     EngineEvent,
     EngineState,
+    FinalTranscript,
+    PartialTranscript,
     StateChanged,
     TurnEnded,
     TurnTimings,
+    UserSpeechStarted,
     UserText,
     now,
 )
+from minmo_core.engine.listener import Listener
 from minmo_core.engine.reply import ReplyOutcome, VoiceSettings, heard_text, run_reply
+from minmo_core.engine.turns import SilencePolicy, TurnPolicy
 from minmo_core.errors import ConfigError, MinMoError
 from minmo_core.llm.chat import ChatLLM
+from minmo_core.understanding.sensevoice import SenseVoice
+from minmo_core.understanding.transcript import RichTranscript
 from minmo_core.voice.tts import SpeechSynthesizer
+
+PARTIAL_MAX_S = 10.0  # a partial transcript reads at most this much of the latest audio
+QUIET_EMOTIONS = ("neutral", "emo_unknown")
+QUIET_EVENTS = ("speech", "event_unk")
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful voice assistant. Answer briefly, in plain spoken sentences."
@@ -50,6 +61,7 @@ class EngineSettings:
     speak: bool = True  # False: text replies only
     context_tokens: int = 4096  # prompt budget: the oldest turns go first, never the system
     seed: int | None = None  # sampling seed for the LLM and the voice (repeatable replies)
+    language: str = "auto"  # what the user speaks, for the transcriber ("auto": detect)
 
 
 @dataclass(frozen=True)
@@ -63,8 +75,23 @@ class Turn:
     interrupted: bool
 
 
+def user_message(transcript: RichTranscript) -> str:
+    """The LLM's user message for a spoken turn: the words, and SenseVoice's tags as context
+    where they say something (the user's emotion, a sound around them)."""
+    notes = []
+    if transcript.emotion and transcript.emotion not in QUIET_EMOTIONS:
+        notes.append(f"the user sounds {transcript.emotion}")
+    if transcript.event and transcript.event not in QUIET_EVENTS:
+        notes.append(f"{transcript.event} in the background")
+    return f"{transcript.text} ({'; '.join(notes)})" if notes else transcript.text
+
+
 class ConversationEngine:
-    """Typed and (coming) spoken turns over one model stack, in a worker thread."""
+    """Typed and spoken turns over one model stack, in a worker thread.
+
+    Events come from the worker, or, for the start of the user's speech, from the thread
+    that reports it; they are delivered one at a time, in order.
+    """
 
     def __init__(
         self,
@@ -72,11 +99,21 @@ class ConversationEngine:
         voice: SpeechSynthesizer | None,
         on_event: Callable[[EngineEvent], None],
         settings: EngineSettings | None = None,
+        sensevoice: SenseVoice | None = None,
+        policy: TurnPolicy | None = None,
     ) -> None:
         self.llm = llm
         self.voice = voice
+        self.sensevoice = sensevoice
         self.on_event = on_event
         self.settings = settings or EngineSettings()
+        self.policy = policy or SilencePolicy()
+        self.listener = Listener(
+            self.policy, self._heard_start, self._heard_partial, self._heard_turn
+        )
+        self._emit_lock = threading.Lock()
+        self._partial: tuple[int, object] | None = None  # the latest partial request
+        self._speaking_turn = 0  # the turn id of the utterance being heard
         self.turns: list[Turn] = []
         self._commands: queue.Queue = queue.Queue()
         self._interrupt = threading.Event()
@@ -102,6 +139,39 @@ class ConversationEngine:
         self._idle.clear()
         self._commands.put(("text", turn_id, text.strip()))
         return turn_id
+
+    # -- the user's voice, from the audio thread ------------------------------------------
+    def speech_started(self, t: float) -> None:
+        """The VAD heard speech start at ``t`` (the audio clock)."""
+        self._need_ears()
+        self.listener.speech_started(t)
+
+    def speech_ended(self, t: float) -> None:
+        self.listener.speech_ended(t)
+
+    def push_frame(self, frame, t: float) -> None:
+        """An echo-cancelled 16 kHz frame (float32) captured at ``t`` (the audio clock)."""
+        self.listener.push_frame(frame, t)
+
+    def _need_ears(self) -> None:
+        if self.sensevoice is None:
+            raise ConfigError("spoken turns need the speech recogniser (SenseVoiceSmall)")
+
+    def _heard_start(self, t: float) -> None:
+        self._speaking_turn = next(self._turn_ids)
+        self._current = self._speaking_turn
+        self._emit(UserSpeechStarted(turn_id=self._speaking_turn, at=t))
+        self._state(EngineState.USER_SPEAKING)
+
+    def _heard_partial(self, audio) -> None:
+        self._partial = (self._speaking_turn, audio)
+        self._idle.clear()
+        self._commands.put(("partial",))
+
+    def _heard_turn(self, audio, silence_s: float) -> None:
+        self._partial = None
+        self._idle.clear()
+        self._commands.put(("speech", self._speaking_turn, audio, now() - silence_s))
 
     def interrupt(self, played_samples: int | None = None) -> None:
         """Stop the reply now. ``played_samples``: how much of the turn's audio was heard
@@ -145,7 +215,8 @@ class ConversationEngine:
 
     # -- the worker ----------------------------------------------------------------------
     def _emit(self, event: EngineEvent) -> None:
-        self.on_event(event)
+        with self._emit_lock:
+            self.on_event(event)
 
     def _state(self, state: EngineState, t: float | None = None) -> None:
         self._emit(StateChanged(turn_id=self._current, state=state, t=now() if t is None else t))
@@ -159,9 +230,14 @@ class ConversationEngine:
                 return
             if kind == "text":
                 self._text_turn(command[1], command[2])
+            elif kind == "speech":
+                self._speech_turn(command[1], command[2], command[3])
+            elif kind == "partial":
+                self._partial_transcript()
             elif kind == "reset":
                 self.turns = []
                 self.llm.reset_cache()
+                self.listener.reset()
             elif kind == "settings":
                 self.settings = command[1]
             if self._commands.empty():
@@ -169,10 +245,53 @@ class ConversationEngine:
 
     def _text_turn(self, turn_id: int, text: str) -> None:
         self._current = turn_id
-        self._interrupt.clear()
-        self._played = None
         started = now()
         self._emit(UserText(turn_id=turn_id, text=text))
+        self._reply(turn_id, text, started)
+
+    def _partial_transcript(self) -> None:
+        request, self._partial = self._partial, None
+        if request is None:
+            return  # the turn ended first, or a newer request already ran
+        turn_id, audio = request
+        tail = audio[-int(PARTIAL_MAX_S * 16000) :]  # bounded cost, however long they talk
+        try:
+            text = self.sensevoice.transcribe(tail, self.settings.language, True).text
+        except MinMoError:
+            return  # too short or silent so far: nothing to show yet
+        if text:
+            self._emit(PartialTranscript(turn_id=turn_id, text=text))
+
+    def _speech_turn(self, turn_id: int, audio, started: float) -> None:
+        self._current = turn_id
+        try:
+            transcript = self.sensevoice.transcribe(
+                audio[-30 * 16000 :], self.settings.language, True
+            )
+        except MinMoError as err:
+            self._emit(EngineError(turn_id=turn_id, message=f"could not hear that: {err}"))
+            self._state(EngineState.LISTENING)
+            return
+        except Exception as err:
+            self._recover(turn_id, err)
+            return
+        self._emit(
+            FinalTranscript(
+                turn_id=turn_id,
+                text=transcript.text,
+                language=transcript.language,
+                emotion=transcript.emotion,
+                event=transcript.event,
+            )
+        )
+        if not transcript.text:
+            self._state(EngineState.LISTENING)  # a noise, not words: nothing to answer
+            return
+        self._reply(turn_id, user_message(transcript), started)
+
+    def _reply(self, turn_id: int, text: str, started: float) -> None:
+        self._interrupt.clear()
+        self._played = None
         self._state(EngineState.THINKING)
         try:
             messages = self._within_budget(text)

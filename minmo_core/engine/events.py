@@ -96,3 +96,27 @@ class EngineError(EngineEvent):
     """A one-line message naming what failed; the engine serves the next turn."""
 
     message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserSpeechStarted(EngineEvent):
+    """The VAD heard the user start (``at``: the audio clock's time of the first frame)."""
+
+    at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartialTranscript(EngineEvent):
+    """What the user has said so far, while they are still speaking."""
+
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinalTranscript(EngineEvent):
+    """The user's finished utterance, with SenseVoice's tags (None where it gave none)."""
+
+    text: str
+    language: str | None
+    emotion: str | None
+    event: str | None

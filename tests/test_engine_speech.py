@@ -1,0 +1,149 @@
+"""Spoken turns: frames and VAD edges in, from the audio thread; transcripts, the policy's
+decision and the reply out."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minmo_core.common.audio import read_audio
+from minmo_core.engine.engine import ConversationEngine, EngineSettings, user_message
+from minmo_core.engine.events import (
+    EngineState,
+    FinalTranscript,
+    PartialTranscript,
+    StateChanged,
+    TurnEnded,
+    UserSpeechStarted,
+)
+from minmo_core.engine.turns import SilencePolicy
+from minmo_core.llm.chat import ChatLLM
+from minmo_core.understanding.sensevoice import SenseVoice
+from minmo_core.understanding.transcript import RichTranscript
+from tests.test_engine import GREEDY, TIMEOUT, Recorder, qwen_dir, voice  # noqa: F401
+
+FRAME = 160  # 10 ms at 16 kHz
+
+
+@pytest.fixture(scope="module")
+def sensevoice(tiny_sensevoice_dir: Path) -> SenseVoice:
+    return SenseVoice.from_folder(tiny_sensevoice_dir, allow_unpinned=True)
+
+
+@pytest.fixture(scope="module")
+def clip(fixtures_dir: Path) -> np.ndarray:
+    return read_audio(fixtures_dir / "audio" / "sensevoice_sample.wav", 16000)[: 16000 * 3]
+
+
+@pytest.fixture
+def engine(qwen_dir: Path, voice, sensevoice: SenseVoice):  # noqa: F811
+    recorder = Recorder()
+    llm = ChatLLM(qwen_dir, GREEDY, device="cpu")
+    engine = ConversationEngine(
+        llm, voice, recorder, EngineSettings(seed=0), sensevoice, SilencePolicy(0.5)
+    ).start()
+    engine.recorder = recorder
+    heard: list[np.ndarray] = []
+    original = sensevoice.transcribe
+
+    def spy(audio, *args, **kwargs):
+        heard.append(audio)
+        return original(audio, *args, **kwargs)
+
+    engine.sensevoice = type("Spy", (), {"transcribe": staticmethod(spy)})()
+    engine.heard = heard
+    yield engine
+    engine.shutdown()
+
+
+class Mic:
+    """Frames on a 10 ms clock, with the VAD's edges where the script says."""
+
+    def __init__(self, engine: ConversationEngine) -> None:
+        self.engine, self.t = engine, 0.0
+
+    def silence(self, seconds: float) -> None:
+        self.audio(np.zeros(int(seconds * 16000), np.float32), speech=False)
+
+    def audio(self, samples: np.ndarray, speech: bool = True) -> None:
+        if speech:
+            self.engine.speech_started(self.t)
+        for i in range(0, samples.size - FRAME + 1, FRAME):
+            self.engine.push_frame(samples[i : i + FRAME], self.t)
+            self.t += 0.01
+        if speech:
+            self.engine.speech_ended(self.t)
+
+
+def test_a_spoken_turn_is_transcribed_and_answered(
+    engine: ConversationEngine, clip: np.ndarray
+) -> None:
+    mic = Mic(engine)
+    mic.silence(0.3)
+    mic.audio(clip)
+    mic.silence(0.49)
+    assert not engine.recorder.of(FinalTranscript)  # not yet: the policy waits 0.5 s
+    mic.silence(0.05)
+    assert engine.wait_idle(TIMEOUT)
+    rec = engine.recorder
+    (started,) = rec.of(UserSpeechStarted)
+    turn = started.turn_id
+    (final,) = rec.of(FinalTranscript, turn)
+    utterance = engine.heard[-1]
+    # 0.2 s of padding before the speech, the speech, and the 0.5 s the policy waited
+    assert abs(utterance.size - (0.2 + clip.size / 16000 + 0.5) * 16000) <= 2 * FRAME
+    assert final.text  # (the tiny recogniser's random weights give words but no tags)
+    (ended,) = rec.of(TurnEnded, turn)
+    assert ended.reply_text and not ended.interrupted
+    tags = RichTranscript(final.text, final.language, final.emotion, final.event)
+    assert engine.turns[-1].user == user_message(tags)
+    states = [e.state for e in rec.of(StateChanged, turn)]
+    assert states[0] == EngineState.USER_SPEAKING and states[-1] == EngineState.IDLE
+
+
+def test_speech_resumed_before_the_policy_decides_is_one_turn(
+    engine: ConversationEngine, clip: np.ndarray
+) -> None:
+    mic = Mic(engine)
+    mic.audio(clip[:16000])
+    mic.silence(0.3)  # a pause shorter than the policy's 0.5 s
+    mic.audio(clip[16000:32000])
+    mic.silence(0.6)
+    assert engine.wait_idle(TIMEOUT)
+    assert len(engine.recorder.of(UserSpeechStarted)) == 1
+    assert len(engine.recorder.of(FinalTranscript)) == 1
+    assert engine.heard[-1].size >= (1.0 + 0.3 + 1.0) * 16000 - 2 * FRAME
+
+
+def test_partial_transcripts_come_while_the_user_speaks(
+    engine: ConversationEngine, clip: np.ndarray
+) -> None:
+    mic = Mic(engine)
+    engine.speech_started(0.0)
+    for i in range(0, clip.size - FRAME + 1, FRAME):
+        engine.push_frame(clip[i : i + FRAME], mic.t)
+        mic.t += 0.01
+        time.sleep(0.0005)  # the worker keeps up with partial requests
+    assert engine.wait_idle(TIMEOUT)
+    partials = engine.recorder.of(PartialTranscript)
+    assert partials and all(p.text for p in partials)
+    assert not engine.recorder.of(FinalTranscript)  # the user has not stopped
+    assert all(a.size <= 10 * 16000 for a in engine.heard)  # bounded cost per update
+
+
+def test_policies_report_their_name() -> None:
+    assert SilencePolicy(0.8).name == "silence"
+    assert SilencePolicy(0.8).turn_is_over(np.zeros(10, np.float32), 0.79) is None
+    assert SilencePolicy(0.8).turn_is_over(np.zeros(10, np.float32), 0.8) is True
+
+
+def test_the_users_emotion_and_background_sounds_reach_the_llm_as_context() -> None:
+    plain = RichTranscript("hello there", "en", "neutral", "speech")
+    assert user_message(plain) == "hello there"
+    tagged = RichTranscript("I got the job", "en", "happy", "laughter")
+    assert user_message(tagged) == (
+        "I got the job (the user sounds happy; laughter in the background)"
+    )
