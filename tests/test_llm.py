@@ -244,9 +244,9 @@ def _index_a_missing_shard(folder: Path) -> None:
 BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "missing folder": (shutil.rmtree, "LLM folder not found: {folder}"),
     "no config": (lambda f: (f / "config.json").unlink(), "{folder} has no config.json"),
-    "not qwen2": (
-        lambda f: _edit_json(f / "config.json", model_type="llama"),
-        "describes a 'llama' model; a Qwen2",
+    "not a causal LM": (
+        lambda f: _edit_json(f / "config.json", model_type="t5"),
+        "describes a 't5' model, not a causal chat LM",
     ),
     "no weights": (
         lambda f: (f / "model.safetensors").unlink(),

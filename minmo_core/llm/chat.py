@@ -1,4 +1,6 @@
-"""The chat LLM: Qwen2.5-Instruct from a local folder, streamed token by token.
+"""The chat LLM: Qwen2.5-Instruct (MinMo's choice, needed for aligned mode) or, in composed
+mode, any causal chat LM transformers runs (Qwen3, Llama 3, SmolLM2, ...), from a local
+folder, streamed token by token.
 
 ``ChatLLM`` owns the model, its tokenizer and a KV cache kept between turns. ``stream``
 renders the chat template, feeds only the prompt tokens the cache does not already hold,
@@ -19,7 +21,14 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from safetensors import SafetensorError, safe_open
-from transformers import AutoTokenizer, DynamicCache, PreTrainedTokenizerBase, Qwen2ForCausalLM
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DynamicCache,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from minmo_core.common.devices import resolve_device
 from minmo_core.common.paths import default_model_folder
@@ -347,7 +356,7 @@ class ChatLLM:
         if self._kv.cache is None:
             self._kv.cache = DynamicCache(config=self.model.config)
         try:
-            out = self.model.model(
+            out = self.model.base_model(
                 inputs_embeds=embeds.unsqueeze(0), past_key_values=self._kv.cache, use_cache=True
             )
         except BaseException:
@@ -358,7 +367,7 @@ class ChatLLM:
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(hidden,) -> (n_tokens,) float32; padding rows past the tokenizer are dropped."""
-        return self.model.lm_head(hidden)[: self._n_tokens].float()
+        return self.model.get_output_embeddings()(hidden)[: self._n_tokens].float()
 
 
 def _check_model_folder(folder: Path) -> None:
@@ -372,10 +381,10 @@ def _check_model_folder(folder: Path) -> None:
         model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
     except (ValueError, AttributeError) as err:
         raise CheckpointError(f"{config_file} is not a valid JSON object: {err}") from err
-    if model_type != "qwen2":
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise CheckpointError(
-            f"{config_file} describes a {model_type!r} model; a Qwen2 (Qwen2.5-Instruct) "
-            "model is needed"
+            f"{config_file} describes a {model_type!r} model, not a causal chat LM that "
+            "transformers can run (Qwen2.5-Instruct, Qwen3, Llama 3, SmolLM2, ...)"
         )
     if not (folder / "tokenizer.json").is_file() and not (
         (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
@@ -428,9 +437,9 @@ def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def _load_model(folder: Path, dtype: torch.dtype) -> Qwen2ForCausalLM:
+def _load_model(folder: Path, dtype: torch.dtype) -> PreTrainedModel:
     try:
-        model, info = Qwen2ForCausalLM.from_pretrained(
+        model, info = AutoModelForCausalLM.from_pretrained(
             folder,
             dtype=dtype,
             local_files_only=True,
@@ -439,6 +448,8 @@ def _load_model(folder: Path, dtype: torch.dtype) -> Qwen2ForCausalLM:
         )
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         raise CheckpointError(f"cannot load the weights in {folder}: {err}") from err
+    if model.get_output_embeddings() is None or model.base_model is model:
+        raise CheckpointError(f"the model in {folder} has no separate body and output head")
     if info["missing_keys"]:
         raise CheckpointError(
             f"the weights in {folder} lack {len(info['missing_keys'])} tensors, "
