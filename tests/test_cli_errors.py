@@ -312,7 +312,7 @@ def test_every_command_takes_the_same_device_option() -> None:
             (action,) = device
             assert action.default == "auto" and action.type.__name__ == "device_name"
             seen += 1
-    assert seen == 7  # transcribe, chat, speech-tokens, tts, bench encoder/voice-lm/token2wav
+    assert seen == 8  # transcribe, chat, converse, speech-tokens, tts, bench x3
 
 
 def test_tts_help_documents_the_style_options(capsys: pytest.CaptureFixture) -> None:

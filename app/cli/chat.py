@@ -1,31 +1,37 @@
-"""``minmo chat TEXT``: one turn with the LLM, its reply streamed to stdout as it is made."""
+"""``minmo chat``: one turn, typed (``"text"``) or spoken (``--audio in.wav``); the reply
+streams to stdout as it is written, and is spoken into ``-o reply.wav`` when asked."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from dataclasses import replace
+from pathlib import Path
 
-from app.cli.options import add_device, number, text_argument, whole_number
-from minmo_core.common.paths import model_folder
+from app.cli.options import add_style, audio_output, existing_file, number, whole_number
+from app.cli.stack import TerminalView, add_stack_options, load_stack, write_audio
 from minmo_core.config import LLMConfig
-from minmo_core.errors import ConfigError
+from minmo_core.errors import AudioError, ConfigError
+
+MAX_UTTERANCE_S = 30.0  # one spoken turn; longer recordings: minmo transcribe
 
 
 def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     p = subparsers.add_parser(
         "chat",
         parents=parents,
-        help="send one message to the LLM and stream its reply",
-        description="Send one message to Qwen2.5-Instruct and print its reply as it is made.",
+        help="one turn with the assistant: typed or spoken, answered in text (and speech)",
+        description=(
+            "One turn: a typed message or, with --audio, a spoken one (transcribed by "
+            "SenseVoiceSmall). The reply streams as it is written; with -o it is also spoken "
+            "(CosyVoice 2) into an audio file."
+        ),
     )
     p.add_argument("text", nargs="*", help="the message (several words are joined)")
-    p.add_argument(
-        "--llm",
-        metavar="DIR",
-        help="Qwen2.5-Instruct folder (default: $MINMO_LLM_DIR or the models folder)",
-    )
-    add_device(p)
+    p.add_argument("--audio", type=Path, metavar="FILE", help="a spoken message (at most 30 s)")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="speak the reply into FILE")
+    add_stack_options(p)
+    add_style(p)
     p.add_argument(
         "--max-new-tokens", type=whole_number(1), metavar="N", help="longest reply in tokens"
     )
@@ -37,25 +43,61 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from minmo_core.common.devices import resolve_device
-    from minmo_core.llm.chat import DEFAULT_MODEL, LLM_DIR_ENV, ChatLLM
-
-    try:
-        text = text_argument(args.text)
-    except ConfigError:
-        raise ConfigError('nothing to send: give the message, e.g. minmo chat "Hello!"') from None
+def llm_config(args: argparse.Namespace) -> LLMConfig:
     overrides = {
         "max_new_tokens": args.max_new_tokens,
         "temperature": args.temperature,
         "system_prompt": args.system,
     }
-    config = replace(LLMConfig(), **{k: v for k, v in overrides.items() if v is not None})
-    device = resolve_device(args.device)
-    folder = model_folder(args.llm, LLM_DIR_ENV, DEFAULT_MODEL, "--llm")
-    llm = ChatLLM(folder, config, device=str(device))
-    for event in llm.stream(text, seed=args.seed):
-        sys.stdout.write(event.text)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
+    return replace(LLMConfig(), **{k: v for k, v in overrides.items() if v is not None})
+
+
+def engine_settings(args: argparse.Namespace, config: LLMConfig, speak: bool):
+    from minmo_core.engine.engine import EngineSettings
+    from minmo_core.engine.reply import VoiceSettings
+    from minmo_core.voice.styles import VoiceStyle, check_style
+
+    style = VoiceStyle.parse(args.emotion, args.dialect, args.rate, args.persona)
+    check_style(style, args.wording)
+    return EngineSettings(
+        system_prompt=config.system_prompt,
+        voice=VoiceSettings(style=style, wording=args.wording),
+        speak=speak,
+        seed=args.seed,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from minmo_core.common.audio import read_audio
+    from minmo_core.engine.engine import ConversationEngine
+
+    text = " ".join(args.text).strip()
+    if args.audio is not None and text:
+        raise ConfigError("give either a typed message or --audio, not both")
+    if args.audio is None and not text:
+        raise ConfigError('nothing to send: give the message, e.g. minmo chat "Hello!"')
+    fmt = audio_output(args.output) if args.output is not None else None
+    audio = None
+    if args.audio is not None:
+        audio = read_audio(existing_file(args.audio, "audio file"), 16000)
+        if audio.size > MAX_UTTERANCE_S * 16000:
+            raise AudioError(
+                f"{args.audio} is {audio.size / 16000:.0f} s long; a spoken turn is at most "
+                f"{MAX_UTTERANCE_S:.0f} s (minmo transcribe reads recordings of any length)"
+            )
+    config = llm_config(args)
+    speak = fmt is not None
+    settings = engine_settings(args, config, speak)
+    llm, voice, ears = load_stack(args, config, voice=speak, ears=audio is not None)
+    view = TerminalView(show_timing=audio is not None or speak)
+    engine = ConversationEngine(llm, voice, view, settings, ears).start()
+    try:
+        turn = engine.send_audio(audio) if audio is not None else engine.send_text(text)
+        engine.wait_idle()
+    finally:
+        engine.shutdown()
+    view.raise_error()
+    if fmt is not None:
+        write_audio(args.output, view.turn_audio(turn), fmt)
+        print(f"spoken reply: {args.output}", file=sys.stderr)
     return 0

@@ -140,6 +140,15 @@ class ConversationEngine:
         self._commands.put(("text", turn_id, text.strip()))
         return turn_id
 
+    def send_audio(self, audio) -> int:
+        """Queue a whole spoken utterance, (N,) float32 at 16 kHz (a recording); returns its
+        turn id. Live microphone input goes through ``speech_started`` / ``push_frame``."""
+        self._need_ears()
+        turn_id = next(self._turn_ids)
+        self._idle.clear()
+        self._commands.put(("speech", turn_id, audio, now()))
+        return turn_id
+
     # -- the user's voice, from the audio thread ------------------------------------------
     def speech_started(self, t: float) -> None:
         """The VAD heard speech start at ``t`` (the audio clock)."""

@@ -1,0 +1,106 @@
+"""``minmo converse --text``: a conversation in the terminal, one typed line per turn, with
+the history kept between turns (``/reset`` forgets it, ``/quit`` or end of input ends)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from app.cli.chat import engine_settings, llm_config
+from app.cli.options import add_style, number, whole_number
+from app.cli.stack import TerminalView, add_stack_options, load_stack, write_audio
+from minmo_core.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
+    p = subparsers.add_parser(
+        "converse",
+        parents=parents,
+        help="a conversation in the terminal (typed turns; spoken replies saved or played)",
+    )
+    p.add_argument("--text", action="store_true", help="typed turns from standard input")
+    p.add_argument("--no-voice", action="store_true", help="text replies only (no CosyVoice)")
+    p.add_argument("--save-dir", type=Path, metavar="DIR", help="save each spoken reply there")
+    p.add_argument("--play", action="store_true", help="play the spoken replies")
+    add_stack_options(p)
+    add_style(p)
+    p.add_argument("--max-new-tokens", type=whole_number(1), metavar="N")
+    p.add_argument("--temperature", type=number(0.0), metavar="T")
+    p.add_argument("--system", metavar="TEXT", help="system prompt")
+    p.add_argument("--seed", type=int, help="sampling seed")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from minmo_core.engine.engine import ConversationEngine
+
+    if not args.text:
+        raise ConfigError(
+            "talking through the microphone is not available from the terminal yet; "
+            "use --text for typed turns"
+        )
+    speak = not args.no_voice
+    if not speak and (args.save_dir or args.play):
+        raise ConfigError("--save-dir and --play need spoken replies: drop --no-voice")
+    if args.save_dir is not None and not args.save_dir.is_dir():
+        raise ConfigError(f"--save-dir {args.save_dir} is not an existing folder")
+    if args.play:
+        from app.cli.tts import check_output_device
+
+        check_output_device()
+    config = llm_config(args)
+    settings = engine_settings(args, config, speak)
+    llm, voice, _ = load_stack(args, config, voice=speak, ears=False)
+    view = TerminalView()
+    player = _Player() if args.play else None
+    engine = ConversationEngine(llm, voice, view, settings).start()
+    prompt = "> " if sys.stdin.isatty() else ""
+    try:
+        while True:
+            if prompt:
+                print(prompt, end="", file=sys.stderr, flush=True)
+            line = sys.stdin.readline()
+            if not line or line.strip() == "/quit":
+                break
+            line = line.strip()
+            if not line:
+                continue
+            if line == "/reset":
+                engine.reset()
+                engine.wait_idle()
+                print("(conversation reset)", file=sys.stderr)
+                continue
+            turn = engine.send_text(line)
+            engine.wait_idle()
+            if view.error is not None:
+                print(f"minmo: error: {view.error}", file=sys.stderr)
+                view.error = None
+                continue
+            audio = view.turn_audio(turn)
+            if args.save_dir is not None and audio.size:
+                write_audio(args.save_dir / f"turn-{turn}.wav", audio, ("WAV", "PCM_16"))
+            if player is not None and audio.size:
+                player.play(audio)
+    finally:
+        engine.shutdown()
+        if player is not None:
+            player.close()
+    return 0
+
+
+class _Player:
+    """Replies to the speakers, one after another."""
+
+    def __init__(self) -> None:
+        import sounddevice as sd
+
+        self.stream = sd.OutputStream(samplerate=24000, channels=1, dtype="float32")
+        self.stream.start()
+
+    def play(self, audio) -> None:
+        self.stream.write(audio[:, None])
+
+    def close(self) -> None:
+        self.stream.stop()
+        self.stream.close()

@@ -1,0 +1,115 @@
+"""The conversation engine's model stack for the command line: folder options, loading,
+and the events turned into terminal output."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from app.cli.options import add_allow_unpinned, add_device
+from minmo_core.common.paths import model_folder
+from minmo_core.errors import MinMoError
+
+COSYVOICE = ("MINMO_COSYVOICE_DIR", "CosyVoice2-0.5B", "--cosyvoice")
+SENSEVOICE = ("MINMO_SENSEVOICE_DIR", "SenseVoiceSmall", "--sensevoice")
+
+
+def add_stack_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--llm",
+        metavar="DIR",
+        help="chat LLM folder (default: $MINMO_LLM_DIR or the models folder)",
+    )
+    p.add_argument(
+        "--cosyvoice",
+        metavar="DIR",
+        help="CosyVoice2-0.5B folder, for spoken replies (default: $MINMO_COSYVOICE_DIR or the "
+        "models folder)",
+    )
+    p.add_argument(
+        "--sensevoice",
+        metavar="DIR",
+        help="SenseVoiceSmall folder, for spoken input (default: $MINMO_SENSEVOICE_DIR or the "
+        "models folder)",
+    )
+    add_device(p)
+    add_allow_unpinned(p)
+
+
+def load_stack(args: argparse.Namespace, llm_config, voice: bool, ears: bool):
+    """(ChatLLM, SpeechSynthesizer or None, SenseVoice or None) for the options given."""
+    from minmo_core.common.devices import resolve_device
+    from minmo_core.llm.chat import DEFAULT_MODEL, LLM_DIR_ENV, ChatLLM
+    from minmo_core.understanding.sensevoice import SenseVoice
+    from minmo_core.voice.tts import SpeechSynthesizer
+
+    device = resolve_device(args.device)
+    llm_dir = model_folder(args.llm, LLM_DIR_ENV, DEFAULT_MODEL, "--llm")
+    cosy = model_folder(args.cosyvoice, *COSYVOICE) if voice else None
+    sense = model_folder(args.sensevoice, *SENSEVOICE) if ears else None
+    sensevoice = None
+    if sense is not None:
+        sensevoice = SenseVoice.from_folder(sense, str(device), allow_unpinned=args.allow_unpinned)
+    synth = None
+    if cosy is not None:
+        synth = SpeechSynthesizer.from_folder(cosy, device, args.allow_unpinned, seed=args.seed)
+    return ChatLLM(llm_dir, llm_config, device=str(device)), synth, sensevoice
+
+
+class TerminalView:
+    """Engine events to the terminal: reply text to stdout as it streams, the rest to stderr;
+    audio collected per turn. Remembers the last error to raise after the turn."""
+
+    def __init__(self, show_timing: bool = True) -> None:
+        self.show_timing = show_timing
+        self.audio: dict[int, list[np.ndarray]] = {}
+        self.error: str | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self, event) -> None:
+        from minmo_core.engine import events as ev
+        from minmo_core.engine.timing import timing_line
+
+        if isinstance(event, ev.AssistantTextDelta):
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        elif isinstance(event, ev.FinalTranscript):
+            print(f"you said: {event.text or '(nothing)'}", file=sys.stderr, flush=True)
+        elif isinstance(event, ev.AssistantAudio):
+            with self.lock:
+                self.audio.setdefault(event.turn_id, []).append(event.audio)
+        elif isinstance(event, ev.TurnEnded):
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            if event.interrupted:
+                print("(interrupted)", file=sys.stderr, flush=True)
+        elif isinstance(event, ev.TurnTimings) and self.show_timing:
+            print(timing_line(event), file=sys.stderr, flush=True)
+        elif isinstance(event, ev.EngineError):
+            self.error = event.message
+
+    def turn_audio(self, turn_id: int) -> np.ndarray:
+        with self.lock:
+            pieces = self.audio.pop(turn_id, [])
+        return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            message, self.error = self.error, None
+            raise MinMoError(message)
+
+
+def write_audio(path: Path, audio: np.ndarray, fmt: tuple[str, str]) -> None:
+    """The whole reply into ``path`` (through ``path.partial``: never a truncated file)."""
+    import soundfile as sf
+
+    partial = path.with_name(path.name + ".partial")
+    try:
+        sf.write(partial, audio, 24000, subtype=fmt[1], format=fmt[0])
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)

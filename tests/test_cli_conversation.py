@@ -1,0 +1,81 @@
+"""The conversation from the command line: ``minmo chat --audio in.wav -o reply.wav`` for one
+spoken turn, ``minmo converse --text`` for a typed conversation with memory."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from app.cli import main
+from tests.tiny_llm import write_tiny_qwen
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_qwen(tmp_path_factory.mktemp("qwen"))
+
+
+def stack(qwen: Path, release: Path, sensevoice: Path) -> list[str]:
+    return ["--llm", str(qwen), "--cosyvoice", str(release), "--sensevoice", str(sensevoice),
+            "--allow-unpinned", "--device", "cpu", "--temperature", "0", "--seed", "0",
+            "--max-new-tokens", "6"]  # fmt: skip
+
+
+def test_a_spoken_turn_from_a_file_is_answered_into_a_file(
+    qwen: Path,
+    tiny_release_dir: Path,
+    tiny_sensevoice_dir: Path,
+    fixtures_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    question = fixtures_dir / "audio" / "sensevoice_sample.wav"
+    out = tmp_path / "reply.wav"
+    argv = ["chat", "--audio", str(question), "-o", str(out)]
+    assert main([*argv, *stack(qwen, tiny_release_dir, tiny_sensevoice_dir)]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.strip()  # the reply's text
+    assert "you said: " in printed.err and "first audio" in printed.err
+    audio, rate = sf.read(out)
+    assert rate == 24000 and audio.size > 0
+    assert not out.with_name("reply.wav.partial").exists()
+
+
+def test_a_recording_longer_than_a_turn_is_refused_before_loading(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    long = tmp_path / "long.wav"
+    sf.write(long, [0.0] * (16000 * 31), 16000)
+    assert main(["chat", "--audio", str(long), "--llm", "/nonexistent"]) == 2
+    assert "is 31 s long; a spoken turn is at most 30 s" in capsys.readouterr().err
+
+
+def test_text_and_audio_together_are_refused(capsys: pytest.CaptureFixture) -> None:
+    assert main(["chat", "hello", "--audio", "x.wav"]) == 2
+    assert "either a typed message or --audio" in capsys.readouterr().err
+
+
+def test_a_typed_conversation_keeps_its_memory_and_saves_each_reply(
+    qwen: Path,
+    tiny_release_dir: Path,
+    tiny_sensevoice_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hello!\n/reset\nHow are you?\n/quit\n"))
+    argv = ["converse", "--text", "--save-dir", str(tmp_path)]
+    assert main([*argv, *stack(qwen, tiny_release_dir, tiny_sensevoice_dir)]) == 0
+    printed = capsys.readouterr()
+    assert len([line for line in printed.out.splitlines() if line.strip()]) == 2  # two replies
+    assert printed.err.count("turn ") == 2 and "(conversation reset)" in printed.err
+    assert sorted(p.name for p in tmp_path.glob("turn-*.wav")) == ["turn-1.wav", "turn-2.wav"]
+
+
+def test_converse_without_text_mode_says_what_works(capsys: pytest.CaptureFixture) -> None:
+    assert main(["converse"]) == 2
+    assert "use --text for typed turns" in capsys.readouterr().err
