@@ -134,12 +134,6 @@ def test_partial_transcripts_come_while_the_user_speaks(
     assert all(a.size <= 10 * 16000 for a in engine.heard)  # bounded cost per update
 
 
-def test_policies_report_their_name() -> None:
-    assert SilencePolicy(0.8).name == "silence"
-    assert SilencePolicy(0.8).turn_is_over(np.zeros(10, np.float32), 0.79) is None
-    assert SilencePolicy(0.8).turn_is_over(np.zeros(10, np.float32), 0.8) is True
-
-
 def test_the_users_emotion_and_background_sounds_reach_the_llm_as_context() -> None:
     plain = RichTranscript("hello there", "en", "neutral", "speech")
     assert user_message(plain) == "hello there"

@@ -38,7 +38,7 @@ from minmo_core.engine.events import (
 )
 from minmo_core.engine.listener import Listener
 from minmo_core.engine.reply import ReplyOutcome, VoiceSettings, heard_text, run_reply
-from minmo_core.engine.turns import SilencePolicy, TurnPolicy
+from minmo_core.engine.turns import SmartTurnPolicy, TurnPolicy
 from minmo_core.errors import ConfigError, MinMoError
 from minmo_core.llm.chat import ChatLLM
 from minmo_core.understanding.sensevoice import SenseVoice
@@ -107,7 +107,7 @@ class ConversationEngine:
         self.sensevoice = sensevoice
         self.on_event = on_event
         self.settings = settings or EngineSettings()
-        self.policy = policy or SilencePolicy()
+        self.policy = policy or SmartTurnPolicy()  # the composed-mode default
         self.listener = Listener(
             self.policy, self._heard_start, self._heard_partial, self._heard_turn
         )
