@@ -68,6 +68,21 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     )
     _record_options(audio)
     audio.set_defaults(func=run_audio, threads=None, device="cpu", preset="real")
+    turns = jobs.add_parser(
+        "turns",
+        parents=parents,
+        help="turn-taking: silence rules against Smart Turn on finished and unfinished speech",
+    )
+    turns.add_argument(
+        "--real-clips",
+        type=Path,
+        metavar="DIR",
+        help="a folder with the fixture recordings (default: $MINMO_FIXTURES/audio or "
+        "shared/fixtures/audio beside the checkout, when present)",
+    )
+    turns.add_argument("--seed", type=int, default=0, help="pause lengths (default 0)")
+    _record_options(turns)
+    turns.set_defaults(func=run_turns, threads=None, device="cpu", preset="real")
 
 
 def _common_options(p: argparse.ArgumentParser, repeats: int) -> None:
@@ -132,6 +147,24 @@ def run_audio(args: argparse.Namespace) -> int:
     return _report(
         args, lambda device: bench_audio(args.single, args.double, args.near, args.seeds)
     )
+
+
+def run_turns(args: argparse.Namespace) -> int:
+    import os
+
+    from app.bench.record import CHECKOUT
+    from app.bench.turns import bench_turns
+
+    clips = args.real_clips
+    if clips is None:
+        env = os.environ.get("MINMO_FIXTURES")
+        default = Path(env) / "audio" if env else CHECKOUT.parent / "shared" / "fixtures" / "audio"
+        clips = default if default.is_dir() else None
+    elif not clips.is_dir():
+        from minmo_core.errors import ConfigError
+
+        raise ConfigError(f"--real-clips {clips} is not a folder")
+    return _report(args, lambda device: bench_turns(clips, args.seed))
 
 
 def record_target(args: argparse.Namespace) -> tuple[Path | None, str]:

@@ -1,0 +1,183 @@
+"""``minmo bench turns``: when to take the turn, measured on synthetic and real utterances.
+
+Cases, half of each kind:
+- finished: a whole sentence (espeak-ng, several voices; and the real recordings of the
+  fixtures), then silence;
+- unfinished: the same kind of sentence rendered whole and cut at a pause inside it (a quiet
+  gap between 30 % and 80 % of the way through, so the prosody is mid-sentence), then the
+  user pauses for 0.3-1.5 s and goes on.
+
+Each policy either takes the turn before the user resumes (a positive decision) or not.
+Reported: precision and recall of "take the turn" (finished = should take), F1, and the
+decision latency from the end of speech on the finished cases. The silence rule takes the
+turn ``T`` after the end of speech; Smart Turn judges the audio once the pause has lasted
+``min_pause_s`` (its inference time counts), takes the turn when it says "finished", and
+otherwise waits for its fallback. Speech ends are the synthesis' ground truth (the VAD's
+own hang-over would add the same delay to every policy).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.bench.record import Table, machine_name
+from minmo_core.common.audio import frame_levels_dbfs, read_audio
+from minmo_core.errors import MissingDependencyError
+
+SENTENCES = (
+    "When you get a chance tomorrow morning, could you remind me to call the dentist?",
+    "I was thinking that we could go to the beach this weekend if the weather is nice.",
+    "Can you tell me how long it takes to drive from Boston to New York in the evening?",
+    "My sister just moved to a new apartment and she wants to paint the kitchen yellow.",
+    "Please add milk, eggs and two loaves of bread to the shopping list for Saturday.",
+    "What would be a good recipe for dinner tonight that uses chicken and some rice?",
+    "I need to book a table for four people at the Italian restaurant near the station.",
+    "Could you explain why the sky looks red when the sun goes down in the evening?",
+    "We should probably leave a little earlier because the traffic gets bad after five.",
+    "How many minutes do I need to boil an egg if I want the yolk to stay soft?",
+    "The meeting with the design team has been moved from Tuesday to Thursday afternoon.",
+    "Tell me a short story about a dragon who is afraid of flying over the mountains.",
+)
+VOICES = ("en-us", "en-gb+f3", "en-us+m3")
+REAL_CLIPS = (
+    "sensevoice_sample.wav",
+    "funasr_asr_example.wav",
+    "cosyvoice_zero_shot_prompt.wav",
+    "cosyvoice_cross_lingual_prompt.wav",
+)
+SILENCE_RULES_MS = (200, 500, 800)
+PAUSE_RANGE_S = (0.3, 1.5)  # how long an unfinished speaker pauses before going on
+FINISHED_SILENCE_S = 2.5
+RATE = 16000
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    speech: np.ndarray  # up to the end of speech (the start of the pause)
+    finished: bool
+    pause_s: float  # unfinished: when the user resumes; finished: inf
+
+
+def _espeak(text: str, voice: str, folder: Path) -> np.ndarray:
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise MissingDependencyError("espeak-ng renders the turn-taking cases: install espeak-ng")
+    path = folder / f"{abs(hash((text, voice)))}.wav"
+    subprocess.run([exe, "-v", voice, "-s", "150", "-w", str(path), text], check=True)
+    return _trim(read_audio(path, RATE))
+
+
+def _trim(audio: np.ndarray) -> np.ndarray:
+    levels = frame_levels_dbfs(audio, RATE)  # 10 ms frames
+    loud = np.nonzero(levels > levels.max() - 40)[0]
+    return audio[loud[0] * 160 : (loud[-1] + 1) * 160]
+
+
+def inner_pauses(audio: np.ndarray, min_gap_frames: int = 3) -> list[int]:
+    """Sample positions where a quiet gap starts, between 30 % and 80 % of the speech."""
+    levels = frame_levels_dbfs(audio, RATE)
+    quiet = levels < levels.max() - 30
+    n, starts, run = levels.size, [], 0
+    for i, q in enumerate(quiet):
+        run = run + 1 if q else 0
+        start = i - min_gap_frames + 1
+        if run == min_gap_frames and 0.3 * n < start < 0.8 * n:
+            starts.append(start * 160)
+    return starts
+
+
+def make_cases(
+    fixtures_audio: Path | None, sentences=SENTENCES, voices=VOICES, seed: int = 0
+) -> list[Case]:
+    rng = np.random.default_rng(seed)
+    cases: list[Case] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, text in enumerate(sentences):
+            for voice in voices:
+                audio = _espeak(text, voice, Path(tmp))
+                cases.append(Case(f"{voice}: {text[:24]}", audio, True, np.inf))
+                gaps = inner_pauses(audio)
+                if gaps:
+                    cut = gaps[(i + len(voice)) % len(gaps)]
+                    pause = float(rng.uniform(*PAUSE_RANGE_S))
+                    cases.append(Case(f"{voice}: {text[:24]} (cut)", audio[:cut], False, pause))
+    if fixtures_audio is not None:
+        for clip in REAL_CLIPS:
+            path = fixtures_audio / clip
+            if not path.is_file():
+                continue
+            audio = _trim(read_audio(path, RATE))
+            cases.append(Case(f"real: {clip}", audio, True, np.inf))
+            for cut in inner_pauses(audio, min_gap_frames=12):
+                pause = float(rng.uniform(*PAUSE_RANGE_S))
+                cases.append(Case(f"real: {clip} @{cut / RATE:.2f} s", audio[:cut], False, pause))
+    return cases
+
+
+@dataclass
+class Outcome:
+    took: bool  # took the turn before the user resumed
+    latency: float  # from the end of speech to the decision (finished cases)
+    fallback: bool = False  # decided by the policy's fallback wait, not its model
+
+
+def silence_rule(case: Case, timeout: float) -> Outcome:
+    return Outcome(case.pause_s > timeout, timeout)
+
+
+def smart_turn(case: Case, policy) -> Outcome:
+    """The Smart Turn policy's decision on a case (its inference time counts)."""
+    judged_at = policy.min_pause_s
+    audio = np.concatenate([case.speech, np.zeros(int(judged_at * RATE), np.float32)])
+    start = time.perf_counter()
+    finished = policy.decide(audio)
+    at = judged_at + (time.perf_counter() - start)
+    if not finished:
+        at = policy.max_wait_s
+    return Outcome(case.pause_s > at, at, fallback=not finished)
+
+
+def score(cases: list[Case], outcomes: list[Outcome]) -> tuple[float, float, float, list[float]]:
+    tp = sum(o.took and c.finished for c, o in zip(cases, outcomes, strict=True))
+    fp = sum(o.took and not c.finished for c, o in zip(cases, outcomes, strict=True))
+    fn = sum(not o.took and c.finished for c, o in zip(cases, outcomes, strict=True))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    latencies = [o.latency for c, o in zip(cases, outcomes, strict=True) if c.finished and o.took]
+    return precision, recall, f1, latencies
+
+
+def bench_turns(fixtures_audio: Path | None, seed: int = 0, cases: list[Case] | None = None):
+    from minmo_core.engine.turns import SmartTurnPolicy
+
+    cases = cases if cases is not None else make_cases(fixtures_audio, seed=seed)
+    policies = [(f"silence {ms} ms", lambda c, t=ms / 1000: silence_rule(c, t)) for ms in
+                SILENCE_RULES_MS]  # fmt: skip
+    smart = SmartTurnPolicy()
+    policies.append(("Smart Turn v3.2", lambda c: smart_turn(c, smart)))
+    stamp = (dt.date.today().isoformat(), machine_name("cpu"))
+    finished = sum(c.finished for c in cases)
+    rows = []
+    for name, decide in policies:
+        outcomes = [decide(c) for c in cases]
+        precision, recall, f1, latencies = score(cases, outcomes)
+        fallback = sum(o.fallback and c.finished for c, o in zip(cases, outcomes, strict=True))
+        p50, p90 = (np.percentile(latencies, q) * 1000 if latencies else float("nan")
+                    for q in (50, 90))  # fmt: skip
+        rows.append(
+            (*stamp, name, f"{finished}+{len(cases) - finished}", f"{precision:.2f}",
+             f"{recall:.2f}", f"{f1:.3f}", f"{p50:.0f}/{p90:.0f}", f"{fallback} of {finished}")
+        )  # fmt: skip
+    columns = ("date", "machine", "policy", "cases (finished+not)", "precision", "recall", "F1",
+               "latency p50/p90 ms", "finished cases left to the fallback")  # fmt: skip
+    return Table("## Turn-taking (take the turn?)", columns, rows, ("date", "machine", "policy"))
