@@ -16,6 +16,7 @@ from minmo_core.errors import MinMoError
 
 COSYVOICE = ("MINMO_COSYVOICE_DIR", "CosyVoice2-0.5B", "--cosyvoice")
 SENSEVOICE = ("MINMO_SENSEVOICE_DIR", "SenseVoiceSmall", "--sensevoice")
+API_KEY_ENV = "MINMO_LLM_API_KEY"
 
 
 def add_stack_options(p: argparse.ArgumentParser) -> None:
@@ -23,6 +24,16 @@ def add_stack_options(p: argparse.ArgumentParser) -> None:
         "--llm",
         metavar="DIR",
         help="chat LLM folder (default: $MINMO_LLM_DIR or the models folder)",
+    )
+    p.add_argument(
+        "--llm-url",
+        metavar="URL",
+        help="use a remote OpenAI-compatible chat server instead (vLLM, SGLang, llama.cpp, "
+        "Ollama), e.g. http://gpu-box:8000/v1",
+    )
+    p.add_argument("--llm-model", metavar="NAME", help="the served model's name (with --llm-url)")
+    p.add_argument(
+        "--llm-api-key", metavar="KEY", help=f"API key for --llm-url (or ${API_KEY_ENV})"
     )
     p.add_argument(
         "--cosyvoice",
@@ -48,7 +59,10 @@ def load_stack(args: argparse.Namespace, llm_config, voice: bool, ears: bool):
     from minmo_core.voice.tts import SpeechSynthesizer
 
     device = resolve_device(args.device)
-    llm_dir = model_folder(args.llm, LLM_DIR_ENV, DEFAULT_MODEL, "--llm")
+    llm = remote_llm(args, llm_config)
+    llm_dir = (
+        None if llm is not None else model_folder(args.llm, LLM_DIR_ENV, DEFAULT_MODEL, "--llm")
+    )
     cosy = model_folder(args.cosyvoice, *COSYVOICE) if voice else None
     sense = model_folder(args.sensevoice, *SENSEVOICE) if ears else None
     sensevoice = None
@@ -57,7 +71,26 @@ def load_stack(args: argparse.Namespace, llm_config, voice: bool, ears: bool):
     synth = None
     if cosy is not None:
         synth = SpeechSynthesizer.from_folder(cosy, device, args.allow_unpinned, seed=args.seed)
-    return ChatLLM(llm_dir, llm_config, device=str(device)), synth, sensevoice
+    if llm is None:
+        llm = ChatLLM(llm_dir, llm_config, device=str(device))
+    return llm, synth, sensevoice
+
+
+def remote_llm(args: argparse.Namespace, llm_config):
+    """The remote LLM the options name, or None for a local one."""
+    import os
+
+    from minmo_core.errors import ConfigError
+    from minmo_core.llm.remote import RemoteChatLLM, RemoteLLMSettings
+
+    if args.llm_url is None:
+        if args.llm_model is not None:
+            raise ConfigError("--llm-model names the model of a remote server: give --llm-url")
+        return None
+    if args.llm is not None:
+        raise ConfigError("give either --llm (a local folder) or --llm-url (a server), not both")
+    key = args.llm_api_key or os.environ.get(API_KEY_ENV)
+    return RemoteChatLLM(RemoteLLMSettings(args.llm_url, args.llm_model or "", key), llm_config)
 
 
 class TerminalView:

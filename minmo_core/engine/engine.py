@@ -336,10 +336,10 @@ class ConversationEngine:
     def _within_budget(self, user: str) -> list[dict[str, str]]:
         """The prompt, after dropping the oldest turns until it fits ``context_tokens`` and
         leaves the model room for a whole reply."""
-        positions = getattr(self.llm.model.config, "max_position_embeddings", None) or 1 << 30
-        budget = min(self.settings.context_tokens, positions - self.llm.config.max_new_tokens)
+        limit = self.llm.context_limit - self.llm.config.max_new_tokens
+        budget = min(self.settings.context_tokens, limit)
         messages = self.messages(user)
-        while len(self.llm.encode(messages)) > budget:
+        while self.llm.prompt_tokens(messages) > budget:
             if not self.turns:
                 raise ConfigError(
                     f"the message is too long: the prompt needs more than {budget} tokens "

@@ -192,6 +192,15 @@ class ChatLLM:
         """Token ids of the rendered prompt (no prefix embeddings)."""
         return self._tokenize(self.render(prompt))
 
+    def prompt_tokens(self, prompt: Prompt) -> int:
+        """How many positions ``prompt`` takes (text only)."""
+        return len(self.encode(prompt))
+
+    @property
+    def context_limit(self) -> int:
+        """The most positions the model can attend to."""
+        return getattr(self.model.config, "max_position_embeddings", None) or 1 << 30
+
     def embed(self, token_ids: Sequence[int]) -> torch.Tensor:
         """The input embeddings of ``token_ids``, shape = (len(token_ids), hidden_size)."""
         ids = torch.tensor(list(token_ids), dtype=torch.long, device=self.device)
