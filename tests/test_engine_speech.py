@@ -12,11 +12,13 @@ import pytest
 from minmo_core.common.audio import read_audio
 from minmo_core.engine.engine import ConversationEngine, EngineSettings, user_message
 from minmo_core.engine.events import (
+    AssistantAudio,
     EngineState,
     FinalTranscript,
     PartialTranscript,
     StateChanged,
     TurnEnded,
+    TurnTimings,
     UserSpeechStarted,
 )
 from minmo_core.engine.turns import SilencePolicy
@@ -93,8 +95,8 @@ def test_a_spoken_turn_is_transcribed_and_answered(
     turn = started.turn_id
     (final,) = rec.of(FinalTranscript, turn)
     utterance = engine.heard[-1]
-    # 0.2 s of padding before the speech, the speech, and the 0.5 s the policy waited
-    assert abs(utterance.size - (0.2 + clip.size / 16000 + 0.5) * 16000) <= 2 * FRAME
+    # 0.2 s of padding before the speech, and the speech up to the VAD's end
+    assert abs(utterance.size - (0.2 + clip.size / 16000) * 16000) <= 2 * FRAME
     assert final.text  # (the tiny recogniser's random weights give words but no tags)
     (ended,) = rec.of(TurnEnded, turn)
     assert ended.reply_text and not ended.interrupted
@@ -115,7 +117,7 @@ def test_speech_resumed_before_the_policy_decides_is_one_turn(
     assert engine.wait_idle(TIMEOUT)
     assert len(engine.recorder.of(UserSpeechStarted)) == 1
     assert len(engine.recorder.of(FinalTranscript)) == 1
-    assert engine.heard[-1].size >= (1.0 + 0.3 + 1.0) * 16000 - 2 * FRAME
+    assert abs(engine.heard[-1].size - (1.0 + 0.3 + 1.0) * 16000) <= 2 * FRAME
 
 
 def test_partial_transcripts_come_while_the_user_speaks(
@@ -141,3 +143,68 @@ def test_the_users_emotion_and_background_sounds_reach_the_llm_as_context() -> N
     assert user_message(tagged) == (
         "I got the job (the user sounds happy; laughter in the background)"
     )
+
+
+def test_a_user_who_resumes_after_a_tentative_pause_hears_nothing_and_leaves_no_history(
+    engine: ConversationEngine, clip: np.ndarray
+) -> None:
+    dropped: list[int] = []
+    resume = engine._heard_resume
+
+    def spy() -> None:  # how much the speculative reply had made when it was dropped
+        if engine._spec is not None:
+            dropped.append(len(engine._spec.buffer))
+        resume()
+
+    engine.listener.on_resume = spy
+    mic = Mic(engine)
+    mic.audio(clip[:16000])
+    deadline = time.monotonic() + TIMEOUT  # let the speculative reply run a while
+    while time.monotonic() < deadline and (engine._spec is None or len(engine._spec.buffer) < 5):
+        time.sleep(0.005)
+    mic.silence(0.3)  # shorter than the policy's 0.5 s: the user goes on
+    resumed_at = time.monotonic()
+    mic.audio(clip[16000:32000])
+    mic.silence(0.6)
+    assert engine.wait_idle(TIMEOUT)
+    rec = engine.recorder
+    assert dropped and dropped[0] >= 5  # a reply was being made, and it was thrown away
+    assert len(rec.of(FinalTranscript)) == 1 and len(rec.of(TurnEnded)) == 1
+    assert all(e.t > resumed_at for e in rec.of(AssistantAudio))  # nothing from before
+    assert len(engine.turns) == 1
+    (timings,) = rec.of(TurnTimings)
+    assert timings.speculative and timings.policy_wait_s >= 0.45
+
+
+def replies(engine: ConversationEngine, clip: np.ndarray) -> tuple[str, np.ndarray]:
+    mic = Mic(engine)
+    mic.audio(clip[:24000])
+    time.sleep(0.3)  # real time passes during the pause: speculation gets its head start
+    mic.silence(0.6)
+    assert engine.wait_idle(TIMEOUT)
+    (ended,) = engine.recorder.of(TurnEnded)
+    audio = np.concatenate([a.audio for a in engine.recorder.of(AssistantAudio)])
+    return ended.reply_text, audio
+
+
+def test_a_confirmed_turn_says_the_same_with_and_without_speculation(
+    engine: ConversationEngine,
+    clip: np.ndarray,
+    qwen_dir: Path,  # noqa: F811
+    voice,  # noqa: F811
+    sensevoice: SenseVoice,
+) -> None:
+    text_on, audio_on = replies(engine, clip)
+    recorder = Recorder()
+    plain = ConversationEngine(
+        ChatLLM(qwen_dir, GREEDY, device="cpu"), voice, recorder,
+        EngineSettings(seed=0, speculate=False), sensevoice, SilencePolicy(0.5),
+    ).start()  # fmt: skip
+    plain.recorder = recorder
+    try:
+        text_off, audio_off = replies(plain, clip)
+    finally:
+        plain.shutdown()
+    assert text_on == text_off and np.array_equal(audio_on, audio_off)
+    on, off = engine.recorder.of(TurnTimings)[0], recorder.of(TurnTimings)[0]
+    assert on.speculative and not off.speculative

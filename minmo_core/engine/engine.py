@@ -62,6 +62,7 @@ class EngineSettings:
     context_tokens: int = 4096  # prompt budget: the oldest turns go first, never the system
     seed: int | None = None  # sampling seed for the LLM and the voice (repeatable replies)
     language: str = "auto"  # what the user speaks, for the transcriber ("auto": detect)
+    speculate: bool = True  # start the reply at the pause, before the policy confirms
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,35 @@ def user_message(transcript: RichTranscript) -> str:
     if transcript.event and transcript.event not in QUIET_EVENTS:
         notes.append(f"{transcript.event} in the background")
     return f"{transcript.text} ({'; '.join(notes)})" if notes else transcript.text
+
+
+class _Speculation:
+    """A reply started at a pause: its events wait until the policy commits the turn, and
+    vanish if the user goes on speaking."""
+
+    def __init__(self, turn_id: int) -> None:
+        self.turn_id = turn_id
+        self.buffer: list[EngineEvent] = []
+        self.committed = False
+        self.waited = 0.0  # the silence the policy waited (audio clock)
+        self.cancelled = False
+        self.decided = threading.Event()
+
+    def is_set(self) -> bool:  # the reply's stop flag
+        return self.cancelled
+
+
+class _AnyOf:
+    """A stop flag raised by any of its flags."""
+
+    def __init__(self, *flags) -> None:
+        self.flags = flags
+
+    def is_set(self) -> bool:
+        return any(f.is_set() for f in self.flags)
+
+
+SPECULATION_WAIT_S = 30.0  # a finished speculative reply waits this long for the verdict
 
 
 class ConversationEngine:
@@ -109,9 +139,16 @@ class ConversationEngine:
         self.settings = settings or EngineSettings()
         self.policy = policy or SmartTurnPolicy()  # the composed-mode default
         self.listener = Listener(
-            self.policy, self._heard_start, self._heard_partial, self._heard_turn
+            self.policy,
+            self._heard_start,
+            self._heard_partial,
+            self._heard_turn,
+            on_pause=self._heard_pause,
+            on_resume=self._heard_resume,
         )
         self._emit_lock = threading.Lock()
+        self._spec: _Speculation | None = None  # the speculative reply waiting for a verdict
+        self._out: Callable[[EngineEvent], None] = self._emit  # the running command's output
         self._partial: tuple[int, object] | None = None  # the latest partial request
         self._speaking_turn = 0  # the turn id of the utterance being heard
         self.turns: list[Turn] = []
@@ -170,17 +207,46 @@ class ConversationEngine:
         self._speaking_turn = next(self._turn_ids)
         self._current = self._speaking_turn
         self._emit(UserSpeechStarted(turn_id=self._speaking_turn, at=t))
-        self._state(EngineState.USER_SPEAKING)
+        self._emit(StateChanged(turn_id=self._speaking_turn, state=EngineState.USER_SPEAKING))
 
     def _heard_partial(self, audio) -> None:
         self._partial = (self._speaking_turn, audio)
         self._idle.clear()
         self._commands.put(("partial",))
 
-    def _heard_turn(self, audio, silence_s: float) -> None:
+    def _heard_pause(self, audio) -> None:
+        """The VAD saw a pause: start the reply now, held back until the policy decides."""
+        if not self.settings.speculate or self.sensevoice is None:
+            return
+        spec = _Speculation(self._speaking_turn)
+        with self._emit_lock:
+            self._spec = spec
         self._partial = None
         self._idle.clear()
-        self._commands.put(("speech", self._speaking_turn, audio, now() - silence_s))
+        self._commands.put(("speculate", spec, audio, now()))
+
+    def _heard_resume(self) -> None:
+        """The user went on: the speculative reply is dropped, unheard and unrecorded."""
+        with self._emit_lock:
+            spec, self._spec = self._spec, None
+            if spec is not None:
+                spec.cancelled = True
+                spec.buffer.clear()
+                spec.decided.set()
+
+    def _heard_turn(self, audio, silence_s: float) -> None:
+        self._partial = None
+        with self._emit_lock:
+            spec, self._spec = self._spec, None
+            if spec is not None and not spec.cancelled:
+                for event in spec.buffer:  # what was held back, in order, then live
+                    self.on_event(event)
+                spec.buffer.clear()
+                spec.committed, spec.waited = True, silence_s
+                spec.decided.set()
+                return
+        self._idle.clear()
+        self._commands.put(("speech", self._speaking_turn, audio, now() - silence_s, silence_s))
 
     def interrupt(self, played_samples: int | None = None) -> None:
         """Stop the reply now. ``played_samples``: how much of the turn's audio was heard
@@ -227,8 +293,20 @@ class ConversationEngine:
         with self._emit_lock:
             self.on_event(event)
 
+    def _held(self, spec: _Speculation) -> Callable[[EngineEvent], None]:
+        def emit(event: EngineEvent) -> None:
+            with self._emit_lock:
+                if spec.cancelled:
+                    return
+                if not spec.committed:
+                    spec.buffer.append(event)
+                    return
+                self.on_event(event)
+
+        return emit
+
     def _state(self, state: EngineState, t: float | None = None) -> None:
-        self._emit(StateChanged(turn_id=self._current, state=state, t=now() if t is None else t))
+        self._out(StateChanged(turn_id=self._current, state=state, t=now() if t is None else t))
 
     def _run(self) -> None:
         while True:
@@ -240,7 +318,14 @@ class ConversationEngine:
             if kind == "text":
                 self._text_turn(command[1], command[2])
             elif kind == "speech":
-                self._speech_turn(command[1], command[2], command[3])
+                self._speech_turn(*command[1:])
+            elif kind == "speculate":
+                spec = command[1]
+                self._out = self._held(spec)
+                try:
+                    self._speech_turn(spec.turn_id, command[2], command[3], spec=spec)
+                finally:
+                    self._out = self._emit
             elif kind == "partial":
                 self._partial_transcript()
             elif kind == "reset":
@@ -271,20 +356,27 @@ class ConversationEngine:
         if text:
             self._emit(PartialTranscript(turn_id=turn_id, text=text))
 
-    def _speech_turn(self, turn_id: int, audio, started: float) -> None:
+    def _speech_turn(
+        self,
+        turn_id: int,
+        audio,
+        started: float,
+        waited: float = 0.0,
+        spec: _Speculation | None = None,
+    ) -> None:
         self._current = turn_id
         try:
             transcript = self.sensevoice.transcribe(
                 audio[-30 * 16000 :], self.settings.language, True
             )
         except MinMoError as err:
-            self._emit(EngineError(turn_id=turn_id, message=f"could not hear that: {err}"))
+            self._out(EngineError(turn_id=turn_id, message=f"could not hear that: {err}"))
             self._state(EngineState.LISTENING)
             return
         except Exception as err:
             self._recover(turn_id, err)
             return
-        self._emit(
+        self._out(
             FinalTranscript(
                 turn_id=turn_id,
                 text=transcript.text,
@@ -296,12 +388,20 @@ class ConversationEngine:
         if not transcript.text:
             self._state(EngineState.LISTENING)  # a noise, not words: nothing to answer
             return
-        self._reply(turn_id, user_message(transcript), started)
+        self._reply(turn_id, user_message(transcript), started, waited, spec)
 
-    def _reply(self, turn_id: int, text: str, started: float) -> None:
+    def _reply(
+        self,
+        turn_id: int,
+        text: str,
+        started: float,
+        waited: float = 0.0,
+        spec: _Speculation | None = None,
+    ) -> None:
         self._interrupt.clear()
         self._played = None
         self._state(EngineState.THINKING)
+        stop = self._interrupt if spec is None else _AnyOf(self._interrupt, spec)
         try:
             messages = self._within_budget(text)
             settings = self.settings
@@ -312,14 +412,26 @@ class ConversationEngine:
                 messages,
                 self._emit_reply(turn_id),
                 turn_id,
-                self._interrupt,
+                stop,
                 settings.voice,
                 settings.seed,
             )
         except Exception as err:  # a turn's failure must not end the engine
             self._recover(turn_id, err)
             return
-        self._finish(turn_id, text, outcome, started)
+        idle = waited  # spent waiting for the turn-taking decision, not computing
+        if spec is not None:
+            blocked = now()
+            spec.decided.wait(SPECULATION_WAIT_S)
+            idle = now() - blocked
+            if not spec.committed:  # the user went on (or never finished): no trace
+                with self._emit_lock:
+                    spec.cancelled = True
+                    if self._spec is spec:
+                        self._spec = None
+                return
+            waited = spec.waited
+        self._finish(turn_id, text, outcome, started, waited, spec is not None, idle)
 
     def _emit_reply(self, turn_id: int) -> Callable[[EngineEvent], None]:
         speaking = False
@@ -329,7 +441,7 @@ class ConversationEngine:
             if not speaking and isinstance(event, AssistantAudio):
                 speaking = True
                 self._state(EngineState.SPEAKING, event.t)  # the moment the audio was ready
-            self._emit(event)
+            self._out(event)
 
         return emit
 
@@ -349,7 +461,16 @@ class ConversationEngine:
             messages = self.messages(user)
         return messages
 
-    def _finish(self, turn_id: int, user: str, outcome: ReplyOutcome, started: float) -> None:
+    def _finish(
+        self,
+        turn_id: int,
+        user: str,
+        outcome: ReplyOutcome,
+        started: float,
+        waited: float = 0.0,
+        speculative: bool = False,
+        idle: float = 0.0,
+    ) -> None:
         interrupted = outcome.stopped
         if interrupted:
             played = outcome.samples if self._played is None else self._played
@@ -362,7 +483,7 @@ class ConversationEngine:
         self.turns.append(Turn(turn_id, user, outcome.text, heard, interrupted))
         total = now() - started
         compute = outcome.llm_s + outcome.lm_s + outcome.syn_s
-        self._emit(
+        self._out(
             TurnTimings(
                 turn_id=turn_id,
                 first_text_s=outcome.first_text_s,
@@ -374,10 +495,12 @@ class ConversationEngine:
                 d_llm_s=outcome.llm_s / outcome.llm_tokens if outcome.llm_tokens else None,
                 d_lm_s=outcome.lm_s / outcome.speech_tokens if outcome.speech_tokens else None,
                 d_syn_s=outcome.syn_s / outcome.speech_tokens if outcome.speech_tokens else None,
-                engine_overhead_s=max(0.0, total - compute),
+                engine_overhead_s=max(0.0, total - compute - idle),
+                policy_wait_s=waited,
+                speculative=speculative,
             )
         )
-        self._emit(
+        self._out(
             TurnEnded(
                 turn_id=turn_id, reply_text=outcome.text, heard_text=heard, interrupted=interrupted
             )
@@ -394,7 +517,7 @@ class ConversationEngine:
         else:
             message = f"the reply failed: {type(err).__name__}: {_first_line(err)}"
         self.llm.reset_cache()  # a half-written cache must not leak into the next turn
-        self._emit(EngineError(turn_id=turn_id, message=message))
+        self._out(EngineError(turn_id=turn_id, message=message))
         self._state(EngineState.IDLE)
 
 

@@ -80,6 +80,8 @@ class TurnTimings(EngineEvent):
     d_lm_s: float | None  # mean voice-LM time per speech token
     d_syn_s: float | None  # mean token2wav time per speech token
     engine_overhead_s: float  # total minus the stages' own compute
+    policy_wait_s: float = 0.0  # end of speech to the turn-taking decision (spoken turns)
+    speculative: bool = False  # the reply started at the pause, before the decision
 
 
 @dataclass(frozen=True, kw_only=True)

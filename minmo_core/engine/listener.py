@@ -3,8 +3,12 @@
     speech_started ─► a new utterance (with the last ``padding_s`` of audio before it)
     push_frame     ─► the utterance grows; every ``partial_every_s`` a partial transcript is
                       asked for; after a VAD end, the turn policy is asked on every frame
-    speech_ended   ─► the pause the policy judges; speech before it decides continues the
-                      same utterance
+    speech_ended   ─► the pause the policy judges (``on_pause`` lets the engine start a
+                      reply speculatively); speech before it decides continues the same
+                      utterance (``on_resume``)
+
+The utterance handed on is the audio up to the VAD's end of speech, whether the turn is
+taken at the pause (speculation) or after the policy's wait: both hear the same audio.
 
 All methods are cheap and thread-safe: the transcription and the reply run on the engine's
 worker, which the callbacks hand work to.
@@ -32,14 +36,18 @@ class Listener:
         on_turn: Callable[[np.ndarray, float], None],  # (utterance, silence waited in s)
         padding_s: float = 0.2,
         partial_every_s: float = 0.3,
+        on_pause: Callable[[np.ndarray], None] | None = None,
+        on_resume: Callable[[], None] | None = None,
     ) -> None:
         self.policy = policy
         self.on_start, self.on_partial, self.on_turn = on_start, on_partial, on_turn
+        self.on_pause, self.on_resume = on_pause, on_resume
         self.partial_every_s = partial_every_s
         self._lock = threading.Lock()
         self._before: deque[np.ndarray] = deque(maxlen=max(1, round(padding_s * 100)))
         self._frames: list[np.ndarray] | None = None  # the utterance, while there is one
         self._ended_at: float | None = None  # the VAD's end of the latest speech
+        self._end_samples = 0  # the utterance's length at that end
         self._last_partial = 0.0
 
     @property
@@ -48,17 +56,28 @@ class Listener:
 
     def speech_started(self, t: float) -> None:
         with self._lock:
+            resumed = self._frames is not None and self._ended_at is not None
             self._ended_at = None
-            if self._frames is not None:
-                return  # the user went on after a pause the policy had not judged over
-            self._frames = list(self._before)
-            self._last_partial = t
-        self.on_start(t)
+            if self._frames is None:
+                self._frames = list(self._before)
+                self._last_partial = t
+                started = True
+            else:
+                started = False  # the user went on after a pause the policy had not judged
+        if started:
+            self.on_start(t)
+        elif resumed and self.on_resume is not None:
+            self.on_resume()
 
     def speech_ended(self, t: float) -> None:
         with self._lock:
-            if self._frames is not None:
-                self._ended_at = t
+            if self._frames is None:
+                return
+            self._ended_at = t
+            self._end_samples = sum(f.size for f in self._frames)
+            speech = np.concatenate(self._frames) if self.on_pause is not None else None
+        if speech is not None:
+            self.on_pause(speech)
 
     def push_frame(self, frame: np.ndarray, t: float) -> None:
         """frame : (n,) float32 at 16 kHz (10 ms frames), the echo-cancelled microphone."""
@@ -76,7 +95,7 @@ class Listener:
                 audio = np.concatenate(self._frames)
                 silence = t - self._ended_at
                 if self.policy.turn_is_over(audio, silence):
-                    turn = audio
+                    turn = audio[: self._end_samples]  # the speech, as the pause saw it
                     self._frames, self._ended_at = None, None
                     self._before.clear()
         if partial is not None:
