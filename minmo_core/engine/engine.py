@@ -160,6 +160,8 @@ class ConversationEngine:
         self._idle.set()
         self._thread: threading.Thread | None = None
         self._current = 0
+        self._last_spans: tuple[int, list, int] = (0, [], 0)  # the last reply's audio map
+        self._replying = 0  # the turn whose reply is being made or was made last
 
     # -- commands, from any thread -----------------------------------------------------
     def start(self) -> ConversationEngine:
@@ -250,9 +252,16 @@ class ConversationEngine:
 
     def interrupt(self, played_samples: int | None = None) -> None:
         """Stop the reply now. ``played_samples``: how much of the turn's audio was heard
-        (None: all the audio produced so far)."""
+        (None: all the audio produced so far).
+
+        Playback outlasts generation: when the reply was already fully made, the history's
+        last turn is cut to what was heard instead, and a second ``TurnEnded`` (interrupted)
+        says so."""
         self._played = played_samples
         self._interrupt.set()
+        if played_samples is not None:
+            self._idle.clear()
+            self._commands.put(("cut", self._replying, played_samples))
 
     def reset(self) -> None:
         """Forget the conversation (settings stay)."""
@@ -332,6 +341,8 @@ class ConversationEngine:
                 self.turns = []
                 self.llm.reset_cache()
                 self.listener.reset()
+            elif kind == "cut":
+                self._cut_last_turn(command[1], command[2])
             elif kind == "settings":
                 self.settings = command[1]
             if self._commands.empty():
@@ -400,6 +411,7 @@ class ConversationEngine:
     ) -> None:
         self._interrupt.clear()
         self._played = None
+        self._replying = turn_id
         self._state(EngineState.THINKING)
         stop = self._interrupt if spec is None else _AnyOf(self._interrupt, spec)
         try:
@@ -445,6 +457,23 @@ class ConversationEngine:
 
         return emit
 
+    def _cut_last_turn(self, turn_id: int, played: int) -> None:
+        """An interrupt that came after the reply was made: the history keeps what was heard."""
+        last = self.turns[-1] if self.turns else None
+        spans_turn, spans, samples = self._last_spans
+        if last is None or last.turn_id != turn_id or spans_turn != turn_id:
+            return  # that turn failed, was reset, or is not the last one
+        if last.interrupted or played >= samples:
+            return  # already cut while generating, or everything was heard
+        heard = heard_text(last.reply, spans, played)
+        self.turns[-1] = Turn(turn_id, last.user, last.reply, heard, True)
+        self._current = turn_id
+        self._state(EngineState.INTERRUPTED)
+        self._out(
+            TurnEnded(turn_id=turn_id, reply_text=last.reply, heard_text=heard, interrupted=True)
+        )
+        self._state(EngineState.IDLE)
+
     def _within_budget(self, user: str) -> list[dict[str, str]]:
         """The prompt, after dropping the oldest turns until it fits ``context_tokens`` and
         leaves the model room for a whole reply."""
@@ -481,6 +510,7 @@ class ConversationEngine:
         else:
             heard = outcome.text
         self.turns.append(Turn(turn_id, user, outcome.text, heard, interrupted))
+        self._last_spans = (turn_id, outcome.spans, outcome.samples)
         total = now() - started
         compute = outcome.llm_s + outcome.lm_s + outcome.syn_s
         self._out(
