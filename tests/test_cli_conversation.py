@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,23 @@ def test_a_typed_conversation_keeps_its_memory_and_saves_each_reply(
     assert sorted(p.name for p in tmp_path.glob("turn-*.wav")) == ["turn-1.wav", "turn-2.wav"]
 
 
-def test_converse_without_text_mode_says_what_works(capsys: pytest.CaptureFixture) -> None:
-    assert main(["converse"]) == 2
-    assert "use --text for typed turns" in capsys.readouterr().err
+def test_talking_without_a_microphone_is_named_in_one_line(
+    qwen: Path,
+    tiny_release_dir: Path,
+    tiny_sensevoice_dir: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.audio.fake_device import FakeDevice, FakeSoundDevice
+
+    speakers_only = FakeSoundDevice([FakeDevice("Speakers", max_output_channels=2)])
+    monkeypatch.setattr("app.audio.stream.sounddevice_backend", lambda: speakers_only)
+    code = main(["converse", *stack(qwen, tiny_release_dir, tiny_sensevoice_dir)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "input" in err.lower(), err
+    assert not [t for t in threading.enumerate() if t.name == "minmo-engine"]  # none left
+
+
+def test_typed_only_options_are_refused_when_listening(capsys: pytest.CaptureFixture) -> None:
+    assert main(["converse", "--no-voice"]) == 2
+    assert "go with --text" in capsys.readouterr().err

@@ -1,5 +1,8 @@
-"""``minmo converse --text``: a conversation in the terminal, one typed line per turn, with
-the history kept between turns (``/reset`` forgets it, ``/quit`` or end of input ends)."""
+"""``minmo converse``: a conversation in the terminal.
+
+Without options it listens to the microphone and answers through the speakers (full duplex:
+talk over it to interrupt; Ctrl+C ends). ``--text`` takes typed turns from standard input
+instead, one line per turn (``/reset`` forgets the history, ``/quit`` or end of input ends)."""
 
 from __future__ import annotations
 
@@ -19,7 +22,11 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
         parents=parents,
         help="a conversation in the terminal (typed turns; spoken replies saved or played)",
     )
-    p.add_argument("--text", action="store_true", help="typed turns from standard input")
+    p.add_argument(
+        "--text", action="store_true", help="typed turns from standard input (no microphone)"
+    )
+    p.add_argument("--input-device", metavar="DEVICE", help="microphone: index or part of its name")
+    p.add_argument("--output-device", metavar="DEVICE", help="speakers: index or part of its name")
     p.add_argument("--no-voice", action="store_true", help="text replies only (no CosyVoice)")
     p.add_argument("--save-dir", type=Path, metavar="DIR", help="save each spoken reply there")
     p.add_argument("--play", action="store_true", help="play the spoken replies")
@@ -36,10 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from minmo_core.engine.engine import ConversationEngine
 
     if not args.text:
-        raise ConfigError(
-            "talking through the microphone is not available from the terminal yet; "
-            "use --text for typed turns"
-        )
+        return converse_live(args)
     speak = not args.no_voice
     if not speak and (args.save_dir or args.play):
         raise ConfigError("--save-dir and --play need spoken replies: drop --no-voice")
@@ -104,3 +108,41 @@ class _Player:
     def close(self) -> None:
         self.stream.stop()
         self.stream.close()
+
+
+def converse_live(args: argparse.Namespace) -> int:
+    """Microphone in, speakers out, through the audio path (echo cancellation, barge-in)."""
+    import time
+
+    from app.audio.events import AudioSettings
+    from app.conversation import LiveConversation
+    from minmo_core.engine.engine import ConversationEngine
+
+    if args.no_voice or args.save_dir or args.play:
+        raise ConfigError("--no-voice, --save-dir and --play go with --text")
+    config = llm_config(args)
+    settings = engine_settings(args, config, speak=True)
+    audio = AudioSettings(input_device=_device(args.input_device),
+                          output_device=_device(args.output_device))  # fmt: skip
+    llm, voice, ears = load_stack(args, config, voice=True, ears=True)
+    view = TerminalView()
+    live = LiveConversation(
+        lambda on_event: ConversationEngine(llm, voice, on_event, settings, ears), view, audio
+    )
+    live.start()
+    print("listening: speak, and talk over the reply to interrupt it (Ctrl+C ends)",
+          file=sys.stderr)  # fmt: skip
+    try:
+        while True:
+            time.sleep(0.2)
+            if view.error is not None:
+                print(f"minmo: error: {view.error}", file=sys.stderr)
+                view.error = None
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        live.stop()
+
+
+def _device(name: str | None) -> int | str | None:
+    return int(name) if name is not None and name.isdigit() else name

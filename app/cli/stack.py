@@ -120,6 +120,8 @@ class TerminalView:
             sys.stdout.flush()
             if event.interrupted:
                 print("(interrupted)", file=sys.stderr, flush=True)
+        elif isinstance(event, ev.UserSpeechStarted):
+            print("(you are speaking)", file=sys.stderr, flush=True)
         elif isinstance(event, ev.TurnTimings) and self.show_timing:
             print(timing_line(event), file=sys.stderr, flush=True)
         elif isinstance(event, ev.EngineError):
