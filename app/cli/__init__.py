@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Sequence
 
 from app.cli.options import Parser
-from minmo_core.errors import MinMoError
+from minmo_core.errors import MinMoError, first_line, is_out_of_memory
 
 PROG = "minmo"
 DEBUG_ENV = "MINMO_DEBUG"
@@ -49,36 +49,25 @@ def describe(err: BaseException) -> str:
 
     if isinstance(err, MinMoError):
         text = str(err)
-    elif _is_out_of_memory(err):
+    elif is_out_of_memory(err):
         text = (
-            f"the GPU ran out of memory ({_first_line(err)}); close other GPU programs, "
+            f"the GPU ran out of memory ({first_line(err)}); close other GPU programs, "
             "use a smaller model or --device cpu"
         )
     elif isinstance(err, MemoryError):
         text = "out of memory: close other programs or use a smaller model"
     elif isinstance(err, sf.LibsndfileError):
-        text = f"audio file error: {_first_line(err)}"
+        text = f"audio file error: {first_line(err)}"
     elif isinstance(err, OSError) and err.filename is not None:
-        text = f"{err.filename}: {err.strerror or _first_line(err)}"
+        text = f"{err.filename}: {err.strerror or first_line(err)}"
     elif isinstance(err, OSError):
-        text = f"system error: {err.strerror or _first_line(err)}"
+        text = f"system error: {err.strerror or first_line(err)}"
     else:
         text = (
-            f"unexpected {type(err).__name__}: {_first_line(err)} "
+            f"unexpected {type(err).__name__}: {first_line(err)} "
             f"(run again with --debug for the traceback)"
         )
     return " ".join(text.split())  # one line, whatever the message held
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(err).__name__
-
-
-def _is_out_of_memory(err: BaseException) -> bool:
-    torch = sys.modules.get("torch")
-    oom = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None) if torch else None
-    return (oom is not None and isinstance(err, oom)) or "CUDA out of memory" in str(err)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from huggingface_hub import constants, hf_hub_download
 
 from minmo_core.common.releases import Release, sha256_of
-from minmo_core.errors import CheckpointError
+from minmo_core.errors import CheckpointError, first_line, reason
 
 PROBE_TIMEOUT_S = 5.0
 
@@ -45,9 +45,8 @@ def check_reachable(url: str | None = None, timeout: float = PROBE_TIMEOUT_S) ->
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as err:
-        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
         raise CheckpointError(
-            f"cannot reach the model hub at {url} ({reason}); check the internet connection, "
+            f"cannot reach the model hub at {url} ({reason(err)}); check the internet connection, "
             "or set HF_ENDPOINT to a mirror"
         ) from err
 
@@ -110,10 +109,9 @@ def _fetch(release: Release, name: str, staging: Path) -> None:
             hf_hub_download(release.repo_id, name, revision=release.revision, local_dir=staging)
         )
     except Exception as err:  # the hub client raises many kinds: network, HTTP, disk
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         raise CheckpointError(
             f"could not download {name} of {release.name} from {release.repo_id}"
-            f"@{(release.revision or 'main')[:8]}: {first}"
+            f"@{(release.revision or 'main')[:8]}: {first_line(err, 160)}"
         ) from err
     pin = release.pin(name)
     if pin is not None and (path.stat().st_size != pin.size or sha256_of(path) != pin.sha256):

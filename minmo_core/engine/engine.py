@@ -39,7 +39,7 @@ from minmo_core.engine.events import (
 from minmo_core.engine.listener import Listener
 from minmo_core.engine.reply import ReplyOutcome, VoiceSettings, heard_text, run_reply
 from minmo_core.engine.turns import SmartTurnPolicy, TurnPolicy
-from minmo_core.errors import ConfigError, MinMoError
+from minmo_core.errors import ConfigError, MinMoError, first_line, is_out_of_memory
 from minmo_core.llm.chat import ChatLLM
 from minmo_core.understanding.sensevoice import SenseVoice
 from minmo_core.understanding.transcript import RichTranscript
@@ -538,22 +538,17 @@ class ConversationEngine:
         self._state(EngineState.IDLE)
 
     def _recover(self, turn_id: int, err: Exception) -> None:
-        if isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err):
-            message = f"the GPU ran out of memory during the reply ({_first_line(err)})"
+        if is_out_of_memory(err):
+            message = f"the GPU ran out of memory during the reply ({first_line(err)})"
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         elif isinstance(err, MinMoError):
             message = str(err)
         else:
-            message = f"the reply failed: {type(err).__name__}: {_first_line(err)}"
+            message = f"the reply failed: {type(err).__name__}: {first_line(err)}"
         self.llm.reset_cache()  # a half-written cache must not leak into the next turn
         self._out(EngineError(turn_id=turn_id, message=message))
         self._state(EngineState.IDLE)
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(err).__name__
 
 
 __all__ = ["ConversationEngine", "EngineSettings", "Turn"]

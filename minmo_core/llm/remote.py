@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from minmo_core.config import LLMConfig
-from minmo_core.errors import ConfigError, MinMoError
+from minmo_core.errors import ConfigError, MinMoError, reason
 from minmo_core.llm.chat import TokenEvent
 
 CHARS_PER_TOKEN = 3  # a cautious estimate for the context budget (no tokenizer here)
@@ -129,7 +129,7 @@ class RemoteChatLLM:
             connection.request("POST", path, json.dumps(body), headers)
             response = connection.getresponse()
         except (OSError, http.client.HTTPException) as err:
-            raise RemoteLLMError(f"cannot reach {self._where}: {_reason(err)}") from err
+            raise RemoteLLMError(f"cannot reach {self._where}: {reason(err)}") from err
         if response.status != 200:
             detail = response.read(300).decode("utf-8", "replace").strip().splitlines()
             raise RemoteLLMError(
@@ -145,13 +145,9 @@ def _sse_data(response, where: str) -> Iterator[str]:
         try:
             line = response.readline()
         except (TimeoutError, OSError, http.client.HTTPException) as err:
-            raise RemoteLLMError(f"lost the connection to {where}: {_reason(err)}") from err
+            raise RemoteLLMError(f"lost the connection to {where}: {reason(err)}") from err
         if not line:
             return
         line = line.decode("utf-8", "replace").strip()
         if line.startswith("data:"):
             yield line[5:].strip()
-
-
-def _reason(err: BaseException) -> str:
-    return getattr(err, "strerror", None) or str(err) or type(err).__name__

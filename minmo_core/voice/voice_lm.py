@@ -37,7 +37,7 @@ from transformers.modeling_utils import no_init_weights
 from minmo_core.common.checkpoints import load_into, load_state_dict
 from minmo_core.common.releases import BLANK_EN, COSYVOICE2, verify_files
 from minmo_core.config import VoiceTokenLMConfig
-from minmo_core.errors import CheckpointError
+from minmo_core.errors import CheckpointError, first_line
 
 # Tokens CosyVoice 2 adds to the Qwen2 tokenizer, in the release's order: ids follow from the
 # order (<|endofprompt|> becomes 151646 after Qwen's own <|im_start|>/<|im_end|>).
@@ -195,8 +195,7 @@ def load_tokenizer(folder: Path, cfg: VoiceTokenLMConfig) -> PreTrainedTokenizer
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as err:  # transformers raises many kinds for a broken tokenizer folder
-        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"no usable tokenizer in {path}: {first}") from err
+        raise CheckpointError(f"no usable tokenizer in {path}: {first_line(err, 160)}") from err
     tokenizer.add_special_tokens({"additional_special_tokens": list(ADDED_SPECIAL_TOKENS)})
     eop = tokenizer.convert_tokens_to_ids("<|endofprompt|>")
     if len(tokenizer) > 150000 and eop != cfg.endofprompt_text_id:
