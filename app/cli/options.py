@@ -9,8 +9,17 @@ import os
 import re
 from pathlib import Path
 
-from minmo_core.common.releases import ALLOW_FLAG
+from minmo_core.common.releases import ALLOW_FLAG, COSYVOICE2, SENSEVOICE_SMALL
 from minmo_core.errors import ConfigError
+
+# The official model folders a command may take: (environment variable, folder name, option)
+COSYVOICE_FOLDER = ("MINMO_COSYVOICE_DIR", COSYVOICE2.name, "--cosyvoice")
+SENSEVOICE_FOLDER = ("MINMO_SENSEVOICE_DIR", SENSEVOICE_SMALL.name, "--sensevoice")
+
+
+def folder_help(folder: tuple[str, str, str], purpose: str = "") -> str:
+    env, name, _ = folder
+    return f"{name} folder{purpose} (default: ${env} or the models folder)"
 
 
 class Parser(argparse.ArgumentParser):

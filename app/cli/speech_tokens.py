@@ -8,11 +8,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from app.cli.options import add_allow_unpinned, add_device, add_style, text_argument
+from app.cli.options import (
+    COSYVOICE_FOLDER,
+    add_allow_unpinned,
+    add_device,
+    add_style,
+    folder_help,
+    text_argument,
+)
 from minmo_core.common.paths import model_folder
-
-COSYVOICE_ENV = "MINMO_COSYVOICE_DIR"
-COSYVOICE_HELP = f"CosyVoice2-0.5B folder (default: ${COSYVOICE_ENV} or the models folder)"
 
 
 def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
@@ -22,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
         help="print CosyVoice 2 speech tokens for a text, 15 per line (a debugging aid)",
     )
     p.add_argument("text", nargs="+", help="what to say")
-    p.add_argument("--cosyvoice", metavar="DIR", help=COSYVOICE_HELP)
+    p.add_argument("--cosyvoice", metavar="DIR", help=folder_help(COSYVOICE_FOLDER))
     add_style(p)
     p.add_argument("--voice", type=Path, help="a saved voice (.safetensors) to clone")
     p.add_argument(
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     check_style(style, args.wording)
     voice = VoiceProfile.load(args.voice) if args.voice else None
     device = resolve_device(args.device)
-    folder = model_folder(args.cosyvoice, COSYVOICE_ENV, "CosyVoice2-0.5B", "--cosyvoice")
+    folder = model_folder(args.cosyvoice, *COSYVOICE_FOLDER)
     if not instruction_is_empty(style):
         prompt = InstructPrompt(style, voice, args.wording)
     else:

@@ -10,12 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-from app.cli.options import add_allow_unpinned, add_device
+from app.cli.options import (
+    COSYVOICE_FOLDER,
+    SENSEVOICE_FOLDER,
+    add_allow_unpinned,
+    add_device,
+    folder_help,
+)
 from minmo_core.common.paths import model_folder
 from minmo_core.errors import MinMoError
 
-COSYVOICE = ("MINMO_COSYVOICE_DIR", "CosyVoice2-0.5B", "--cosyvoice")
-SENSEVOICE = ("MINMO_SENSEVOICE_DIR", "SenseVoiceSmall", "--sensevoice")
 API_KEY_ENV = "MINMO_LLM_API_KEY"
 
 
@@ -38,14 +42,12 @@ def add_stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cosyvoice",
         metavar="DIR",
-        help="CosyVoice2-0.5B folder, for spoken replies (default: $MINMO_COSYVOICE_DIR or the "
-        "models folder)",
+        help=folder_help(COSYVOICE_FOLDER, ", for spoken replies"),
     )
     p.add_argument(
         "--sensevoice",
         metavar="DIR",
-        help="SenseVoiceSmall folder, for spoken input (default: $MINMO_SENSEVOICE_DIR or the "
-        "models folder)",
+        help=folder_help(SENSEVOICE_FOLDER, ", for spoken input"),
     )
     add_device(p)
     add_allow_unpinned(p)
@@ -63,8 +65,8 @@ def load_stack(args: argparse.Namespace, llm_config, voice: bool, ears: bool):
     llm_dir = (
         None if llm is not None else model_folder(args.llm, LLM_DIR_ENV, DEFAULT_MODEL, "--llm")
     )
-    cosy = model_folder(args.cosyvoice, *COSYVOICE) if voice else None
-    sense = model_folder(args.sensevoice, *SENSEVOICE) if ears else None
+    cosy = model_folder(args.cosyvoice, *COSYVOICE_FOLDER) if voice else None
+    sense = model_folder(args.sensevoice, *SENSEVOICE_FOLDER) if ears else None
     sensevoice = None
     if sense is not None:
         sensevoice = SenseVoice.from_folder(sense, str(device), allow_unpinned=args.allow_unpinned)

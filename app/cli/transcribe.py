@@ -7,12 +7,16 @@ import json
 import sys
 from pathlib import Path
 
-from app.cli.options import add_allow_unpinned, add_device, existing_file
+from app.cli.options import (
+    SENSEVOICE_FOLDER,
+    add_allow_unpinned,
+    add_device,
+    existing_file,
+    folder_help,
+)
 from minmo_core.common.paths import model_folder
 from minmo_core.understanding.transcript import RichTranscript
 from minmo_core.understanding.voice_encoder import LANGUAGE_QUERY
-
-SENSEVOICE_ENV = "MINMO_SENSEVOICE_DIR"
 
 
 def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
@@ -34,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     p.add_argument(
         "--sensevoice",
         metavar="DIR",
-        help=f"SenseVoiceSmall folder (default: ${SENSEVOICE_ENV} or the models folder)",
+        help=folder_help(SENSEVOICE_FOLDER),
     )
     add_device(p)
     add_allow_unpinned(p)
@@ -48,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     probe_audio(existing_file(args.audio, "audio file"))  # a bad file is named before loading
     device = resolve_device(args.device)
-    folder = model_folder(args.sensevoice, SENSEVOICE_ENV, "SenseVoiceSmall", "--sensevoice")
+    folder = model_folder(args.sensevoice, *SENSEVOICE_FOLDER)
     model = SenseVoice.from_folder(folder, device=str(device), allow_unpinned=args.allow_unpinned)
     progress = None
     if not args.json:

@@ -6,14 +6,15 @@ import argparse
 from pathlib import Path
 
 from app.cli.options import (
+    COSYVOICE_FOLDER,
     add_allow_unpinned,
     add_device,
     add_style,
     audio_output,
     existing_file,
+    folder_help,
     text_argument,
 )
-from app.cli.speech_tokens import COSYVOICE_ENV, COSYVOICE_HELP
 from minmo_core.common.paths import model_folder
 from minmo_core.errors import AudioError, ConfigError
 
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     p.add_argument(
         "-o", "--output", type=Path, required=True, help="audio file to write (.wav, .flac, .ogg)"
     )
-    p.add_argument("--cosyvoice", metavar="DIR", help=COSYVOICE_HELP)
+    p.add_argument("--cosyvoice", metavar="DIR", help=folder_help(COSYVOICE_FOLDER))
     add_style(p)
     p.add_argument(
         "--voice",
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     if args.play:
         check_output_device()
     device = resolve_device(args.device)
-    folder = model_folder(args.cosyvoice, COSYVOICE_ENV, "CosyVoice2-0.5B", "--cosyvoice")
+    folder = model_folder(args.cosyvoice, *COSYVOICE_FOLDER)
     voice = _voice(args, folder)
     synth = SpeechSynthesizer.from_folder(
         folder, device, args.allow_unpinned, args.greedy, args.seed
