@@ -27,6 +27,31 @@ from minmo_core.engine.turns import TurnPolicy
 SAMPLE_RATE = 16000
 
 
+class _Utterance:
+    """An utterance's samples in one growing buffer. Appending a frame costs the frame
+    (amortised), and reading the whole utterance is a view, not a copy: the audio thread asks
+    for it on every frame of a pause. Written samples are never overwritten, so the views
+    handed to other threads stay valid while the utterance grows."""
+
+    def __init__(self, frames) -> None:
+        self.buffer = np.zeros(SAMPLE_RATE, np.float32)
+        self.size = 0
+        for frame in frames:
+            self.append(frame)
+
+    def append(self, frame: np.ndarray) -> None:
+        end = self.size + frame.size
+        if end > self.buffer.size:
+            grown = np.zeros(max(end, 2 * self.buffer.size), np.float32)
+            grown[: self.size] = self.buffer[: self.size]
+            self.buffer = grown
+        self.buffer[self.size : end] = frame
+        self.size = end
+
+    def audio(self, samples: int | None = None) -> np.ndarray:
+        return self.buffer[: self.size if samples is None else samples]
+
+
 class Listener:
     def __init__(
         self,
@@ -45,7 +70,7 @@ class Listener:
         self.partial_every_s = partial_every_s
         self._lock = threading.Lock()
         self._before: deque[np.ndarray] = deque(maxlen=max(1, round(padding_s * 100)))
-        self._frames: list[np.ndarray] | None = None  # the utterance, while there is one
+        self._frames: _Utterance | None = None  # the utterance, while there is one
         self._ended_at: float | None = None  # the VAD's end of the latest speech
         self._end_samples = 0  # the utterance's length at that end
         self._last_partial = 0.0
@@ -59,7 +84,7 @@ class Listener:
             resumed = self._frames is not None and self._ended_at is not None
             self._ended_at = None
             if self._frames is None:
-                self._frames = list(self._before)
+                self._frames = _Utterance(self._before)
                 self._last_partial = t
                 started = True
             else:
@@ -74,8 +99,8 @@ class Listener:
             if self._frames is None:
                 return
             self._ended_at = t
-            self._end_samples = sum(f.size for f in self._frames)
-            speech = np.concatenate(self._frames) if self.on_pause is not None else None
+            self._end_samples = self._frames.size
+            speech = self._frames.audio() if self.on_pause is not None else None
         if speech is not None:
             self.on_pause(speech)
 
@@ -90,9 +115,9 @@ class Listener:
             if self._ended_at is None:
                 if t - self._last_partial >= self.partial_every_s:
                     self._last_partial = t
-                    partial = np.concatenate(self._frames)
+                    partial = self._frames.audio()
             else:
-                audio = np.concatenate(self._frames)
+                audio = self._frames.audio()
                 silence = t - self._ended_at
                 if self.policy.turn_is_over(audio, silence):
                     turn = audio[: self._end_samples]  # the speech, as the pause saw it
