@@ -346,3 +346,17 @@ def test_an_interrupt_after_the_reply_was_made_cuts_the_history_to_what_was_hear
     engine.interrupt(played)  # a second cut of the same turn changes nothing
     assert engine.wait_idle(TIMEOUT)
     assert len(rec.of(TurnEnded, turn)) == 2
+
+
+def test_smart_turn_is_the_default_only_where_turns_are_spoken(
+    qwen_dir: Path, voice: SpeechSynthesizer, tiny_sensevoice_dir: Path
+) -> None:
+    from minmo_core.engine.turns import SilencePolicy, SmartTurnPolicy
+    from minmo_core.understanding.sensevoice import SenseVoice
+
+    llm = ChatLLM(qwen_dir, GREEDY, device="cpu")
+    typed = ConversationEngine(llm, voice, Recorder())
+    assert isinstance(typed.policy, SilencePolicy)  # no recogniser: nothing to judge
+    ears = SenseVoice.from_folder(tiny_sensevoice_dir, allow_unpinned=True)
+    spoken = ConversationEngine(llm, voice, Recorder(), sensevoice=ears)
+    assert isinstance(spoken.policy, SmartTurnPolicy)

@@ -38,7 +38,7 @@ from minmo_core.engine.events import (
 )
 from minmo_core.engine.listener import Listener
 from minmo_core.engine.reply import ReplyOutcome, VoiceSettings, heard_text, run_reply
-from minmo_core.engine.turns import SmartTurnPolicy, TurnPolicy
+from minmo_core.engine.turns import SilencePolicy, SmartTurnPolicy, TurnPolicy
 from minmo_core.errors import ConfigError, MinMoError, first_line, is_out_of_memory
 from minmo_core.llm.chat import ChatLLM
 from minmo_core.understanding.sensevoice import SenseVoice
@@ -137,7 +137,9 @@ class ConversationEngine:
         self.sensevoice = sensevoice
         self.on_event = on_event
         self.settings = settings or EngineSettings()
-        self.policy = policy or SmartTurnPolicy()  # the composed-mode default
+        if policy is None:  # Smart Turn is the default; without ears no turn is ever judged
+            policy = SmartTurnPolicy() if sensevoice is not None else SilencePolicy()
+        self.policy = policy
         self.listener = Listener(
             self.policy,
             self._heard_start,
