@@ -70,6 +70,7 @@ def engine_settings(args: argparse.Namespace, config: LLMConfig, speak: bool):
 def run(args: argparse.Namespace) -> int:
     from minmo_core.common.audio import read_audio
     from minmo_core.engine.engine import ConversationEngine
+    from minmo_core.engine.turns import SilencePolicy
 
     text = " ".join(args.text).strip()
     if args.audio is not None and text:
@@ -90,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     settings = engine_settings(args, config, speak)
     llm, voice, ears = load_stack(args, config, voice=speak, ears=audio is not None)
     view = TerminalView(show_timing=audio is not None or speak)
-    engine = ConversationEngine(llm, voice, view, settings, ears).start()
+    # a recording is one whole turn: no end-of-turn model to load
+    engine = ConversationEngine(llm, voice, view, settings, ears, SilencePolicy()).start()
     try:
         turn = engine.send_audio(audio) if audio is not None else engine.send_text(text)
         engine.wait_idle()
