@@ -2,13 +2,22 @@
 
     microphone ─► DuplexStream ─► AudioProcessor (echo canceller, VAD, barge-in)
                                    │ clean frames, SpeechStarted/Ended ─► engine (listener)
-                                   └ BargeIn ─► flush playback ─► engine.interrupt(heard)
+                                   └ BargeIn ─► flush playback, engine.pause(heard)
+                                     FalseBargeIn ─► engine.resume(), replay from heard
+                                     BargeInConfirmed ─► engine.interrupt(heard)
     engine AssistantAudio ─► DuplexStream.play ─► speaker (and the canceller's far end)
+    engine StopSpeaking (duplex predictor) ─► flush playback, engine.interrupt(heard)
+
+A barge-in silences the assistant at once but is tentative: the reply is held, not ended,
+until the audio path knows whether the user really took the floor. If they said nothing
+more (a cough, a door), playback resumes where it stopped and generation goes on; if they
+went on speaking, or the engine took their turn, the reply ends and the history keeps what
+was heard. Audio the engine makes while held waits here, unplayed.
 
 Played samples are counted per turn: ``play`` numbers samples within a playback batch, and a
-turn's audio can span batches when generation falls behind playback, so each turn keeps the
-offset at which its current batch began. The window (coming) and ``minmo converse`` both use
-this class.
+turn's audio can span batches (generation falling behind playback, a resume), so each turn
+keeps the turn sample at which its current batch began. The window (coming) and
+``minmo converse`` both use this class.
 """
 
 from __future__ import annotations
@@ -18,11 +27,18 @@ from collections.abc import Callable
 
 import numpy as np
 
-from app.audio.events import AudioSettings, BargeIn, SpeechEnded, SpeechStarted
+from app.audio.events import (
+    AudioSettings,
+    BargeIn,
+    BargeInConfirmed,
+    FalseBargeIn,
+    SpeechEnded,
+    SpeechStarted,
+)
 from app.audio.processor import AudioProcessor
 from app.audio.stream import DuplexStream
 from minmo_core.engine.engine import ConversationEngine
-from minmo_core.engine.events import AssistantAudio, EngineEvent
+from minmo_core.engine.events import AssistantAudio, EngineEvent, StopSpeaking, TurnEnded
 
 
 class _EngineSink:
@@ -64,8 +80,12 @@ class LiveConversation:
         self.stream = DuplexStream(settings, sink, backend=backend, on_event=self._audio_event)
         self._lock = threading.Lock()
         self._turn = 0  # the turn whose audio is playing
-        self._turn_samples = 0  # of it, queued so far
+        self._audio: list[np.ndarray] = []  # that turn's audio, as the engine made it
+        self._made = 0  # of it, samples made
+        self._queued = 0  # of it, samples handed to the stream (the end of what was queued)
         self._batch_start = 0  # of it, where the stream's current batch began
+        self._held_at: int | None = None  # a tentative barge-in: the samples heard by then
+        self._ended = 0  # the latest turn whose reply was ended by the user
 
     def start(self, *, threaded: bool = True) -> LiveConversation:
         self.engine.start()
@@ -80,19 +100,38 @@ class LiveConversation:
         self.stream.stop()
         self.engine.shutdown()
 
+    @property
+    def held(self) -> bool:
+        """A barge-in is tentative: the assistant is silent, its reply waits."""
+        return self._held_at is not None
+
     def played_of_turn(self, batch_played: int) -> int:
         with self._lock:
             return self._batch_start + batch_played
+
+    def _play(self, audio: np.ndarray) -> None:
+        """Queue the next samples of the turn (the caller holds the lock)."""
+        offset = self.stream.play(audio)
+        if offset == 0:  # a new batch: everything before it was handed over
+            self._batch_start = self._queued
+        self._queued += audio.size
 
     def _engine_event(self, event: EngineEvent) -> None:
         if isinstance(event, AssistantAudio):
             with self._lock:
                 if event.turn_id != self._turn:
-                    self._turn, self._turn_samples, self._batch_start = event.turn_id, 0, 0
-                offset = self.stream.play(event.audio)
-                if offset == 0:  # a new batch: everything before it was handed over
-                    self._batch_start = self._turn_samples
-                self._turn_samples += event.audio.size
+                    self._turn, self._audio, self._made = event.turn_id, [], 0
+                    self._queued = self._batch_start = 0
+                    self._held_at = None
+                self._audio.append(event.audio)
+                self._made += event.audio.size
+                if self._held_at is None and event.turn_id != self._ended:
+                    self._play(event.audio)
+        elif isinstance(event, StopSpeaking):
+            self._stop_turn()
+        elif isinstance(event, TurnEnded) and event.interrupted:
+            with self._lock:
+                self._ended = max(self._ended, event.turn_id)
         self.on_event(event)
 
     def _audio_event(self, event: object) -> None:
@@ -101,6 +140,35 @@ class LiveConversation:
         elif isinstance(event, SpeechEnded):
             self.engine.speech_ended(event.time)
         elif isinstance(event, BargeIn):
-            heard = self.played_of_turn(self.stream.flush_playback())
-            self.engine.interrupt(heard)
+            with self._lock:
+                flushed = self.stream.flush_playback()
+                self._held_at = heard = self._batch_start + flushed
+            self.engine.pause(heard)
+        elif isinstance(event, FalseBargeIn):
+            self._resume()
+        elif isinstance(event, BargeInConfirmed):
+            self._stop_turn()
         self.on_event(event)
+
+    def _resume(self) -> None:
+        """The barge-in was false: play the rest of the turn from where it stopped."""
+        with self._lock:
+            heard, self._held_at = self._held_at, None
+            if heard is None or self._turn == self._ended:
+                return
+            self.engine.resume()
+            rest = np.concatenate(self._audio)[heard:] if self._audio else np.zeros(0)
+            self._queued = heard
+            if rest.size:
+                self._play(rest.astype(np.float32, copy=False))
+
+    def _stop_turn(self) -> None:
+        """The reply is over where the user stopped hearing it."""
+        with self._lock:
+            if self._held_at is not None:
+                heard = self._held_at
+            else:
+                heard = self._batch_start + self.stream.flush_playback()
+            self._held_at = None
+            self._ended = max(self._ended, self._turn)
+        self.engine.interrupt(heard)

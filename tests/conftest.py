@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -58,3 +60,49 @@ def smollm2_dir() -> Path:
     if folder is None:
         pytest.skip(f"needs SmolLM2-135M-Instruct: run `{FETCH}` (make test does)")
     return folder
+
+
+# -- the conversation engine's tiny model stack (one per test module) -----------------------
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_llm import write_tiny_qwen
+
+    return write_tiny_qwen(tmp_path_factory.mktemp("qwen"))
+
+
+@pytest.fixture(scope="module")
+def voice(tiny_release_dir: Path):
+    from minmo_core.voice.tts import SpeechSynthesizer
+
+    synth = SpeechSynthesizer.from_folder(tiny_release_dir, "cpu", True, greedy=True, seed=0)
+    # the tiny LM's random weights never say end-of-speech: it speaks to the length limit,
+    # 20 tokens per text token in the release; 5 keeps every reply to a few chunks
+    lm = synth.tokens.lm
+    lm.cfg = replace(lm.cfg, max_token_text_ratio=5.0)
+    return synth
+
+
+@pytest.fixture(scope="module")
+def sensevoice(tiny_sensevoice_dir: Path):
+    from minmo_core.understanding.sensevoice import SenseVoice
+
+    return SenseVoice.from_folder(tiny_sensevoice_dir, allow_unpinned=True)
+
+
+@pytest.fixture(scope="module")
+def clip(fixtures_dir: Path) -> np.ndarray:
+    from minmo_core.common.audio import read_audio
+
+    return read_audio(fixtures_dir / "audio" / "sensevoice_sample.wav", 16000)[: 16000 * 3]
+
+
+@pytest.fixture(scope="module")
+def adapters_dir(tmp_path_factory: pytest.TempPathFactory, qwen_dir: Path, sensevoice, voice):
+    """Tiny MinMo adapters (random weights) sized for the tiny LLM, SenseVoice and voice."""
+    from minmo_core.llm.chat import ChatLLM
+    from tests.tiny_adapters import write_tiny_adapters
+
+    llm = ChatLLM(qwen_dir, device="cpu")
+    return write_tiny_adapters(tmp_path_factory.mktemp("adapters"), llm, sensevoice, voice)

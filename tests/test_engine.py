@@ -32,25 +32,9 @@ from minmo_core.engine.reply import AudioSpan, heard_text
 from minmo_core.engine.speakable import speakable
 from minmo_core.llm.chat import ChatLLM, TokenEvent
 from minmo_core.voice.tts import SpeechSynthesizer
-from tests.tiny_llm import write_tiny_qwen
 
 GREEDY = replace(LLMConfig.tiny(), temperature=0.0, repetition_penalty=1.0, max_new_tokens=16)
 TIMEOUT = 120.0
-
-
-@pytest.fixture(scope="module")
-def qwen_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_qwen(tmp_path_factory.mktemp("qwen"))
-
-
-@pytest.fixture(scope="module")
-def voice(tiny_release_dir: Path) -> SpeechSynthesizer:
-    synth = SpeechSynthesizer.from_folder(tiny_release_dir, "cpu", True, greedy=True, seed=0)
-    # the tiny LM's random weights never say end-of-speech: it speaks to the length limit,
-    # 20 tokens per text token in the release; 5 keeps every reply to a few chunks
-    lm = synth.tokens.lm
-    lm.cfg = replace(lm.cfg, max_token_text_ratio=5.0)
-    return synth
 
 
 class Recorder:

@@ -19,7 +19,7 @@ from minmo_core.engine.events import AssistantAudio, EngineError, TurnEnded
 from minmo_core.engine.turns import SilencePolicy
 from minmo_core.llm.chat import ChatLLM
 from minmo_core.understanding.sensevoice import SenseVoice
-from tests.test_engine import GREEDY, TIMEOUT, Recorder, qwen_dir, voice  # noqa: F401
+from tests.test_engine import GREEDY, TIMEOUT, Recorder
 
 TURNS, WARM_UP = 100, 20
 
@@ -33,8 +33,8 @@ def resident_bytes() -> int:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_a_hundred_turns_keep_memory_flat_and_leave_no_thread(
-    qwen_dir: Path,  # noqa: F811
-    voice,  # noqa: F811
+    qwen_dir: Path,
+    voice,
     tiny_sensevoice_dir: Path,
     fixtures_dir: Path,
 ) -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minmo_core.common.audio import read_audio
 from minmo_core.engine.engine import ConversationEngine, EngineSettings, user_message
 from minmo_core.engine.events import (
     AssistantAudio,
@@ -25,23 +24,13 @@ from minmo_core.engine.turns import SilencePolicy
 from minmo_core.llm.chat import ChatLLM
 from minmo_core.understanding.sensevoice import SenseVoice
 from minmo_core.understanding.transcript import RichTranscript
-from tests.test_engine import GREEDY, TIMEOUT, Recorder, qwen_dir, voice  # noqa: F401
+from tests.test_engine import GREEDY, TIMEOUT, Recorder
 
 FRAME = 160  # 10 ms at 16 kHz
 
 
-@pytest.fixture(scope="module")
-def sensevoice(tiny_sensevoice_dir: Path) -> SenseVoice:
-    return SenseVoice.from_folder(tiny_sensevoice_dir, allow_unpinned=True)
-
-
-@pytest.fixture(scope="module")
-def clip(fixtures_dir: Path) -> np.ndarray:
-    return read_audio(fixtures_dir / "audio" / "sensevoice_sample.wav", 16000)[: 16000 * 3]
-
-
 @pytest.fixture
-def engine(qwen_dir: Path, voice, sensevoice: SenseVoice):  # noqa: F811
+def engine(qwen_dir: Path, voice, sensevoice: SenseVoice):
     recorder = Recorder()
     llm = ChatLLM(qwen_dir, GREEDY, device="cpu")
     engine = ConversationEngine(
@@ -190,8 +179,8 @@ def replies(engine: ConversationEngine, clip: np.ndarray) -> tuple[str, np.ndarr
 def test_a_confirmed_turn_says_the_same_with_and_without_speculation(
     engine: ConversationEngine,
     clip: np.ndarray,
-    qwen_dir: Path,  # noqa: F811
-    voice,  # noqa: F811
+    qwen_dir: Path,
+    voice,
     sensevoice: SenseVoice,
 ) -> None:
     text_on, audio_on = replies(engine, clip)

@@ -5,25 +5,34 @@ spoken reply goes out through the speaker side of the same stream."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from app.audio.events import AudioSettings, SpeechEnded, SpeechStarted
+from app.audio.events import (
+    AudioSettings,
+    BargeIn,
+    BargeInConfirmed,
+    FalseBargeIn,
+    SpeechEnded,
+    SpeechStarted,
+)
 from app.audio.fake_device import FakeSoundDevice
 from app.conversation import LiveConversation
 from minmo_core.common.audio import read_audio
 from minmo_core.engine.engine import ConversationEngine, EngineSettings
 from minmo_core.engine.events import AssistantAudio, FinalTranscript, TurnEnded
+from minmo_core.engine.reply import AudioSpan, heard_text
 from minmo_core.engine.turns import SilencePolicy
 from minmo_core.llm.chat import ChatLLM
 from minmo_core.understanding.sensevoice import SenseVoice
-from tests.test_engine import GREEDY, TIMEOUT, Recorder, qwen_dir, voice  # noqa: F401
+from tests.test_engine import GREEDY, TIMEOUT, Recorder
 
 
 def test_a_spoken_question_through_the_audio_path_is_answered_aloud(
-    qwen_dir: Path,  # noqa: F811
-    voice,  # noqa: F811
+    qwen_dir: Path,
+    voice,
     tiny_sensevoice_dir: Path,
     fixtures_dir: Path,
 ) -> None:
@@ -65,3 +74,92 @@ def test_a_spoken_question_through_the_audio_path_is_answered_aloud(
         abs(np.count_nonzero(np.abs(speaker) > 1e-4) / 2 - np.count_nonzero(np.abs(made) > 1e-4))
         < 0.1 * made.size
     )
+
+
+def live_reply(qwen_dir, voice, ears_dir):
+    """A typed question answered aloud through the fake device. Returns the conversation,
+    its recorder, the fake device and the reply's turn id; the whole reply is queued and the
+    test's clock decides what is played."""
+    ears = SenseVoice.from_folder(ears_dir, allow_unpinned=True)
+    fake = FakeSoundDevice(input_rate=16000, output_rate=24000, seed=0)
+    recorder = Recorder()
+
+    def engine(on_event):
+        llm = ChatLLM(qwen_dir, replace(GREEDY, max_new_tokens=30), device="cpu")
+        return ConversationEngine(llm, voice, on_event, EngineSettings(seed=0), ears,
+                                  SilencePolicy(0.5))  # fmt: skip
+
+    live = LiveConversation(engine, recorder, AudioSettings(), backend=fake)
+    live.start(threaded=False)
+    turn = live.engine.send_text("Tell me a long story about the sea.")
+    assert live.engine.wait_idle(TIMEOUT)
+    return live, recorder, fake, turn
+
+
+def advance(live: LiveConversation, fake: FakeSoundDevice, seconds: float) -> None:
+    for _ in range(round(seconds / 0.01)):
+        fake.advance(0.01)
+        live.stream.pump()
+
+
+def speaker_sound(fake: FakeSoundDevice, until: float = float("inf")) -> np.ndarray:
+    """What the speaker played before ``until``, its silent gaps (underruns, the hold) left
+    out."""
+    played = np.concatenate([block for t, block in fake.played_blocks if t < until])
+    return played[played != 0]
+
+
+def test_a_false_barge_in_resumes_the_reply_where_it_stopped(
+    qwen_dir: Path,
+    voice,
+    tiny_sensevoice_dir: Path,
+) -> None:
+    live, recorder, fake, turn = live_reply(qwen_dir, voice, tiny_sensevoice_dir)
+    try:
+        advance(live, fake, 2.0)
+        # the audio path hears something (BargeInDetector: 100 ms of sound), then nothing
+        live._audio_event(BargeIn(fake.now, fake.now - 0.1))
+        assert live.held and not live.stream.is_playing  # silent at once
+        held_from = fake.now
+        advance(live, fake, 0.8)
+        live._audio_event(FalseBargeIn(fake.now))
+        resumed_at = fake.now
+        advance(live, fake, 8.0)
+        assert live.engine.wait_idle(TIMEOUT)
+    finally:
+        live.stop()
+    silent = [b for t, b in fake.played_blocks if held_from + 0.05 < t < resumed_at]
+    assert silent and not any(b.any() for b in silent)  # nothing played while held
+    # afterwards the rest was played from where it stopped: the whole reply, nothing twice
+    made = np.concatenate([a.audio for a in recorder.of(AssistantAudio, turn)])
+    np.testing.assert_array_equal(speaker_sound(fake), made[made != 0])
+    (ended,) = recorder.of(TurnEnded, turn)
+    assert not ended.interrupted and live.engine.turns[-1].heard == ended.reply_text
+
+
+def test_a_confirmed_barge_in_ends_the_reply_at_what_was_heard(
+    qwen_dir: Path,
+    voice,
+    tiny_sensevoice_dir: Path,
+) -> None:
+    live, recorder, fake, turn = live_reply(qwen_dir, voice, tiny_sensevoice_dir)
+    try:
+        advance(live, fake, 2.0)
+        live._audio_event(BargeIn(fake.now, fake.now - 0.1))
+        n = live._held_at  # the reply's samples handed to the speaker by then
+        advance(live, fake, 0.8)
+        live._audio_event(BargeInConfirmed(fake.now))  # the user went on speaking
+        assert live.engine.wait_idle(TIMEOUT)
+        advance(live, fake, 3.0)
+    finally:
+        live.stop()
+    made = recorder.of(AssistantAudio, turn)
+    everything = np.concatenate([a.audio for a in made])
+    assert 0 < n < everything.size
+    heard = everything[:n]
+    np.testing.assert_array_equal(speaker_sound(fake), heard[heard != 0])  # the rest: never
+    ended = recorder.of(TurnEnded, turn)[-1]
+    spans = [AudioSpan(a.start_sample, a.audio.size, a.text_span) for a in made]
+    assert ended.interrupted
+    assert ended.heard_text == heard_text(ended.reply_text, spans, n)
+    assert live.engine.turns[-1].heard == ended.heard_text

@@ -14,7 +14,7 @@ from minmo_core.engine.engine import ConversationEngine, EngineSettings
 from minmo_core.engine.events import AssistantAudio, TurnEnded
 from minmo_core.engine.speakable import speakable
 from minmo_core.llm.chat import ChatLLM
-from tests.test_engine import TIMEOUT, Recorder, voice  # noqa: F401
+from tests.test_engine import TIMEOUT, Recorder
 
 pytestmark = pytest.mark.real_model
 
@@ -39,7 +39,7 @@ def test_smollm2_answers_on_the_command_line(
 
 def test_a_typed_turn_with_a_real_llm_is_answered_and_spoken(
     smollm2_dir: Path,
-    voice,  # noqa: F811
+    voice,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fed: list[int] = []

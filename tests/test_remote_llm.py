@@ -21,14 +21,14 @@ from minmo_core.llm.chat import ChatLLM
 from minmo_core.llm.remote import RemoteChatLLM, RemoteLLMError, RemoteLLMSettings
 from minmo_core.understanding.sensevoice import SenseVoice
 from tests.openai_server import OpenAIServer
-from tests.test_engine import TIMEOUT, Recorder, qwen_dir, voice  # noqa: F401
+from tests.test_engine import TIMEOUT, Recorder
 
 GREEDY = replace(LLMConfig.tiny(), temperature=0.0, repetition_penalty=1.0, max_new_tokens=12)
 HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"}]
 
 
 @pytest.fixture
-def server(qwen_dir: Path):  # noqa: F811
+def server(qwen_dir: Path):
     with OpenAIServer(ChatLLM(qwen_dir, GREEDY, device="cpu")) as server:
         yield server
 
@@ -37,7 +37,7 @@ def remote(server: OpenAIServer) -> RemoteChatLLM:
     return RemoteChatLLM(RemoteLLMSettings(server.url, "tiny-qwen", "key-123"), GREEDY)
 
 
-def test_the_remote_reply_is_the_served_models_reply(server: OpenAIServer, qwen_dir: Path) -> None:  # noqa: F811
+def test_the_remote_reply_is_the_served_models_reply(server: OpenAIServer, qwen_dir: Path) -> None:
     local = "".join(e.text for e in ChatLLM(qwen_dir, GREEDY, device="cpu").stream(HELLO))
     events = list(remote(server).stream(HELLO))
     assert "".join(e.text for e in events) == local
@@ -49,7 +49,7 @@ def test_the_remote_reply_is_the_served_models_reply(server: OpenAIServer, qwen_
 
 def test_a_spoken_turn_runs_through_the_remote_llm(
     server: OpenAIServer,
-    voice,  # noqa: F811
+    voice,
     tiny_sensevoice_dir: Path,
     fixtures_dir: Path,
 ) -> None:

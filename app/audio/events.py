@@ -52,6 +52,13 @@ class FalseBargeIn:
 
 
 @dataclass(frozen=True)
+class BargeInConfirmed:
+    """The user went on speaking after a barge-in: it was real, the reply ends."""
+
+    time: float
+
+
+@dataclass(frozen=True)
 class DeviceLost:
     kind: str  # "input" or "output"
     name: str
@@ -71,5 +78,12 @@ class Level:
 
 
 AudioEvent = (
-    SpeechStarted | SpeechEnded | BargeIn | FalseBargeIn | DeviceLost | DeviceRestored | Level
+    SpeechStarted
+    | SpeechEnded
+    | BargeIn
+    | FalseBargeIn
+    | BargeInConfirmed
+    | DeviceLost
+    | DeviceRestored
+    | Level
 )

@@ -35,6 +35,7 @@ from app.audio.events import (
     AudioEvent,
     AudioSettings,
     BargeIn,
+    BargeInConfirmed,
     FalseBargeIn,
     Level,
     SpeechEnded,
@@ -121,7 +122,8 @@ class BargeInDetector:
     ``min_speech`` (gaps of up to BRIDGE_FRAMES frames bridged) and fill at least
     SPEECH_DENSITY of its last ``min_speech``: short dropouts in real speech pass, scattered
     blips of residual echo do not. After a barge-in, if the user says nothing more within
-    ``false_after``, a FalseBargeIn tells the app it may resume playback.
+    ``false_after``, a FalseBargeIn tells the app it may resume playback; if they did, a
+    BargeInConfirmed tells it the reply is over.
     """
 
     def __init__(self, settings: AudioSettings, frame_s: float) -> None:
@@ -157,6 +159,8 @@ class BargeInDetector:
             if time - self.fired_at >= self.false_after:
                 if self.speech_after < 2 * self.frame_s:
                     events.append(FalseBargeIn(time))
+                else:
+                    events.append(BargeInConfirmed(time))
                 self.fired_at = None
         if not self.speaking or time < self.armed_at:
             return events

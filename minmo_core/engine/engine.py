@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,6 +31,7 @@ from minmo_core.engine.events import (
     FinalTranscript,
     PartialTranscript,
     StateChanged,
+    StopSpeaking,
     TurnEnded,
     TurnTimings,
     UserSpeechStarted,
@@ -37,12 +39,20 @@ from minmo_core.engine.events import (
     now,
 )
 from minmo_core.engine.listener import Listener
-from minmo_core.engine.reply import ReplyOutcome, VoiceSettings, heard_text, run_reply
-from minmo_core.engine.turns import SilencePolicy, SmartTurnPolicy, TurnPolicy
+from minmo_core.engine.reply import (
+    AlignedTurn,
+    ReplyOutcome,
+    VoiceSettings,
+    heard_text,
+    run_reply,
+)
+from minmo_core.engine.turns import DuplexPolicy, SilencePolicy, SmartTurnPolicy, TurnPolicy
 from minmo_core.errors import ConfigError, MinMoError, first_line, is_out_of_memory
-from minmo_core.llm.chat import ChatLLM
+from minmo_core.llm.adapters import MinMoAdapters
+from minmo_core.llm.chat import SPEECH_PLACEHOLDER, ChatLLM
 from minmo_core.understanding.sensevoice import SenseVoice
 from minmo_core.understanding.transcript import RichTranscript
+from minmo_core.voice.styles import END_OF_PROMPT, instruction_is_empty, render_instruction
 from minmo_core.voice.tts import SpeechSynthesizer
 
 PARTIAL_MAX_S = 10.0  # a partial transcript reads at most this much of the latest audio
@@ -114,6 +124,8 @@ class _AnyOf:
 
 
 SPECULATION_WAIT_S = 30.0  # a finished speculative reply waits this long for the verdict
+PAUSE_LIMIT_S = 5.0  # a tentative barge-in neither confirmed nor found false: it was real
+OUTPUT_RATE = 24000
 
 
 class ConversationEngine:
@@ -131,14 +143,23 @@ class ConversationEngine:
         settings: EngineSettings | None = None,
         sensevoice: SenseVoice | None = None,
         policy: TurnPolicy | None = None,
+        adapters: MinMoAdapters | None = None,
     ) -> None:
         self.llm = llm
         self.voice = voice
         self.sensevoice = sensevoice
         self.on_event = on_event
         self.settings = settings or EngineSettings()
-        if policy is None:  # Smart Turn is the default; without ears no turn is ever judged
-            policy = SmartTurnPolicy() if sensevoice is not None else SilencePolicy()
+        self.adapters = adapters
+        if adapters is not None:
+            self._fit(adapters)
+        if policy is None:  # the learned predictor, else Smart Turn; without ears, silence
+            if adapters is not None and adapters.duplex is not None and sensevoice is not None:
+                policy = DuplexPolicy(sensevoice, llm, adapters)
+            elif sensevoice is not None:
+                policy = SmartTurnPolicy()
+            else:
+                policy = SilencePolicy()
         self.policy = policy
         self.listener = Listener(
             self.policy,
@@ -164,6 +185,33 @@ class ConversationEngine:
         self._current = 0
         self._last_spans: tuple[int, list, int] = (0, [], 0)  # the last reply's audio map
         self._replying = 0  # the turn whose reply is being made or was made last
+        self._paused = threading.Event()  # a tentative barge-in holds the reply
+        self._paused_played = 0
+        self._held_s = 0.0  # the reply's time held by tentative barge-ins
+        self._deferred: tuple | None = None  # a turn heard during a tentative barge-in
+        self._hold_lock = threading.RLock()
+        self._audio_until = 0.0  # when the audio made so far ends, if played as it came
+        self._judging_stop = False
+
+    @property
+    def mode(self) -> str:
+        """ "aligned" with MinMo's adapters (speech embeddings into the LLM, semantic vectors
+        into the voice LM), else "composed" (transcript in, reply text out)."""
+        return "aligned" if self.adapters is not None else "composed"
+
+    def _fit(self, adapters: MinMoAdapters) -> None:
+        if not hasattr(self.llm, "hidden_states") or not hasattr(self.llm, "embed"):
+            raise ConfigError("aligned mode needs the local Qwen2.5-Instruct LLM, not a remote one")
+        if self.voice is None or self.sensevoice is None:
+            raise ConfigError("aligned mode needs the voice encoder and the voice decoder")
+        adapters.check_fits(
+            self.llm.hidden_size,
+            self.sensevoice.encoder.cfg.d_model,
+            self.voice.tokens.lm.sos.shape[-1],
+        )
+        adapters.to(self.llm.device, self.llm.dtype)
+        if adapters.lora is not None and getattr(self.llm, "adapter", None) is None:
+            self.llm.load_lora(adapters.lora)
 
     # -- commands, from any thread -----------------------------------------------------
     def start(self) -> ConversationEngine:
@@ -217,11 +265,30 @@ class ConversationEngine:
         self._partial = (self._speaking_turn, audio)
         self._idle.clear()
         self._commands.put(("partial",))
+        judge = getattr(self.policy, "stop_speaking", None)
+        if judge is not None and now() < self._audio_until and not self._judging_stop:
+            self._judging_stop = True  # one judgement at a time, off the audio thread
+            threading.Thread(
+                target=self._judge_stop, args=(judge, audio.copy()), daemon=True
+            ).start()
+
+    def _judge_stop(self, judge, audio) -> None:
+        """MinMo's predictor hears the user over the assistant: "stop speaking" stops it."""
+        try:
+            stop = judge(audio)
+        except Exception:
+            stop = False  # a failing judge leaves the floor to the audio path's detector
+        finally:
+            self._judging_stop = False
+        if stop and now() < self._audio_until:
+            turn = self._replying
+            self.interrupt()
+            self._emit(StopSpeaking(turn_id=turn, reason=f"{self.policy.name} predictor"))
 
     def _heard_pause(self, audio) -> None:
         """The VAD saw a pause: start the reply now, held back until the policy decides."""
-        if not self.settings.speculate or self.sensevoice is None:
-            return
+        if not self.settings.speculate or self.sensevoice is None or self._paused.is_set():
+            return  # (during a tentative barge-in nothing starts before its verdict)
         spec = _Speculation(self._speaking_turn)
         with self._emit_lock:
             self._spec = spec
@@ -240,6 +307,10 @@ class ConversationEngine:
 
     def _heard_turn(self, audio, silence_s: float) -> None:
         self._partial = None
+        with self._hold_lock:
+            if self._paused.is_set():  # a turn only if the barge-in proves real
+                self._deferred = (self._speaking_turn, audio, now() - silence_s, silence_s)
+                return
         with self._emit_lock:
             spec, self._spec = self._spec, None
             if spec is not None and not spec.cancelled:
@@ -254,16 +325,51 @@ class ConversationEngine:
 
     def interrupt(self, played_samples: int | None = None) -> None:
         """Stop the reply now. ``played_samples``: how much of the turn's audio was heard
-        (None: all the audio produced so far).
+        (None: all the audio produced so far, or what was heard at a tentative ``pause``).
 
         Playback outlasts generation: when the reply was already fully made, the history's
         last turn is cut to what was heard instead, and a second ``TurnEnded`` (interrupted)
         says so."""
-        self._played = played_samples
-        self._interrupt.set()
+        with self._hold_lock:
+            if played_samples is None and self._paused.is_set():
+                played_samples = self._paused_played
+            self._played = played_samples
+            self._interrupt.set()
+            self._paused.clear()
+            deferred, self._deferred = self._deferred, None
         if played_samples is not None:
             self._idle.clear()
             self._commands.put(("cut", self._replying, played_samples))
+        if deferred is not None:  # the speech that barged in was a turn: answer it
+            self._idle.clear()
+            self._commands.put(("speech", *deferred))
+
+    def pause(self, played_samples: int) -> None:
+        """A tentative barge-in: hold the reply before its next chunk, history untouched,
+        until ``resume`` (it was false: carry on) or ``interrupt`` (it was real). Held longer
+        than PAUSE_LIMIT_S, it counts as real."""
+        with self._hold_lock:
+            self._paused_played = played_samples
+            self._paused.set()
+
+    def resume(self) -> None:
+        """The barge-in was false: the held reply goes on where it stopped, and what the
+        user's side heard meanwhile (a cough, a word to someone else) is not a turn."""
+        with self._hold_lock:
+            self._deferred = None
+            self._paused.clear()
+
+    def _hold(self) -> None:
+        """Called by the reply before each chunk: wait while a barge-in is tentative."""
+        if not self._paused.is_set():
+            return
+        started = now()
+        while self._paused.is_set() and not self._interrupt.is_set():
+            if now() - started > PAUSE_LIMIT_S:
+                self.interrupt(self._paused_played)
+                break
+            time.sleep(0.005)
+        self._held_s += now() - started
 
     def reset(self) -> None:
         """Forget the conversation (settings stay)."""
@@ -289,7 +395,7 @@ class ConversationEngine:
 
     def messages(self, user: str | None = None) -> list[dict[str, str]]:
         """The prompt for the next turn: system prompt, history (what was heard), user."""
-        out = [{"role": "system", "content": self.settings.system_prompt}]
+        out = [{"role": "system", "content": self._system_prompt()}]
         for turn in self.turns:
             out += [
                 {"role": "user", "content": turn.user},
@@ -298,6 +404,16 @@ class ConversationEngine:
         if user is not None:
             out.append({"role": "user", "content": user})
         return out
+
+    def _system_prompt(self) -> str:
+        """The system prompt; in aligned mode the voice style is the LLM's to follow (its
+        vectors, not an instruction, drive the voice LM), so it is asked for here."""
+        prompt = self.settings.system_prompt
+        voice = self.settings.voice
+        if self.adapters is None or instruction_is_empty(voice.style):
+            return prompt
+        asked = render_instruction(voice.style, voice.wording).removesuffix(END_OF_PROMPT)
+        return f"{prompt} {asked}".strip()
 
     # -- the worker ----------------------------------------------------------------------
     def _emit(self, event: EngineEvent) -> None:
@@ -354,7 +470,12 @@ class ConversationEngine:
         self._current = turn_id
         started = now()
         self._emit(UserText(turn_id=turn_id, text=text))
-        self._reply(turn_id, text, started)
+        try:
+            aligned = self._aligned_text(text) if self.adapters is not None else None
+        except Exception as err:
+            self._recover(turn_id, err)
+            return
+        self._reply(turn_id, text, started, aligned=aligned)
 
     def _partial_transcript(self) -> None:
         request, self._partial = self._partial, None
@@ -378,10 +499,14 @@ class ConversationEngine:
         spec: _Speculation | None = None,
     ) -> None:
         self._current = turn_id
+        aligned = None
         try:
-            transcript = self.sensevoice.transcribe(
-                audio[-30 * 16000 :], self.settings.language, True
-            )
+            audio = audio[-30 * 16000 :]
+            if self.adapters is None:
+                transcript = self.sensevoice.transcribe(audio, self.settings.language, True)
+            else:
+                transcript, states = self.sensevoice.hear(audio, self.settings.language, True)
+                aligned = self._aligned_speech(states)
         except MinMoError as err:
             self._out(EngineError(turn_id=turn_id, message=f"could not hear that: {err}"))
             self._state(EngineState.LISTENING)
@@ -401,7 +526,23 @@ class ConversationEngine:
         if not transcript.text:
             self._state(EngineState.LISTENING)  # a noise, not words: nothing to answer
             return
-        self._reply(turn_id, user_message(transcript), started, waited, spec)
+        self._reply(turn_id, user_message(transcript), started, waited, spec, aligned, True)
+
+    def _aligned_speech(self, states: torch.Tensor) -> AlignedTurn:
+        """The user's speech as the LLM hears it in aligned mode: encoder states (T, D_enc)
+        through the input projector; their mean is the output projector's user embedding."""
+        projector = self.adapters.input_projector
+        with torch.inference_mode():
+            speech, _ = projector(states[None].to(projector.conv.weight.dtype))
+        return AlignedTurn(self.adapters, speech[0], speech[0].float().mean(0))
+
+    def _aligned_text(self, text: str) -> AlignedTurn:
+        """A typed turn in aligned mode: the LLM reads the words; the user embedding is the
+        mean of their input embeddings."""
+        ids = self.llm.tokenizer(text, add_special_tokens=False)["input_ids"] or [0]
+        with torch.inference_mode():
+            embedding = self.llm.embed(ids).float().mean(0)
+        return AlignedTurn(self.adapters, None, embedding)
 
     def _reply(
         self,
@@ -410,14 +551,21 @@ class ConversationEngine:
         started: float,
         waited: float = 0.0,
         spec: _Speculation | None = None,
+        aligned: AlignedTurn | None = None,
+        spoken: bool = False,
     ) -> None:
         self._interrupt.clear()
+        self._paused.clear()
+        self._held_s = 0.0
         self._played = None
         self._replying = turn_id
         self._state(EngineState.THINKING)
         stop = self._interrupt if spec is None else _AnyOf(self._interrupt, spec)
         try:
-            messages = self._within_budget(text)
+            speech = aligned.speech if aligned is not None else None
+            messages = self._within_budget(text, 0 if speech is None else len(speech))
+            if speech is not None:  # the LLM hears the user instead of reading them
+                messages[-1] = {"role": "user", "content": SPEECH_PLACEHOLDER}
             settings = self.settings
             voice = self.voice if settings.speak else None
             outcome = run_reply(
@@ -429,15 +577,17 @@ class ConversationEngine:
                 stop,
                 settings.voice,
                 settings.seed,
+                aligned,
+                self._hold,
             )
         except Exception as err:  # a turn's failure must not end the engine
             self._recover(turn_id, err)
             return
-        idle = waited  # spent waiting for the turn-taking decision, not computing
+        idle = waited + self._held_s  # waiting for a decision or a barge-in, not computing
         if spec is not None:
             blocked = now()
             spec.decided.wait(SPECULATION_WAIT_S)
-            idle = now() - blocked
+            idle = now() - blocked + self._held_s
             if not spec.committed:  # the user went on (or never finished): no trace
                 with self._emit_lock:
                     spec.cancelled = True
@@ -445,16 +595,20 @@ class ConversationEngine:
                         self._spec = None
                 return
             waited = spec.waited
-        self._finish(turn_id, text, outcome, started, waited, spec is not None, idle)
+        policy = self.policy.name if spoken else ""
+        self._finish(turn_id, text, outcome, started, waited, spec is not None, idle, policy)
 
     def _emit_reply(self, turn_id: int) -> Callable[[EngineEvent], None]:
         speaking = False
 
         def emit(event: EngineEvent) -> None:
             nonlocal speaking
-            if not speaking and isinstance(event, AssistantAudio):
-                speaking = True
-                self._state(EngineState.SPEAKING, event.t)  # the moment the audio was ready
+            if isinstance(event, AssistantAudio):
+                if not speaking:
+                    speaking = True
+                    self._state(EngineState.SPEAKING, event.t)  # the moment it was ready
+                start = max(self._audio_until, event.t)
+                self._audio_until = start + event.audio.size / OUTPUT_RATE
             self._out(event)
 
         return emit
@@ -476,13 +630,13 @@ class ConversationEngine:
         )
         self._state(EngineState.IDLE)
 
-    def _within_budget(self, user: str) -> list[dict[str, str]]:
+    def _within_budget(self, user: str, extra: int = 0) -> list[dict[str, str]]:
         """The prompt, after dropping the oldest turns until it fits ``context_tokens`` and
-        leaves the model room for a whole reply."""
+        leaves the model room for a whole reply (``extra``: speech positions beside it)."""
         limit = self.llm.context_limit - self.llm.config.max_new_tokens
         budget = min(self.settings.context_tokens, limit)
         messages = self.messages(user)
-        while self.llm.prompt_tokens(messages) > budget:
+        while self.llm.prompt_tokens(messages) + extra > budget:
             if not self.turns:
                 raise ConfigError(
                     f"the message is too long: the prompt needs more than {budget} tokens "
@@ -501,6 +655,7 @@ class ConversationEngine:
         waited: float = 0.0,
         speculative: bool = False,
         idle: float = 0.0,
+        policy: str = "",
     ) -> None:
         interrupted = outcome.stopped
         if interrupted:
@@ -530,6 +685,8 @@ class ConversationEngine:
                 engine_overhead_s=max(0.0, total - compute - idle),
                 policy_wait_s=waited,
                 speculative=speculative,
+                policy=policy,
+                mode=self.mode,
             )
         )
         self._out(

@@ -82,6 +82,8 @@ class TurnTimings(EngineEvent):
     engine_overhead_s: float  # total minus the stages' own compute
     policy_wait_s: float = 0.0  # end of speech to the turn-taking decision (spoken turns)
     speculative: bool = False  # the reply started at the pause, before the decision
+    policy: str = ""  # the turn-taking policy that took the turn ("" for a typed turn)
+    mode: str = "composed"  # "composed" (public models) or "aligned" (MinMo's adapters)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,3 +124,12 @@ class FinalTranscript(EngineEvent):
     language: str | None
     emotion: str | None
     event: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopSpeaking(EngineEvent):
+    """The engine decided to stop speaking (MinMo's duplex predictor heard the user take
+    the floor): generation has stopped; the audio side drops its queued audio and reports
+    how much was heard with ``interrupt``."""
+
+    reason: str

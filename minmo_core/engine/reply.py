@@ -13,6 +13,7 @@ made, which maps played samples back to heard text (``heard_text``).
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import time
@@ -23,7 +24,9 @@ import torch
 
 from minmo_core.engine.events import AssistantAudio, AssistantTextDelta, EngineEvent
 from minmo_core.engine.speakable import SpeakableStream
+from minmo_core.llm.adapters import MinMoAdapters
 from minmo_core.llm.chat import ChatLLM
+from minmo_core.voice.speech_tokens import SemanticStep
 from minmo_core.voice.styles import VoiceStyle, instruction_is_empty
 from minmo_core.voice.token2wav import FlowPrompt
 from minmo_core.voice.tts import SpeechSynthesizer
@@ -62,6 +65,16 @@ class VoiceSettings:
     wording: str = "en"  # the style instruction's language
 
 
+@dataclass
+class AlignedTurn:
+    """What aligned mode adds to a reply: MinMo's adapters, and the user's turn as the LLM
+    sees it (the input projector's embeddings of their speech; None for a typed turn)."""
+
+    adapters: MinMoAdapters
+    speech: torch.Tensor | None  # (T, d_llm) in place of the user's words
+    user_embedding: torch.Tensor  # (d_llm,) the output projector's view of the user's input
+
+
 def run_reply(
     llm: ChatLLM,
     voice: SpeechSynthesizer | None,
@@ -71,31 +84,54 @@ def run_reply(
     stop: threading.Event,
     settings: VoiceSettings,
     seed: int | None = None,
+    aligned: AlignedTurn | None = None,
+    hold: Callable[[], None] | None = None,
 ) -> ReplyOutcome:
-    """Generate, show and speak one reply to ``messages``; returns what was made."""
+    """Generate, show and speak one reply to ``messages``; returns what was made.
+
+    Composed mode (``aligned`` None): the reply's speakable text, re-tokenised for the voice
+    LM, drives it. Aligned mode: the LLM reads the user's speech embeddings, and each of its
+    tokens becomes a semantic vector (output projector over the token's embedding and the
+    hidden state that chose it) for the voice LM. ``hold`` is called before each chunk (a
+    tentative barge-in waits there).
+    """
     out = ReplyOutcome()
     started = time.perf_counter()
     consumed = 0  # screen characters the voice LM has read
+    stop_ids = getattr(llm, "stop_ids", set())
 
-    def text_ids() -> Iterator[int]:
-        """The LLM's reply as voice-LM text ids, emitting the screen text on the way."""
-        speakable = SpeakableStream()
-        tokenizer = voice.tokens.tokenizer if voice is not None else None
-        events = llm.stream(messages, stop=stop.is_set, seed=seed)
+    def llm_events() -> Iterator:
+        """The LLM's tokens as they come, timed, with their text shown on the way."""
+        events = llm.stream(
+            messages,
+            stop=stop.is_set,
+            seed=seed,
+            **(
+                {"prefix_embeds": aligned.speech, "return_hidden": True}
+                if aligned is not None
+                else {}
+            ),
+        )
         while True:
             tick = time.perf_counter()
             event = next(events, None)
             out.llm_s += time.perf_counter() - tick
             if event is None:
-                break
+                return
             out.llm_tokens += 1
-            if not event.text:
-                continue
-            if out.first_text_s is None:
-                out.first_text_s = time.perf_counter() - started
-            out.text += event.text
-            emit(AssistantTextDelta(turn_id=turn_id, text=event.text))
-            if tokenizer is None:
+            if event.text:
+                if out.first_text_s is None:
+                    out.first_text_s = time.perf_counter() - started
+                out.text += event.text
+                emit(AssistantTextDelta(turn_id=turn_id, text=event.text))
+            yield event
+
+    def text_ids() -> Iterator[int]:
+        """The LLM's reply as voice-LM text ids (its speakable form, piece by piece)."""
+        speakable = SpeakableStream()
+        tokenizer = voice.tokens.tokenizer if voice is not None else None
+        for event in llm_events():
+            if tokenizer is None or not event.text:
                 continue
             for piece in speakable.push(event.text):
                 yield from _piece_ids(tokenizer, piece.text, piece.display_end)
@@ -112,17 +148,33 @@ def run_reply(
             consumed = display_end  # the voice LM is reading this piece
             yield token
 
+    def semantic_steps() -> Iterator[SemanticStep]:
+        """Aligned mode: each LLM token (its end token excluded) as the voice LM's input."""
+        nonlocal consumed
+        for event in llm_events():
+            if event.token_id in stop_ids:
+                continue
+            consumed = len(out.text)
+            yield SemanticStep(llm.embed([event.token_id])[0], event.hidden)
+
     if voice is None:
-        for _ in text_ids():
+        for _ in llm_events():
             pass
         out.stopped = stop.is_set()
         return out
 
-    chunks = _speech_chunks(voice, text_ids(), settings)
+    if aligned is None:
+        chunks = _speech_chunks(voice, text_ids(), settings)
+    else:
+        chunks = _semantic_chunks(voice, semantic_steps(), aligned)
     stream = voice.t2w.stream(FlowPrompt.from_voice(settings.voice), _generator(seed))
     span_start = 0
     try:
         while not stop.is_set():
+            if hold is not None:
+                hold()
+                if stop.is_set():
+                    break
             tick = time.perf_counter()
             llm_before = out.llm_s
             chunk = next(chunks, None)
@@ -145,6 +197,31 @@ def run_reply(
         chunks.close()  # ends the voice LM and, through it, the LLM's stream
     out.stopped = stop.is_set()
     return out
+
+
+def _semantic_chunks(
+    voice: SpeechSynthesizer, steps: Iterator[SemanticStep], aligned: AlignedTurn
+) -> Iterator[list[int]]:
+    """MinMo's voice path: the output projector's vectors into the voice LM. The query is
+    [user embedding ; the hidden state that chose the first token]."""
+    projector = aligned.adapters.output_projector
+    dtype = projector.proj.weight.dtype
+
+    def projected() -> Iterator[SemanticStep]:
+        for step in steps:
+            yield SemanticStep(step.text_embedding.to(dtype), step.hidden.to(dtype))
+
+    vectors = projected()
+    try:
+        first = next(vectors, None)
+        if first is None:
+            return
+        user = aligned.user_embedding.to(first.hidden)
+        yield from voice.tokens.from_semantic(
+            itertools.chain([first], vectors), projector, user, first.hidden
+        )
+    finally:
+        vectors.close()
 
 
 def _speech_chunks(

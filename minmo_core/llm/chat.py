@@ -145,15 +145,21 @@ class ChatLLM:
     folder : a Hugging Face model folder (config.json, *.safetensors, tokenizer files)
     config : sampling, system prompt and LoRA defaults; sizes come from the folder
     device : "cpu", "cuda" or "auto"
+    dtype : overrides the config's precision and its float32 fallback on a CPU
     """
 
     def __init__(
-        self, folder: str | Path, config: LLMConfig | None = None, device: str = "auto"
+        self,
+        folder: str | Path,
+        config: LLMConfig | None = None,
+        device: str = "auto",
+        dtype: torch.dtype | None = None,
     ) -> None:
         self.folder = Path(folder).expanduser()
         self.config = config or LLMConfig()
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(self.config.dtype, self.device)
+        # ``dtype`` forces a precision (bfloat16 on a CPU: tests that prove the GPU's dtypes)
+        self.dtype = dtype or resolve_dtype(self.config.dtype, self.device)
         _check_model_folder(self.folder)
         self.tokenizer = _load_tokenizer(self.folder)
         self.model = _load_model(self.folder, self.dtype).to(self.device).eval()
@@ -205,6 +211,16 @@ class ChatLLM:
         """The input embeddings of ``token_ids``, shape = (len(token_ids), hidden_size)."""
         ids = torch.tensor(list(token_ids), dtype=torch.long, device=self.device)
         return self.model.get_input_embeddings()(ids)
+
+    @torch.inference_mode()
+    def hidden_states(self, embeds: torch.Tensor) -> torch.Tensor:
+        """The last-layer hidden states over ``embeds`` (T, hidden_size) on their own: no
+        cache is read or written, so it may run beside a streaming reply (the duplex
+        predictor's view of the user's speech). Returns (T, hidden_size)."""
+        out = self.model.base_model(
+            inputs_embeds=embeds.to(self.device, self.dtype)[None], use_cache=False
+        )
+        return out.last_hidden_state[0]
 
     def reset_cache(self) -> None:
         """Forget the KV cache; the next turn computes its whole prompt."""

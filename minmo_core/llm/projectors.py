@@ -42,10 +42,11 @@ class SelfAttention(nn.Module):
         self.value = nn.Linear(d_model, d_model)
         self.out = nn.Linear(d_model, d_model)
 
-    def forward(self, x: Tensor, valid: Tensor) -> Tensor:
+    def forward(self, x: Tensor, valid: Tensor, causal: bool = False) -> Tensor:
         """
         x : torch.Tensor, shape = (batch_size, n_ctx, d_model)
         valid : torch.Tensor, shape = (batch_size, n_ctx), bool, True at keys to attend to
+        causal : each position attends only to itself and earlier ones
         returns : torch.Tensor, shape = (batch_size, n_ctx, d_model)
         """
         B, T, C = x.shape
@@ -55,11 +56,14 @@ class SelfAttention(nn.Module):
         # an item with no valid frame attends to all (fully masked rows are NaN on some
         # torch versions and backends); its outputs are zeroed in InputProjector.forward
         keys = valid | ~valid.any(dim=-1, keepdim=True)  # (B, T)
+        mask = keys[:, None, None, :]  # (B, 1, 1, T)
+        if causal:  # the first key is always valid for a right-padded row: no empty rows
+            mask = mask & torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
         y = F.scaled_dot_product_attention(
             q,
             k,
             v,
-            attn_mask=keys[:, None, None, :],  # (B, 1, 1, T)
+            attn_mask=mask,  # (B, 1, 1 or T, T)
             dropout_p=self.dropout if self.training else 0.0,
         )  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
@@ -67,10 +71,13 @@ class SelfAttention(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    """Pre-norm encoder layer: x + attn(ln(x)), then x + ffn(ln(x))."""
+    """Pre-norm layer: x + attn(ln(x)), then x + ffn(ln(x)); ``causal`` masks the future."""
 
-    def __init__(self, d_model: int, n_heads: int, d_ffn: int, dropout: float) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, d_ffn: int, dropout: float, causal: bool = False
+    ) -> None:
         super().__init__()
+        self.causal = causal
         self.attn_ln = nn.LayerNorm(d_model)
         self.attn = SelfAttention(d_model, n_heads, dropout)
         self.mlp_ln = nn.LayerNorm(d_model)
@@ -83,7 +90,7 @@ class TransformerLayer(nn.Module):
         valid : torch.Tensor, shape = (batch_size, n_ctx), bool, True at valid frames
         returns : torch.Tensor, shape = (batch_size, n_ctx, d_model)
         """
-        x = x + self.drop(self.attn(self.attn_ln(x), valid))  # (B, T, C)
+        x = x + self.drop(self.attn(self.attn_ln(x), valid, self.causal))  # (B, T, C)
         return x + self.drop(self.mlp(self.mlp_ln(x)))  # (B, T, C)
 
 

@@ -124,7 +124,6 @@ class SenseVoice:
         dtype = dtype or (torch.float16 if torch.device(device).type == "cuda" else torch.float32)
         return cls(encoder.to(device=device, dtype=dtype), frontend, vocabulary, device)
 
-    @torch.inference_mode()
     def transcribe(
         self,
         audio: np.ndarray,
@@ -133,6 +132,22 @@ class SenseVoice:
         start: float = 0.0,
     ) -> RichTranscript:
         """audio : (N,) float32 at 16 kHz, at most a segment's length (see transcribe_stream)."""
+        return self.hear(audio, language, use_itn, start)[0]
+
+    @torch.inference_mode()
+    def hear(
+        self,
+        audio: np.ndarray,
+        language: str = "auto",
+        use_itn: bool = False,
+        start: float = 0.0,
+    ) -> tuple[RichTranscript, torch.Tensor]:
+        """The transcript and the encoder states it was read from, in one pass.
+
+        audio : (N,) float32 at 16 kHz, at most a segment's length
+        returns : (RichTranscript, torch.Tensor, shape = (4 + T, d_model)): the states of the
+            four query positions and of every LFR frame, what MinMo's input projector reads
+        """
         if language not in LANGUAGE_QUERY:
             raise ConfigError(
                 f"unknown language {language!r}; choose one of {', '.join(LANGUAGE_QUERY)}"
@@ -142,9 +157,11 @@ class SenseVoice:
             raise AudioError(f"audio is too short ({seconds * 1000:.0f} ms); need at least 0.1 s")
         feats = torch.from_numpy(self.frontend(audio)).to(self.device, self.dtype)[None]
         lengths = torch.tensor([feats.shape[1]], device=self.device)
-        _, log_probs, out_lengths = self.encoder(feats, lengths, language, use_itn)
-        ids = ctc_greedy(log_probs[0].float(), int(out_lengths[0]), self.encoder.cfg.blank_id)
-        return parse_rich_text(self.vocabulary.DecodeIds(ids), start, start + seconds)
+        states, log_probs, out_lengths = self.encoder(feats, lengths, language, use_itn)
+        length = int(out_lengths[0])
+        ids = ctc_greedy(log_probs[0].float(), length, self.encoder.cfg.blank_id)
+        transcript = parse_rich_text(self.vocabulary.DecodeIds(ids), start, start + seconds)
+        return transcript, states[0, :length]
 
     def transcribe_stream(
         self,

@@ -1,0 +1,162 @@
+"""MinMo's adapter weights: what turns the public models into MinMo's aligned mode.
+
+MinMo's own weights were never released; our training pipeline writes these, and the
+engine runs in aligned mode when they are present. One folder:
+
+    adapters.json                  format, widths, and each part's configuration
+    input_projector.safetensors    voice-encoder states -> LLM embeddings
+    output_projector.safetensors   [user embedding ; LLM hidden] -> voice-LM vectors
+    duplex_predictor.safetensors   optional: keep listening / take the turn / stop speaking
+    lora/                          optional: the LLM's LoRA (peft's folder layout)
+
+Sizes come from ``adapters.json`` and are checked against the tensors and against the LLM
+and voice encoder they are loaded for, so adapters trained for Qwen2.5-7B are refused by a
+1.5B LLM with a message saying so. Tensors load through safetensors only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from minmo_core.common.checkpoints import load_into, load_state_dict
+from minmo_core.config import DuplexPredictorConfig, InputProjectorConfig, OutputProjectorConfig
+from minmo_core.errors import CheckpointError, ConfigError
+from minmo_core.llm.duplex import FullDuplexPredictor
+from minmo_core.llm.projectors import InputProjector, OutputProjector
+
+FORMAT = "minmo-adapters"
+VERSION = 1
+MANIFEST = "adapters.json"
+FILES = {
+    "input_projector": "input_projector.safetensors",
+    "output_projector": "output_projector.safetensors",
+    "duplex": "duplex_predictor.safetensors",
+}
+
+
+@dataclass
+class MinMoAdapters:
+    input_projector: InputProjector
+    output_projector: OutputProjector
+    duplex: FullDuplexPredictor | None = None
+    lora: Path | None = None  # a peft folder for ChatLLM.load_lora
+
+    @property
+    def llm_width(self) -> int:
+        return self.input_projector.cfg.d_model
+
+    @property
+    def encoder_width(self) -> int:
+        return self.input_projector.cfg.d_in
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> MinMoAdapters:
+        for part in (self.input_projector, self.output_projector, self.duplex):
+            if part is not None:
+                part.to(device=device, dtype=dtype).eval()
+        return self
+
+    def check_fits(self, llm_width: int, encoder_width: int, voice_width: int) -> None:
+        """Refuse adapters trained for other models, naming the mismatch."""
+        problems = []
+        if self.llm_width != llm_width:
+            problems.append(f"they are for a {self.llm_width}-wide LLM, this one is {llm_width}")
+        if self.encoder_width != encoder_width:
+            problems.append(
+                f"they read {self.encoder_width}-wide voice-encoder states, the encoder gives "
+                f"{encoder_width}"
+            )
+        out = self.output_projector.cfg
+        if out.d_in != 2 * llm_width:
+            problems.append(f"the output projector reads {out.d_in} features, not 2 x {llm_width}")
+        if out.d_out != voice_width:
+            problems.append(
+                f"the output projector writes {out.d_out}, the voice LM reads {voice_width}"
+            )
+        if self.duplex is not None and self.duplex.cfg.d_in != llm_width:
+            problems.append(f"the duplex predictor reads {self.duplex.cfg.d_in}-wide states")
+        if problems:
+            raise CheckpointError(
+                "the MinMo adapters do not fit these models: " + "; ".join(problems)
+            )
+
+
+def save_adapters(adapters: MinMoAdapters, folder: Path | str) -> Path:
+    """Write ``adapters`` as a folder ``load_adapters`` reads (the training pipeline's output)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, object] = {"format": FORMAT, "version": VERSION}
+    parts = {
+        "input_projector": adapters.input_projector,
+        "output_projector": adapters.output_projector,
+        "duplex": adapters.duplex,
+    }
+    for name, module in parts.items():
+        if module is None:
+            manifest[name] = None
+            continue
+        manifest[name] = asdict(module.cfg)
+        state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+        save_file(state, str(folder / FILES[name]))
+    manifest["lora"] = None
+    if adapters.lora is not None:
+        manifest["lora"] = str(Path(adapters.lora).relative_to(folder))
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+def load_adapters(folder: Path | str) -> MinMoAdapters:
+    """Read an adapters folder (float32 on the CPU; ``MinMoAdapters.to`` moves it)."""
+    folder = Path(folder).expanduser()
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not a MinMo adapters folder: it has no {MANIFEST}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path} is not readable JSON ({err})") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{path} does not describe MinMo adapters (format {FORMAT!r})")
+    if manifest.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path} is adapters format version {manifest.get('version')}; this app reads {VERSION}"
+        )
+    inp = _part(folder, manifest, "input_projector", InputProjectorConfig, InputProjector)
+    out = _part(folder, manifest, "output_projector", OutputProjectorConfig, OutputProjector)
+    if inp is None or out is None:
+        raise CheckpointError(f"{path}: aligned mode needs both projectors")
+    duplex = _part(folder, manifest, "duplex", DuplexPredictorConfig, FullDuplexPredictor)
+    lora = manifest.get("lora")
+    if lora is not None:
+        lora = (folder / str(lora)).resolve()
+        if not lora.is_relative_to(folder.resolve()) or not lora.is_dir():
+            raise CheckpointError(
+                f"{path}: the LoRA folder {manifest['lora']!r} is not a folder inside {folder}"
+            )
+    return MinMoAdapters(inp, out, duplex, lora)
+
+
+def _part(folder: Path, manifest: dict, name: str, config_type, module_type):
+    described = manifest.get(name)
+    if described is None:
+        return None
+    names = {f.name for f in fields(config_type)}
+    if not isinstance(described, dict) or set(described) - names:
+        raise CheckpointError(f"{folder / MANIFEST}: {name} has an unknown configuration")
+    try:
+        cfg = config_type(**described)
+        module = module_type(cfg)
+    except (TypeError, ValueError, RuntimeError, ConfigError) as err:
+        raise CheckpointError(
+            f"{folder / MANIFEST}: {name}'s configuration is invalid ({err})"
+        ) from err
+    file = folder / FILES[name]
+    load_into(module, load_state_dict(file), file)
+    return module.eval()
+
+
+__all__ = ["MinMoAdapters", "load_adapters", "save_adapters"]
