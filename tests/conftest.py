@@ -67,7 +67,7 @@ def smollm2_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def qwen_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.tiny_llm import write_tiny_qwen
+    from app.bench.chat_model import write_tiny_qwen
 
     return write_tiny_qwen(tmp_path_factory.mktemp("qwen"))
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from app.bench.chat_model import write_tiny_qwen
 from app.cli import main
-from tests.tiny_llm import write_tiny_qwen
 
 
 @pytest.fixture(scope="module")

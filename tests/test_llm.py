@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from app.bench.chat_model import write_tiny_qwen
 from app.cli import main
 from minmo_core.config import LLMConfig
 from minmo_core.errors import CheckpointError, ConfigError
@@ -22,7 +23,6 @@ from minmo_core.llm.chat import (
     TokenEvent,
     sample_token,
 )
-from tests.tiny_llm import write_tiny_qwen
 
 GREEDY = replace(LLMConfig.tiny(), temperature=0.0, repetition_penalty=1.0, max_new_tokens=12)
 HELLO = [

@@ -3,9 +3,12 @@
 Cases, half of each kind:
 - finished: a whole sentence (espeak-ng, several voices; and the real recordings of the
   fixtures), then silence;
-- unfinished: the same kind of sentence rendered whole and cut at a pause inside it (a quiet
-  gap between 30 % and 80 % of the way through, so the prosody is mid-sentence), then the
-  user pauses for 0.3-1.5 s and goes on.
+- unfinished: the same sentence cut mid-phrase: espeak-ng renders it with a long SSML break
+  right after a function word ("...remind me to call the | dentist"), chosen by one rule for
+  every sentence (the first or last function word between 30 % and 80 % of the words), so
+  the speech before the pause is clearly incomplete and has espeak's continuation prosody;
+  the real recordings are cut at their own inner pauses. The user pauses 0.3-1.5 s, then
+  goes on.
 
 Each policy either takes the turn before the user resumes (a positive decision) or not.
 Reported: precision and recall of "take the turn" (finished = should take), F1, and the
@@ -14,6 +17,9 @@ turn ``T`` after the end of speech; Smart Turn judges the audio once the pause h
 ``min_pause_s`` (its inference time counts), takes the turn when it says "finished", and
 otherwise waits for its fallback. Speech ends are the synthesis' ground truth (the VAD's
 own hang-over would add the same delay to every policy).
+
+A control row ("coin") takes the same share of turns as Smart Turn at the same moment, but
+at random, with the same fallback: what Smart Turn adds over its timing alone.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
 
@@ -53,7 +60,13 @@ REAL_CLIPS = (
     "cosyvoice_zero_shot_prompt.wav",
     "cosyvoice_cross_lingual_prompt.wav",
 )
-SILENCE_RULES_MS = (200, 500, 800)
+SILENCE_RULES_MS = (200, 500, 800, 1000)
+FUNCTION_WORDS = frozenset(
+    ("the", "a", "an", "to", "and", "about", "for", "with", "of", "from", "my", "your", "some",
+     "that")
+)  # fmt: skip
+BREAK_MS = 1500  # the SSML pause inside an unfinished sentence
+COIN_DRAWS = 200
 PAUSE_RANGE_S = (0.3, 1.5)  # how long an unfinished speaker pauses before going on
 FINISHED_SILENCE_S = 2.5
 RATE = 16000
@@ -67,13 +80,37 @@ class Case:
     pause_s: float  # unfinished: when the user resumes; finished: inf
 
 
-def _espeak(text: str, voice: str, folder: Path) -> np.ndarray:
+def _espeak(text: str, voice: str, folder: Path, ssml: bool = False) -> np.ndarray:
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise MissingDependencyError("espeak-ng renders the turn-taking cases: install espeak-ng")
     path = folder / f"{abs(hash((text, voice)))}.wav"
-    subprocess.run([exe, "-v", voice, "-s", "150", "-w", str(path), text], check=True)
+    flags = ["-m"] if ssml else []
+    subprocess.run([exe, *flags, "-v", voice, "-s", "150", "-w", str(path), text], check=True)
     return _trim(read_audio(path, RATE))
+
+
+def cut_points(text: str, lo: float = 0.3, hi: float = 0.8) -> list[int]:
+    """Word counts after which ``text`` is clearly unfinished: right after the first and the
+    last function word lying between ``lo`` and ``hi`` of the way through."""
+    words = text.split()
+    n = len(words)
+    ks = [
+        k for k in range(1, n) if lo * n <= k <= hi * n and words[k - 1].lower() in FUNCTION_WORDS
+    ]
+    return sorted({ks[0], ks[-1]}) if ks else []
+
+
+def before_break(audio: np.ndarray, min_s: float = 0.8 * BREAK_MS / 1000) -> np.ndarray:
+    """The audio up to the first quiet stretch of at least ``min_s`` (the rendered break)."""
+    levels = frame_levels_dbfs(audio, RATE)
+    quiet = levels < levels.max() - 40
+    run, need = 0, int(min_s * 100)  # 10 ms frames
+    for i, q in enumerate(quiet):
+        run = run + 1 if q else 0
+        if run == need:
+            return audio[: (i - need + 1) * 160]
+    raise ValueError("no break found in the rendered audio")
 
 
 def _trim(audio: np.ndarray) -> np.ndarray:
@@ -101,15 +138,17 @@ def make_cases(
     rng = np.random.default_rng(seed)
     cases: list[Case] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, text in enumerate(sentences):
-            for voice in voices:
+        for text in sentences:
+            words, cuts = text.split(), cut_points(text)
+            for j, voice in enumerate(voices):
                 audio = _espeak(text, voice, Path(tmp))
                 cases.append(Case(f"{voice}: {text[:24]}", audio, True, np.inf))
-                gaps = inner_pauses(audio)
-                if gaps:
-                    cut = gaps[(i + len(voice)) % len(gaps)]
+                for k in cuts[j % len(cuts) :][:1] if cuts else []:  # the cuts in turn
+                    head, tail = escape(" ".join(words[:k])), escape(" ".join(words[k:]))
+                    ssml = f'<speak>{head} <break time="{BREAK_MS}ms"/> {tail}</speak>'
+                    speech = before_break(_espeak(ssml, voice, Path(tmp), ssml=True))
                     pause = float(rng.uniform(*PAUSE_RANGE_S))
-                    cases.append(Case(f"{voice}: {text[:24]} (cut)", audio[:cut], False, pause))
+                    cases.append(Case(f"{voice}: ...{head[-24:]} |", speech, False, pause))
     if fixtures_audio is not None:
         for clip in REAL_CLIPS:
             path = fixtures_audio / clip
@@ -146,6 +185,13 @@ def smart_turn(case: Case, policy) -> Outcome:
     return Outcome(case.pause_s > at, at, fallback=not finished)
 
 
+def coin(case: Case, early: bool, at: float, fallback_s: float) -> Outcome:
+    """The control: take the turn at ``at`` when ``early`` (drawn at random), else at the
+    fallback."""
+    when = at if early else fallback_s
+    return Outcome(case.pause_s > when, when, fallback=not early)
+
+
 def score(cases: list[Case], outcomes: list[Outcome]) -> tuple[float, float, float, list[float]]:
     tp = sum(o.took and c.finished for c, o in zip(cases, outcomes, strict=True))
     fp = sum(o.took and not c.finished for c, o in zip(cases, outcomes, strict=True))
@@ -164,20 +210,44 @@ def bench_turns(fixtures_audio: Path | None, seed: int = 0, cases: list[Case] | 
     policies = [(f"silence {ms} ms", lambda c, t=ms / 1000: silence_rule(c, t)) for ms in
                 SILENCE_RULES_MS]  # fmt: skip
     smart = SmartTurnPolicy()
-    policies.append(("Smart Turn v3.2", lambda c: smart_turn(c, smart)))
+    pipecat = SmartTurnPolicy(smart.model, threshold=0.5)  # pipecat's own threshold
+    policies.append((f"Smart Turn v3.2, threshold 0.5, fallback {pipecat.max_wait_s:g} s",
+                     lambda c: smart_turn(c, pipecat)))  # fmt: skip
+    smart_outcomes = [smart_turn(c, smart) for c in cases]
+    judged_cases = iter(smart_outcomes)
+    policies.append(
+        (f"Smart Turn v3.2 (the engine's: {smart.threshold:g}, {smart.max_wait_s:g} s)",
+         lambda c: next(judged_cases))
+    )  # fmt: skip
+    rate = float(np.mean([not o.fallback for o in smart_outcomes]))
+    judged = float(np.median([o.latency for o in smart_outcomes if not o.fallback] or [0.0]))
+    rng = np.random.default_rng(seed + 1)
+    coin_runs = [
+        [coin(c, draw < rate, judged, smart.max_wait_s) for c, draw in
+         zip(cases, rng.random(len(cases)), strict=True)]
+        for _ in range(COIN_DRAWS)
+    ]  # fmt: skip
     stamp = (dt.date.today().isoformat(), machine_name("cpu"))
     finished = sum(c.finished for c in cases)
+    runs = [(name, [[decide(c) for c in cases]]) for name, decide in policies]
+    runs.append((f"coin ({rate:.0%} early, control; mean of {COIN_DRAWS} draws)", coin_runs))
     rows = []
-    for name, decide in policies:
-        outcomes = [decide(c) for c in cases]
-        precision, recall, f1, latencies = score(cases, outcomes)
-        fallback = sum(o.fallback and c.finished for c, o in zip(cases, outcomes, strict=True))
+    for name, outcome_runs in runs:
+        scores = [score(cases, outcomes) for outcomes in outcome_runs]
+        precision, recall, f1 = (float(np.mean([sc[i] for sc in scores])) for i in range(3))
+        latencies = [lat for sc in scores for lat in sc[3]]
+        fallback = np.mean([sum(o.fallback and c.finished for c, o in
+                                zip(cases, outcomes, strict=True))
+                            for outcomes in outcome_runs])  # fmt: skip
         p50, p90 = (np.percentile(latencies, q) * 1000 if latencies else float("nan")
                     for q in (50, 90))  # fmt: skip
+        mean = np.mean(latencies) * 1000 if latencies else float("nan")
         rows.append(
             (*stamp, name, f"{finished}+{len(cases) - finished}", f"{precision:.2f}",
-             f"{recall:.2f}", f"{f1:.3f}", f"{p50:.0f}/{p90:.0f}", f"{fallback} of {finished}")
+             f"{recall:.2f}", f"{f1:.3f}", f"{p50:.0f}/{p90:.0f}", f"{mean:.0f}",
+             f"{fallback:.0f} of {finished}")
         )  # fmt: skip
     columns = ("date", "machine", "policy", "cases (finished+not)", "precision", "recall", "F1",
-               "latency p50/p90 ms", "finished cases left to the fallback")  # fmt: skip
+               "latency p50/p90 ms", "mean ms",
+               "finished cases left to the fallback")  # fmt: skip
     return Table("## Turn-taking (take the turn?)", columns, rows, ("date", "machine", "policy"))

@@ -146,12 +146,17 @@ class SmartTurnPolicy(JudgedPolicy):
 
     name = "smart-turn"
 
+    # Judged once, when the pause reaches 200 ms (pipecat's VAD stop_secs for Smart Turn);
+    # "finished" above 0.3, not pipecat's 0.5: on `minmo bench turns` (espeak-ng sentences
+    # whole and cut mid-phrase, and recordings) 0.3 with a 1.5 s fallback is the setting of a
+    # small round grid that beats the silence rule at equal p50 and mean latency; 0.5 leaves
+    # most finished synthetic sentences to the fallback (docs/BENCHMARKS.md).
     def __init__(
         self,
         model: SmartTurnModel | None = None,
-        threshold: float = 0.5,
-        min_pause_s: float = 0.1,
-        max_wait_s: float = 2.0,
+        threshold: float = 0.3,
+        min_pause_s: float = 0.2,
+        max_wait_s: float = 1.5,
         every_s: float | None = None,
     ) -> None:
         super().__init__(min_pause_s, max_wait_s, every_s)

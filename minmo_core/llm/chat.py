@@ -163,6 +163,27 @@ class ChatLLM:
         _check_model_folder(self.folder)
         self.tokenizer = _load_tokenizer(self.folder)
         self.model = _load_model(self.folder, self.dtype).to(self.device).eval()
+        self._setup()
+
+    @classmethod
+    def from_parts(
+        cls,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        config: LLMConfig | None = None,
+    ) -> ChatLLM:
+        """A ChatLLM over a model already in memory (benchmarks with random weights at full
+        size); device and dtype are the model's."""
+        self = cls.__new__(cls)
+        self.folder = None
+        self.config = config or LLMConfig()
+        parameter = next(model.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype
+        self.tokenizer, self.model = tokenizer, model.eval()
+        self._setup()
+        return self
+
+    def _setup(self) -> None:
         self.adapter: PeftModel | None = None
         self.last_stats = StreamStats()
         self._kv = KVState()

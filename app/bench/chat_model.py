@@ -1,9 +1,11 @@
-"""A tiny Qwen2.5-Instruct folder, in the official layout, built from nothing in a second.
+"""Qwen2.5-Instruct stand-ins built from nothing, for tests and benchmarks.
 
 ``write_tiny_qwen(folder)`` trains a byte-level BPE tokenizer on a few English and Chinese
 sentences, adds Qwen's special tokens and a ChatML chat template, and saves a 2-layer
-``Qwen2ForCausalLM`` with seeded random weights as safetensors. Everything loads offline
-with ``AutoTokenizer.from_pretrained`` / ``Qwen2ForCausalLM.from_pretrained``.
+``Qwen2ForCausalLM`` with seeded random weights as safetensors, in the official layout, in
+about a second. Everything loads offline with ``AutoTokenizer.from_pretrained`` /
+``Qwen2ForCausalLM.from_pretrained``. ``random_chat_llm`` builds the same in memory at a
+real Qwen2.5 size (7B: 3584 wide, 28 layers), where only speed matters.
 """
 
 from __future__ import annotations
@@ -98,13 +100,23 @@ def _tokenizer_config(tokenizer: Tokenizer) -> dict[str, object]:
     }
 
 
-def write_tiny_qwen(folder: Path) -> Path:
-    """Write a tiny Qwen2.5-Instruct-style model folder into ``folder`` and return it.
+# Qwen2.5-*-Instruct shapes (the releases' config.json), for speed at real size
+QWEN25_SIZES = {
+    "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                 num_attention_heads=14, num_key_value_heads=2, vocab_size=151936),
+    "1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                 num_attention_heads=12, num_key_value_heads=2, vocab_size=151936),
+    "3b": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
+               num_attention_heads=16, num_key_value_heads=2, vocab_size=151936),
+    "7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+               num_attention_heads=28, num_key_value_heads=4, vocab_size=152064),
+}  # fmt: skip
+TINY_SIZE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
 
-    Files: config.json, generation_config.json, model.safetensors, tokenizer.json,
-    tokenizer_config.json, vocab.json, merges.txt. Hidden 64, 2 layers, 4 heads (2 KV heads).
-    The same call always writes the same bytes.
-    """
+
+def write_chat_tokenizer(folder: Path) -> Tokenizer:
+    """The tokenizer files (tokenizer.json, vocab.json, merges.txt, tokenizer_config.json)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _train_tokenizer()
@@ -113,27 +125,26 @@ def write_tiny_qwen(folder: Path) -> Path:
     (folder / "tokenizer_config.json").write_text(
         json.dumps(_tokenizer_config(tokenizer), indent=2, ensure_ascii=False), encoding="utf-8"
     )
+    return tokenizer
 
+
+def _qwen_config(tokenizer: Tokenizer, size: dict) -> Qwen2Config:
     endoftext, im_end = tokenizer.token_to_id("<|endoftext|>"), tokenizer.token_to_id("<|im_end|>")
     n_tokens = tokenizer.get_vocab_size()
-    config = Qwen2Config(
-        vocab_size=-(-n_tokens // VOCAB_MULTIPLE) * VOCAB_MULTIPLE,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
+    return Qwen2Config(
+        **{"vocab_size": -(-n_tokens // VOCAB_MULTIPLE) * VOCAB_MULTIPLE, **size},
+        max_position_embeddings=512 if size is TINY_SIZE else 32768,
         rope_theta=1_000_000.0,
         tie_word_embeddings=False,
         bos_token_id=endoftext,
         eos_token_id=im_end,
         dtype="float32",
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        model = Qwen2ForCausalLM(config)
-    model.generation_config = GenerationConfig(
+
+
+def _generation_config(tokenizer: Tokenizer) -> GenerationConfig:
+    endoftext, im_end = tokenizer.token_to_id("<|endoftext|>"), tokenizer.token_to_id("<|im_end|>")
+    return GenerationConfig(
         bos_token_id=endoftext,
         eos_token_id=[im_end, endoftext],
         pad_token_id=endoftext,
@@ -143,5 +154,40 @@ def write_tiny_qwen(folder: Path) -> Path:
         top_k=20,
         repetition_penalty=1.05,
     )
+
+
+def random_chat_llm(size: str, device: torch.device, dtype: torch.dtype, folder: Path, config):
+    """A ChatLLM with seeded random weights at ``size`` ("tiny" or a QWEN25_SIZES key), built
+    in memory on ``device``; ``folder`` receives the tokenizer files."""
+    from transformers import AutoTokenizer
+    from transformers.modeling_utils import no_init_weights
+
+    from minmo_core.llm.chat import ChatLLM
+
+    tokenizer = write_chat_tokenizer(folder)
+    qwen = _qwen_config(tokenizer, TINY_SIZE if size == "tiny" else QWEN25_SIZES[size])
+    with torch.device(device), no_init_weights():
+        model = Qwen2ForCausalLM(qwen).to(dtype)
+    generator = torch.Generator(device=device).manual_seed(SEED)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.02, generator=generator)
+    model.generation_config = _generation_config(tokenizer)
+    return ChatLLM.from_parts(model, AutoTokenizer.from_pretrained(folder), config)
+
+
+def write_tiny_qwen(folder: Path) -> Path:
+    """Write a tiny Qwen2.5-Instruct-style model folder into ``folder`` and return it.
+
+    Files: config.json, generation_config.json, model.safetensors, tokenizer.json,
+    tokenizer_config.json, vocab.json, merges.txt. Hidden 64, 2 layers, 4 heads (2 KV heads).
+    The same call always writes the same bytes.
+    """
+    folder = Path(folder)
+    tokenizer = write_chat_tokenizer(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        model = Qwen2ForCausalLM(_qwen_config(tokenizer, TINY_SIZE))
+    model.generation_config = _generation_config(tokenizer)
     model.save_pretrained(folder, safe_serialization=True)
     return folder
