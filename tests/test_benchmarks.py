@@ -180,3 +180,28 @@ def test_token2wav_bench_reports_chunk_and_vocoder_figures() -> None:
     assert flow_ms > 0 and hift_ms > 0
     assert float(record["d_syn x 15 ms"]) == pytest.approx(flow_ms + hift_ms, abs=1.0)
     assert float(record["HiFT RTF (2 s)"]) > 0
+
+
+def test_e2e_bench_reports_each_stage_with_speculation_off_and_on(tmp_path: Path) -> None:
+    target = tmp_path / "BENCHMARKS.md"
+    assert main(["bench", "e2e", "--preset", "tiny", "--turns", "1", "--policy-wait", "300",
+                 "--record", str(target)]) == 0  # fmt: skip
+    text = target.read_text()
+    assert "## Spoken turn, end to end (engine)" in text
+    lines = [line for line in text.splitlines() if line.startswith("| 20")]
+    assert len(lines) == 2
+    header = next(line for line in text.splitlines() if line.startswith("| date"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    for line, speculation in zip(lines, ("off", "on"), strict=True):
+        row = dict(zip(columns, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        assert row["speculation"] == speculation and row["preset"] == "tiny"
+        stages = [float(row[c]) for c in ("transcript ms", "first text ms",
+                                           "first speech token ms", "first audio ms")]  # fmt: skip
+        assert stages == sorted(stages)  # each stage follows the one before
+        assert float(row["policy wait ms"]) >= 300  # the silence rule waited
+        assert stages[0] >= 280  # nothing was let out before the decision (frames: 10 ms)
+        d = [float(row[c]) for c in ("d_llm ms", "d_lm ms", "d_syn ms")]
+        assert all(x > 0 for x in d)
+        assert float(row["5 d_llm + 15 d_lm + 15 d_syn ms"]) == pytest.approx(
+            5 * d[0] + 15 * d[1] + 15 * d[2], abs=1.0
+        )

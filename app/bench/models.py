@@ -155,8 +155,9 @@ def bench_encoder(
     return Table("## Voice encoder (SenseVoiceSmall)", columns, [row])
 
 
-def random_voice_lm(preset: str, device: torch.device, dtype: torch.dtype):
-    """A VoiceTokenLM at the real (0.5B) or tiny size with seeded random weights."""
+def random_voice_lm(preset: str, device: torch.device, dtype: torch.dtype, text_vocab: int = 0):
+    """A VoiceTokenLM at the real (0.5B) or tiny size with seeded random weights, whose text
+    embedding holds at least ``text_vocab`` ids."""
     from transformers import Qwen2Config
     from transformers.modeling_utils import no_init_weights
 
@@ -165,7 +166,9 @@ def random_voice_lm(preset: str, device: torch.device, dtype: torch.dtype):
     real = preset == "real"
     cfg = VoiceTokenLMConfig() if real else VoiceTokenLMConfig.tiny()
     with no_init_weights():
-        model = VoiceTokenLM(cfg, Qwen2Config(**(QWEN2_05B if real else QWEN2_TINY)))
+        qwen = dict(QWEN2_05B if real else QWEN2_TINY)
+        qwen["vocab_size"] = max(qwen["vocab_size"], text_vocab)
+        model = VoiceTokenLM(cfg, Qwen2Config(**qwen))
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():

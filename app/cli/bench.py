@@ -68,6 +68,30 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     )
     _record_options(audio)
     audio.set_defaults(func=run_audio, threads=None, device="cpu", preset="real")
+    e2e = jobs.add_parser(
+        "e2e",
+        parents=parents,
+        help="spoken turns through the engine: time from end of speech to each stage, "
+        "speculation off and on (random weights)",
+    )
+    e2e.add_argument(
+        "--turns", type=whole_number(1), default=4, help="timed turns per row (default 4)"
+    )
+    e2e.add_argument(
+        "--policy-wait",
+        type=whole_number(0),
+        default=500,
+        metavar="MS",
+        help="the silence rule's wait after the end of speech (default 500)",
+    )
+    e2e.add_argument(
+        "--llm-size",
+        choices=["0.5b", "1.5b", "3b", "7b"],
+        default="7b",
+        help="the Qwen2.5-Instruct shape at the real preset (default 7b, MinMo's)",
+    )
+    _common_options(e2e, repeats=None)
+    e2e.set_defaults(func=run_e2e)
     turns = jobs.add_parser(
         "turns",
         parents=parents,
@@ -85,7 +109,7 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     turns.set_defaults(func=run_turns, threads=None, device="cpu", preset="real")
 
 
-def _common_options(p: argparse.ArgumentParser, repeats: int) -> None:
+def _common_options(p: argparse.ArgumentParser, repeats: int | None) -> None:
     p.add_argument(
         "--preset",
         choices=["real", "tiny"],
@@ -94,12 +118,13 @@ def _common_options(p: argparse.ArgumentParser, repeats: int) -> None:
     )
     add_device(p)
     p.add_argument("--threads", type=whole_number(1), default=None, help="CPU threads for torch")
-    p.add_argument(
-        "--repeats",
-        type=whole_number(1),
-        default=repeats,
-        help=f"timed runs after the warm-up (default {repeats})",
-    )
+    if repeats is not None:
+        p.add_argument(
+            "--repeats",
+            type=whole_number(1),
+            default=repeats,
+            help=f"timed runs after the warm-up (default {repeats})",
+        )
     _record_options(p)
 
 
@@ -146,6 +171,15 @@ def run_audio(args: argparse.Namespace) -> int:
 
     return _report(
         args, lambda device: bench_audio(args.single, args.double, args.near, args.seeds)
+    )
+
+
+def run_e2e(args: argparse.Namespace) -> int:
+    from app.bench.e2e import bench_e2e
+
+    return _report(
+        args,
+        lambda device: bench_e2e(args.preset, device, args.turns, args.policy_wait, args.llm_size),
     )
 
 

@@ -188,6 +188,7 @@ class ConversationEngine:
         self._paused = threading.Event()  # a tentative barge-in holds the reply
         self._paused_played = 0
         self._held_s = 0.0  # the reply's time held by tentative barge-ins
+        self._hearing_s = 0.0  # the current spoken turn's transcription (and projection)
         self._deferred: tuple | None = None  # a turn heard during a tentative barge-in
         self._hold_lock = threading.RLock()
         self._audio_until = 0.0  # when the audio made so far ends, if played as it came
@@ -500,6 +501,8 @@ class ConversationEngine:
     ) -> None:
         self._current = turn_id
         aligned = None
+        self._hearing_s = 0.0
+        tick = now()
         try:
             audio = audio[-30 * 16000 :]
             if self.adapters is None:
@@ -507,6 +510,7 @@ class ConversationEngine:
             else:
                 transcript, states = self.sensevoice.hear(audio, self.settings.language, True)
                 aligned = self._aligned_speech(states)
+            self._hearing_s = now() - tick
         except MinMoError as err:
             self._out(EngineError(turn_id=turn_id, message=f"could not hear that: {err}"))
             self._state(EngineState.LISTENING)
@@ -669,7 +673,8 @@ class ConversationEngine:
         self.turns.append(Turn(turn_id, user, outcome.text, heard, interrupted))
         self._last_spans = (turn_id, outcome.spans, outcome.samples)
         total = now() - started
-        compute = outcome.llm_s + outcome.lm_s + outcome.syn_s
+        hearing, self._hearing_s = self._hearing_s, 0.0  # a typed turn has none
+        compute = hearing + outcome.llm_s + outcome.lm_s + outcome.syn_s
         self._out(
             TurnTimings(
                 turn_id=turn_id,
@@ -687,6 +692,7 @@ class ConversationEngine:
                 speculative=speculative,
                 policy=policy,
                 mode=self.mode,
+                transcribe_s=hearing if policy else None,
             )
         )
         self._out(

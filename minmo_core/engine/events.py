@@ -84,6 +84,7 @@ class TurnTimings(EngineEvent):
     speculative: bool = False  # the reply started at the pause, before the decision
     policy: str = ""  # the turn-taking policy that took the turn ("" for a typed turn)
     mode: str = "composed"  # "composed" (public models) or "aligned" (MinMo's adapters)
+    transcribe_s: float | None = None  # the speech recogniser's time (spoken turns)
 
 
 @dataclass(frozen=True, kw_only=True)
