@@ -97,3 +97,26 @@ def test_talking_without_a_microphone_is_named_in_one_line(
 def test_typed_only_options_are_refused_when_listening(capsys: pytest.CaptureFixture) -> None:
     assert main(["converse", "--no-voice"]) == 2
     assert "go with --text" in capsys.readouterr().err
+
+
+def test_with_the_minmo_adapters_a_spoken_turn_runs_in_aligned_mode(
+    qwen: Path,
+    tiny_release_dir: Path,
+    tiny_sensevoice_dir: Path,
+    adapters_dir: Path,
+    fixtures_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    question = fixtures_dir / "audio" / "sensevoice_sample.wav"
+    out = tmp_path / "reply.wav"
+    argv = ["chat", "--audio", str(question), "-o", str(out), "--adapters", str(adapters_dir)]
+    assert main([*argv, *stack(qwen, tiny_release_dir, tiny_sensevoice_dir)]) == 0
+    err = capsys.readouterr().err
+    assert "(aligned; transcribed in" in err  # a recording: no policy took the turn
+    assert sf.read(out)[0].size > 0
+    # adapters need the local LLM; a folder without them is named
+    assert main(["chat", "hi", "--adapters", str(adapters_dir), "--llm-url", "http://x"]) == 2
+    assert "needs the local LLM, not --llm-url" in capsys.readouterr().err
+    assert main(["chat", "hi", "--adapters", str(tmp_path), "--llm", str(qwen)]) == 2
+    assert "has no adapters.json" in capsys.readouterr().err

@@ -312,7 +312,7 @@ def test_every_command_takes_the_same_device_option() -> None:
             (action,) = device
             assert action.default == "auto" and action.type.__name__ == "device_name"
             seen += 1
-    assert seen == 8  # transcribe, chat, converse, speech-tokens, tts, bench x3
+    assert seen == 9  # transcribe, chat, converse, speech-tokens, tts, bench x4 (e2e too)
 
 
 def test_tts_help_documents_the_style_options(capsys: pytest.CaptureFixture) -> None:

@@ -17,6 +17,7 @@ from minmo_core.common.audio import read_audio
 from minmo_core.engine.engine import ConversationEngine, EngineSettings
 from minmo_core.engine.events import AssistantAudio, EngineError, TurnEnded
 from minmo_core.engine.turns import SilencePolicy
+from minmo_core.llm.adapters import load_adapters
 from minmo_core.llm.chat import ChatLLM
 from minmo_core.understanding.sensevoice import SenseVoice
 from tests.test_engine import GREEDY, TIMEOUT, Recorder
@@ -32,18 +33,22 @@ def resident_bytes() -> int:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.parametrize("mode", ["composed", "aligned"])
 def test_a_hundred_turns_keep_memory_flat_and_leave_no_thread(
+    mode: str,
     qwen_dir: Path,
     voice,
     tiny_sensevoice_dir: Path,
     fixtures_dir: Path,
+    adapters_dir: Path,
 ) -> None:
     threads_before = set(threading.enumerate())
     recorder = Recorder()
     ears = SenseVoice.from_folder(tiny_sensevoice_dir, allow_unpinned=True)
     llm = ChatLLM(qwen_dir, replace(GREEDY, max_new_tokens=10), device="cpu")
+    adapters = load_adapters(adapters_dir) if mode == "aligned" else None
     engine = ConversationEngine(
-        llm, voice, recorder, EngineSettings(seed=0), ears, SilencePolicy()
+        llm, voice, recorder, EngineSettings(seed=0), ears, SilencePolicy(), adapters
     ).start()
     question = read_audio(fixtures_dir / "audio" / "sensevoice_sample.wav", 16000)[:32000]
     rng = random.Random(3)
@@ -67,7 +72,7 @@ def test_a_hundred_turns_keep_memory_flat_and_leave_no_thread(
     finally:
         engine.shutdown()
     growth = sizes[TURNS] / sizes[WARM_UP] - 1
-    print(f"resident memory after {WARM_UP} turns {sizes[WARM_UP] / 2**20:.1f} MiB, after "
+    print(f"{mode}: resident memory after {WARM_UP} turns {sizes[WARM_UP] / 2**20:.1f} MiB, after "
           f"{TURNS} {sizes[TURNS] / 2**20:.1f} MiB: growth {growth:+.1%}")  # fmt: skip
     assert growth <= 0.05
     left = [t for t in set(threading.enumerate()) - threads_before if t.is_alive()]

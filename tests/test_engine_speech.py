@@ -197,3 +197,19 @@ def test_a_confirmed_turn_says_the_same_with_and_without_speculation(
     assert text_on == text_off and np.array_equal(audio_on, audio_off)
     on, off = engine.recorder.of(TurnTimings)[0], recorder.of(TurnTimings)[0]
     assert on.speculative and not off.speculative
+
+
+def test_the_turn_taking_policy_is_a_setting_reported_with_each_turn(
+    engine: ConversationEngine, clip: np.ndarray
+) -> None:
+    mic = Mic(engine)
+    mic.audio(clip[:16000])
+    mic.silence(0.55)  # the engine's SilencePolicy(0.5) takes it
+    assert engine.wait_idle(TIMEOUT)
+    engine.set_policy(SilencePolicy(0.2, name="quick"))
+    mic.audio(clip[16000:32000])
+    mic.silence(0.25)  # long enough for the new policy only
+    assert engine.wait_idle(TIMEOUT)
+    first, second = engine.recorder.of(TurnTimings)
+    assert (first.policy, second.policy) == ("silence", "quick")
+    assert 0.5 <= first.policy_wait_s < 0.55 and 0.2 <= second.policy_wait_s < 0.25

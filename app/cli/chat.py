@@ -9,7 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from app.cli.options import add_style, audio_output, existing_file, number, whole_number
-from app.cli.stack import TerminalView, add_stack_options, load_stack, write_audio
+from app.cli.stack import (
+    TerminalView,
+    add_stack_options,
+    load_adapters_option,
+    load_stack,
+    write_audio,
+)
 from minmo_core.config import LLMConfig
 from minmo_core.errors import AudioError, ConfigError
 
@@ -89,10 +95,14 @@ def run(args: argparse.Namespace) -> int:
     config = llm_config(args)
     speak = fmt is not None
     settings = engine_settings(args, config, speak)
-    llm, voice, ears = load_stack(args, config, voice=speak, ears=audio is not None)
+    adapters = load_adapters_option(args)
+    aligned = adapters is not None
+    llm, voice, ears = load_stack(
+        args, config, voice=speak or aligned, ears=audio is not None or aligned
+    )
     view = TerminalView(show_timing=audio is not None or speak)
     # a recording is one whole turn: no end-of-turn model to load
-    engine = ConversationEngine(llm, voice, view, settings, ears, SilencePolicy()).start()
+    engine = ConversationEngine(llm, voice, view, settings, ears, SilencePolicy(), adapters).start()
     try:
         turn = engine.send_audio(audio) if audio is not None else engine.send_text(text)
         engine.wait_idle()

@@ -12,7 +12,13 @@ from pathlib import Path
 
 from app.cli.chat import engine_settings, llm_config
 from app.cli.options import add_style, number, whole_number
-from app.cli.stack import TerminalView, add_stack_options, load_stack, write_audio
+from app.cli.stack import (
+    TerminalView,
+    add_stack_options,
+    load_adapters_option,
+    load_stack,
+    write_audio,
+)
 from minmo_core.errors import ConfigError
 
 
@@ -41,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from minmo_core.engine.engine import ConversationEngine
+    from minmo_core.engine.turns import SilencePolicy
 
     if not args.text:
         return converse_live(args)
@@ -55,10 +62,13 @@ def run(args: argparse.Namespace) -> int:
         check_output_device()
     config = llm_config(args)
     settings = engine_settings(args, config, speak)
-    llm, voice, _ = load_stack(args, config, voice=speak, ears=False)
+    adapters = load_adapters_option(args)
+    aligned = adapters is not None
+    llm, voice, ears = load_stack(args, config, voice=speak or aligned, ears=aligned)
     view = TerminalView()
     player = _Player() if args.play else None
-    engine = ConversationEngine(llm, voice, view, settings).start()
+    policy = SilencePolicy()  # typed turns: nothing to judge
+    engine = ConversationEngine(llm, voice, view, settings, ears, policy, adapters).start()
     prompt = "> " if sys.stdin.isatty() else ""
     try:
         while True:
@@ -124,10 +134,13 @@ def converse_live(args: argparse.Namespace) -> int:
     settings = engine_settings(args, config, speak=True)
     audio = AudioSettings(input_device=_device(args.input_device),
                           output_device=_device(args.output_device))  # fmt: skip
+    adapters = load_adapters_option(args)
     llm, voice, ears = load_stack(args, config, voice=True, ears=True)
     view = TerminalView()
     live = LiveConversation(
-        lambda on_event: ConversationEngine(llm, voice, on_event, settings, ears), view, audio
+        lambda on_event: ConversationEngine(llm, voice, on_event, settings, ears, None, adapters),
+        view,
+        audio,
     )
     live.start()
     print("listening: speak, and talk over the reply to interrupt it (Ctrl+C ends)",

@@ -49,8 +49,26 @@ def add_stack_options(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help=folder_help(SENSEVOICE_FOLDER, ", for spoken input"),
     )
+    p.add_argument(
+        "--adapters",
+        metavar="DIR",
+        help="MinMo adapters folder from our training pipeline: aligned mode (speech into the "
+        "LLM, semantic vectors into the voice, the duplex predictor taking turns)",
+    )
     add_device(p)
     add_allow_unpinned(p)
+
+
+def load_adapters_option(args: argparse.Namespace):
+    """The MinMo adapters ``--adapters`` names, or None (composed mode)."""
+    from minmo_core.errors import ConfigError
+    from minmo_core.llm.adapters import load_adapters
+
+    if getattr(args, "adapters", None) is None:
+        return None
+    if args.llm_url is not None:
+        raise ConfigError("aligned mode (--adapters) needs the local LLM, not --llm-url")
+    return load_adapters(args.adapters)
 
 
 def load_stack(args: argparse.Namespace, llm_config, voice: bool, ears: bool):

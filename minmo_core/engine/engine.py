@@ -377,6 +377,12 @@ class ConversationEngine:
         self._idle.clear()
         self._commands.put(("reset",))
 
+    def set_policy(self, policy: TurnPolicy) -> None:
+        """Change the turn-taking policy; the next pause is judged by the new one (TurnTimings
+        name the policy that took each turn)."""
+        self.policy = policy
+        self.listener.policy = policy
+
     def set_settings(self, settings: EngineSettings) -> None:
         self._commands.put(("settings", settings))
 
@@ -599,8 +605,11 @@ class ConversationEngine:
                         self._spec = None
                 return
             waited = spec.waited
-        policy = self.policy.name if spoken else ""
-        self._finish(turn_id, text, outcome, started, waited, spec is not None, idle, policy)
+        # the policy took the turn, unless it was a whole recording (send_audio)
+        policy = self.policy.name if spoken and (waited > 0 or spec is not None) else ""
+        self._finish(
+            turn_id, text, outcome, started, waited, spec is not None, idle, policy, spoken
+        )
 
     def _emit_reply(self, turn_id: int) -> Callable[[EngineEvent], None]:
         speaking = False
@@ -660,6 +669,7 @@ class ConversationEngine:
         speculative: bool = False,
         idle: float = 0.0,
         policy: str = "",
+        spoken: bool = False,
     ) -> None:
         interrupted = outcome.stopped
         if interrupted:
@@ -692,7 +702,7 @@ class ConversationEngine:
                 speculative=speculative,
                 policy=policy,
                 mode=self.mode,
-                transcribe_s=hearing if policy else None,
+                transcribe_s=hearing if spoken else None,
             )
         )
         self._out(
