@@ -306,7 +306,7 @@ def test_every_command_takes_the_same_device_option() -> None:
             subs = [p for job, p in jobs.choices.items() if job not in ("audio", "turns")]
         for p in subs:
             device = [a for a in p._actions if "--device" in a.option_strings]
-            if name in ("download",):
+            if name in ("models",):
                 assert not device
                 continue
             (action,) = device

@@ -80,9 +80,7 @@ def load_stack(args: argparse.Namespace, llm_config, voice: bool, ears: bool):
 
     device = resolve_device(args.device)
     llm = remote_llm(args, llm_config)
-    llm_dir = (
-        None if llm is not None else model_folder(args.llm, LLM_DIR_ENV, DEFAULT_MODEL, "--llm")
-    )
+    llm_dir = None if llm is not None else _llm_folder(args.llm, LLM_DIR_ENV, DEFAULT_MODEL)
     cosy = model_folder(args.cosyvoice, *COSYVOICE_FOLDER) if voice else None
     sense = model_folder(args.sensevoice, *SENSEVOICE_FOLDER) if ears else None
     sensevoice = None
@@ -94,6 +92,20 @@ def load_stack(args: argparse.Namespace, llm_config, voice: bool, ears: bool):
     if llm is None:
         llm = ChatLLM(llm_dir, llm_config, device=str(device))
     return llm, synth, sensevoice
+
+
+def _llm_folder(given, env_var: str, default: str) -> Path:
+    """--llm, else $MINMO_LLM_DIR, else the largest installed pack's LLM, else the default
+    (whose absence is named with the way to fetch one)."""
+    import os
+
+    from minmo_core.manager.store import ModelStore, installed_llm
+
+    if given is None and not os.environ.get(env_var):
+        release = installed_llm()
+        if release is not None:
+            return ModelStore().folder(release)
+    return model_folder(given, env_var, default, "--llm")
 
 
 def remote_llm(args: argparse.Namespace, llm_config):

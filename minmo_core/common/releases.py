@@ -1,5 +1,6 @@
 """The official releases we load, one description per model folder, and their verification.
 
+The descriptions are data: one TOML manifest per release in ``minmo_core/data/releases``.
 Each ``Release`` lists every file of the hub repository at a pinned commit, with its size
 and sha256 where known, and whether the app reads it (``used``). Loaders verify the files
 they read through ``verify_files``; downloads fetch the used files and check them before
@@ -21,6 +22,7 @@ import hashlib
 import json
 import os
 import time
+import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,9 @@ from platformdirs import user_cache_dir
 from minmo_core.errors import CheckpointError
 
 ALLOW_FLAG = "--allow-unpinned"  # how the command line lets other revisions through
+
+
+DATA = Path(__file__).resolve().parents[1] / "data"  # release and pack manifests (TOML)
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,28 @@ class ReleaseFile:
 
 
 @dataclass(frozen=True)
+class Part:
+    """A model inside a release, and the precision it runs in on a GPU."""
+
+    name: str
+    parameters: int
+    gpu_dtype: str  # "bfloat16", "float16" or "float32"
+
+
+@dataclass(frozen=True)
+class LLMShape:
+    """What the memory planner needs of a chat LLM (its config.json)."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+    hidden: int
+    intermediate: int
+    vocab: int
+    tied: bool
+
+
+@dataclass(frozen=True)
 class Release:
     """An official model repository on the hub at a pinned commit, and its files."""
 
@@ -52,105 +79,70 @@ class Release:
     repo_id: str
     revision: str | None  # a commit id
     files: dict[str, ReleaseFile] = field(default_factory=dict)
+    kind: str = ""  # "sensevoice", "llm", "cosyvoice2"
+    licence: str = ""
+    parameters: int = 0
+    parts: tuple[Part, ...] = ()
+    llm: LLMShape | None = None
 
     @property
     def used_files(self) -> list[str]:
         return [name for name, f in self.files.items() if f.used]
+
+    @property
+    def fully_pinned(self) -> bool:
+        """Every used file has a published size and sha256."""
+        return all(self.files[name].pin is not None for name in self.used_files)
 
     def pin(self, name: str) -> Pin | None:
         entry = self.files.get(name)
         return entry.pin if entry else None
 
 
-def _pinned(size: int, sha256: str, used: bool = True) -> ReleaseFile:
-    return ReleaseFile(Pin(size, sha256), used)
+def parse_release(data: dict, source: str) -> Release:
+    """A release manifest (the TOML files in minmo_core/data/releases) as a Release."""
+    try:
+        files = {}
+        for name, entry in data["files"].items():
+            pin = Pin(int(entry["size"]), str(entry["sha256"])) if "sha256" in entry else None
+            files[name] = ReleaseFile(pin, bool(entry.get("used", True)))
+        parts = tuple(
+            Part(str(p["name"]), int(p["parameters"]), str(p["gpu_dtype"]))
+            for p in data.get("parts", ())
+        )
+        llm = LLMShape(**data["llm"]) if "llm" in data else None
+        return Release(
+            name=str(data["name"]),
+            repo_id=str(data["repo"]),
+            revision=str(data["revision"]),
+            files=files,
+            kind=str(data["kind"]),
+            licence=str(data.get("licence", "")),
+            parameters=int(data.get("parameters", 0)),
+            parts=parts,
+            llm=llm,
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"release manifest {source} is malformed ({err!r})") from err
 
 
-SENSEVOICE_SMALL = Release(
-    name="SenseVoiceSmall",
-    repo_id="FunAudioLLM/SenseVoiceSmall",
-    revision="3847d57b6bdf2dd8875cb1508d2af43d80a16bf7",
-    files={
-        "model.pt": _pinned(
-            936291369, "833ca2dcfdf8ec91bd4f31cfac36d6124e0c459074d5e909aec9cabe6204a3ea"
-        ),
-        "config.yaml": _pinned(
-            1855, "f71e239ba36705564b5bf2d2ffd07eece07b8e3f2bbf6d2c99d8df856339ac19"
-        ),
-        "am.mvn": _pinned(
-            11203, "29b3c740a2c0cfc6b308126d31d7f265fa2be74f3bb095cd2f143ea970896ae5"
-        ),
-        "chn_jpn_yue_eng_ko_spectok.bpe.model": _pinned(
-            377341, "aa87f86064c3730d799ddf7af3c04659151102cba548bce325cf06ba4da4e6a8"
-        ),
-        "configuration.json": _pinned(
-            396, "02810a7f8e9e8aee10370a265f7e799728ce25b4c00cdbf4602b303ee395a38e", used=False
-        ),
-    },
-)
+def load_release_file(path: Path) -> Release:
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise CheckpointError(f"cannot read release manifest {path}: {err}") from err
+    return parse_release(data, str(path))
 
+
+def all_releases() -> dict[str, Release]:
+    """Every release the app knows, by name."""
+    releases = (load_release_file(p) for p in sorted((DATA / "releases").glob("*.toml")))
+    return {r.name: r for r in releases}
+
+
+SENSEVOICE_SMALL = load_release_file(DATA / "releases" / "sensevoice-small.toml")
 BLANK_EN = "CosyVoice-BlankEN"  # the voice LM's Qwen2 config and tokenizer, inside the release
-
-# Sizes and sha256 as the hub lists them at this commit; the four large model files agree
-# with the sizes and digests in the repository's git-lfs pointers.
-COSYVOICE2 = Release(
-    name="CosyVoice2-0.5B",
-    repo_id="FunAudioLLM/CosyVoice2-0.5B",
-    revision="eec1ae6c79877dbd9379285cf8789c9e0879293d",
-    files={
-        "llm.pt": _pinned(
-            2023316821, "b144ef55b51ce8cfb79a73c90dbba0bdaba4e451c0ebcfab20f769264f84a608"
-        ),
-        "flow.pt": _pinned(
-            450575567, "ff4c2f867674411e0a08cee702996df13fa67c1cd864c06108da88d16d088541"
-        ),
-        "hift.pt": _pinned(
-            83390254, "3386cc880324d4e98e05987b99107f49e40ed925b8ecc87c1f4939432d429879"
-        ),
-        "speech_tokenizer_v2.onnx": _pinned(
-            496082973, "d43342aa12163a80bf07bffb94c9de2e120a8df2f9917cd2f642e7f4219c6f71"
-        ),
-        "campplus.onnx": _pinned(
-            28303423, "a6ac6a63997761ae2997373e2ee1c47040854b4b759ea41ec48e4e42df0f4d73"
-        ),
-        "cosyvoice2.yaml": _pinned(
-            7330, "0af2c0d010c477187c39f3e8fd5f1ae2e4e6f90ad03ba37c10ed6c6a87b05959"
-        ),
-        f"{BLANK_EN}/config.json": _pinned(
-            659, "168aa1bd401abc3bc262ba15ba4e499627a8b4e006e9d050b47c22de20660185"
-        ),
-        f"{BLANK_EN}/tokenizer_config.json": _pinned(
-            1287, "482bd979881423375ca5414e4e0d94cd7c5349dbb17fffd46b4d36d71e62a1bc"
-        ),
-        f"{BLANK_EN}/vocab.json": _pinned(
-            2776833, "ca10d7e9fb3ed18575dd1e277a2579c16d108e32f27439684afa0e10b1440910"
-        ),
-        f"{BLANK_EN}/merges.txt": _pinned(
-            1402109, "ac8ff86a72bee70828fbc1119bc4398c6f3a9a6e490d7b0dbe917be025478bd0"
-        ),
-        # the Qwen2 body's own weights: llm.pt carries them again, so the app never reads it
-        f"{BLANK_EN}/model.safetensors": _pinned(
-            988097824,
-            "130282af0dfa9fe5840737cc49a0d339d06075f83c5a315c3372c9a0740d0b96",
-            used=False,
-        ),
-        f"{BLANK_EN}/generation_config.json": _pinned(
-            242, "e558847a8b4402616f1273797b015104dc266fe4b520056fca88823ba8f8ebe6", used=False
-        ),
-        # the release's TensorRT export of the flow estimator and the hub's card files
-        "flow.decoder.estimator.fp32.onnx": _pinned(
-            286317026,
-            "cd54e4281701e6630730da64502d77b7e8b6e5c057cca65128bffb50f85cbf98",
-            used=False,
-        ),
-        "config.json": _pinned(
-            2, "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", used=False
-        ),
-        "configuration.json": _pinned(
-            47, "c502b6328c67638b401df8dd05de89e9e8d1cff9cd0ada10dfbdbe13556c20de", used=False
-        ),
-    },
-)
+COSYVOICE2 = load_release_file(DATA / "releases" / "cosyvoice2-0.5b.toml")
 
 RELEASES = {"sensevoice": SENSEVOICE_SMALL, "cosyvoice2": COSYVOICE2}
 

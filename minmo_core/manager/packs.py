@@ -1,0 +1,74 @@
+"""Packs: the releases that make one working assistant, as data (minmo_core/data/packs).
+
+Every pack holds SenseVoiceSmall (ears), one Qwen2.5-Instruct (the LLM) and CosyVoice2-0.5B
+(the voice); the end-of-turn model (Smart Turn v3.2) ships with the app itself. The optional
+``minmo-adapters`` slot names what our training pipeline writes for aligned mode.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from minmo_core.common.releases import DATA, Release, all_releases
+from minmo_core.errors import CheckpointError, ConfigError
+
+
+@dataclass(frozen=True)
+class Pack:
+    name: str
+    title: str
+    description: str
+    releases: tuple[str, ...]  # release names, in loading order
+    llm: str | None  # the release that is the chat LLM
+    memory_gb: dict[str, float]  # the planner's estimate per precision, kept true by a test
+    optional: bool = False  # a slot (the adapters), not a downloadable set
+    source: str = "hub"  # "hub", or "training" for the adapters
+
+
+def _parse(path: Path) -> Pack:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return Pack(
+            name=str(data["name"]),
+            title=str(data["title"]),
+            description=str(data["description"]),
+            releases=tuple(data.get("releases", ())),
+            llm=data.get("llm"),
+            memory_gb={str(k): float(v) for k, v in data.get("memory_gb", {}).items()},
+            optional=bool(data.get("optional", False)),
+            source=str(data.get("source", "hub")),
+        )
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"pack manifest {path} is malformed ({err!r})") from err
+
+
+def all_packs() -> dict[str, Pack]:
+    """Every pack, largest LLM first; each names only releases the app knows."""
+    known = all_releases()
+    packs = [_parse(p) for p in sorted((DATA / "packs").glob("*.toml"))]
+    for pack in packs:
+        unknown = [r for r in pack.releases if r not in known]
+        if unknown:
+            raise CheckpointError(f"pack {pack.name} names unknown releases: {unknown}")
+
+    def size(pack: Pack) -> int:
+        return known[pack.llm].parameters if pack.llm else -1
+
+    return {p.name: p for p in sorted(packs, key=size, reverse=True)}
+
+
+def pack(name: str) -> Pack:
+    packs = all_packs()
+    if name not in packs:
+        raise ConfigError(f"no pack named {name!r}; the packs are: {', '.join(packs)}")
+    return packs[name]
+
+
+def pack_releases(p: Pack) -> list[Release]:
+    known = all_releases()
+    return [known[name] for name in p.releases]
+
+
+__all__ = ["Pack", "all_packs", "pack", "pack_releases"]

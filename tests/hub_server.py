@@ -1,0 +1,132 @@
+"""A stand-in for the model hub on 127.0.0.1: the two endpoints huggingface_hub and our
+downloader use, for repositories held in memory.
+
+    GET /api/models/{repo}/revision/{rev}?blobs=true   the file list with sizes, LFS sha256
+                                                        (large files) and git blob ids
+    GET /{repo}/resolve/{rev}/{file}                   the bytes, with HTTP Range support
+
+Controls for tests: ``served`` counts the bytes sent per file; ``drop_after[file] = n`` cuts
+the connection after n bytes (once); ``tamper[file] = bytes`` serves other bytes than the
+file list describes. Point HF_ENDPOINT at ``url``.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+LFS_THRESHOLD = 64  # files this large are "LFS" files (the real hub: 10 MB)
+
+
+def git_blob_sha1(content: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+class FakeHub:
+    def __init__(self, repos: dict[str, dict[str, bytes]], commit: str) -> None:
+        self.repos, self.commit = repos, commit
+        self.served: collections.Counter[str] = collections.Counter()
+        self.requests: list[str] = []
+        self.drop_after: dict[str, int] = {}
+        self.tamper: dict[str, bytes] = {}
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:
+                hub._handle(self)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeHub:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _split(self, path: str) -> tuple[str, str, str] | None:
+        """(repo, revision, file) of a resolve URL."""
+        parts = path.lstrip("/").split("/")
+        if len(parts) < 5 or parts[2] != "resolve":
+            return None
+        return f"{parts[0]}/{parts[1]}", unquote(parts[3]), unquote("/".join(parts[4:]))
+
+    def _error(self, handler, code: int, error_code: str, message: str) -> None:
+        body = json.dumps({"error": message}).encode()
+        handler.send_response(code)
+        handler.send_header("X-Error-Code", error_code)
+        handler.send_header("X-Error-Message", message)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        path = urlsplit(handler.path).path
+        self.requests.append(path)
+        if path.startswith("/api/models/"):
+            rest = path[len("/api/models/") :].split("/")
+            repo, rev = "/".join(rest[:2]), unquote(rest[3]) if len(rest) > 3 else "main"
+            if repo not in self.repos:
+                return self._error(handler, 404, "RepoNotFound", "Repository not found")
+            if rev not in (self.commit, "main"):
+                return self._error(handler, 404, "RevisionNotFound", "Invalid rev id")
+            siblings = []
+            for name, content in self.repos[repo].items():
+                sibling = {
+                    "rfilename": name,
+                    "size": len(content),
+                    "blobId": git_blob_sha1(content),
+                }
+                if len(content) >= LFS_THRESHOLD:
+                    sibling["lfs"] = {"size": len(content), "pointerSize": 134,
+                                      "sha256": hashlib.sha256(content).hexdigest()}  # fmt: skip
+                siblings.append(sibling)
+            body = json.dumps({"id": repo, "modelId": repo, "sha": self.commit,
+                               "siblings": siblings}).encode()  # fmt: skip
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+            return None
+        split = self._split(path)
+        if split is None or split[0] not in self.repos or split[2] not in self.repos[split[0]]:
+            return self._error(handler, 404, "EntryNotFound", "Entry not found")
+        repo, rev, name = split
+        if rev != self.commit:
+            return self._error(handler, 404, "RevisionNotFound", "Invalid rev id")
+        content = self.tamper.get(name, self.repos[repo][name])
+        start = 0
+        ranged = handler.headers.get("Range")
+        if ranged and ranged.startswith("bytes="):
+            start = int(ranged[len("bytes=") :].split("-")[0])
+        body = content[start:]
+        handler.send_response(206 if start else 200)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("X-Repo-Commit", self.commit)
+        if start:
+            handler.send_header("Content-Range", f"bytes {start}-{len(content) - 1}/{len(content)}")
+        handler.end_headers()
+        cut = self.drop_after.pop(name, None)
+        if cut is not None:
+            handler.wfile.write(body[:cut])
+            self.served[name] += len(body[:cut])
+            handler.wfile.flush()
+            handler.close_connection = True
+            handler.connection.shutdown(2)  # the connection is lost mid-file
+            return None
+        for i in range(0, len(body), 4096):
+            handler.wfile.write(body[i : i + 4096])
+        self.served[name] += len(body)
+        return None

@@ -1,0 +1,143 @@
+"""Packs and releases as data, the memory planner, and `minmo models list | plan | verify |
+remove` on a models folder made here."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+from minmo_core.common.releases import all_releases
+from minmo_core.manager.packs import all_packs, pack_releases
+from minmo_core.manager.planner import GiB, pack_memory_gb, plan, plan_table
+from minmo_core.manager.store import ModelStore, release_status
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def test_every_pack_is_ears_an_llm_and_a_voice_at_pinned_commits() -> None:
+    packs = all_packs()
+    assert list(packs) == ["minmo-7b", "minmo-3b", "minmo-1.5b", "minmo-0.5b", "minmo-adapters"]
+    for p in packs.values():
+        if p.optional:
+            assert p.source == "training" and not p.releases
+            continue
+        kinds = [r.kind for r in pack_releases(p)]
+        assert kinds == ["sensevoice", "llm", "cosyvoice2"]
+        for release in pack_releases(p):
+            assert COMMIT.match(release.revision) and release.licence and release.parameters
+            assert release.used_files
+    releases = all_releases()
+    assert releases["SenseVoiceSmall"].fully_pinned and releases["CosyVoice2-0.5B"].fully_pinned
+    assert "non-commercial" in releases["Qwen2.5-3B-Instruct"].licence
+    assert releases["Qwen2.5-7B-Instruct"].revision.startswith("a09a3545")
+
+
+def test_the_memory_in_each_pack_manifest_is_the_planners() -> None:
+    for p in all_packs().values():
+        if not p.optional:
+            assert p.memory_gb == pack_memory_gb(p), p.name
+
+
+@pytest.mark.parametrize("gib", [4, 8, 12, 16, 24, 48, 80])
+def test_the_plan_is_the_largest_llm_that_fits_at_the_standard_precision(gib: int) -> None:
+    result = plan(gib * GiB, "cuda")
+    standard = [e for e in result.candidates if not e.experimental]
+    fitting = [e for e in standard if e.total <= result.usable]
+    params = {r.name: r.parameters for r in all_releases().values()}
+    if result.choice is None:
+        assert not fitting and "nothing fits" in result.reason()
+        return
+    assert result.choice.total <= result.usable and result.choice.precision == "bfloat16"
+    assert params[result.choice.llm] == max(params[e.llm] for e in fitting)
+    # the estimate is the sum of its parts, each named in the reason
+    c = result.choice
+    assert c.total == c.llm_weights + c.kv_cache + c.activations + c.speech + c.overhead
+    assert "KV cache" in result.reason() and c.pack in result.reason()
+    if result.experimental is not None:
+        assert result.experimental.experimental
+        assert params[result.experimental.llm] > params[c.llm]
+
+
+def test_more_memory_never_means_a_smaller_llm() -> None:
+    params = {r.name: r.parameters for r in all_releases().values()}
+    sizes = []
+    for gib in range(2, 90, 2):
+        choice = plan(gib * GiB, "cuda").choice
+        sizes.append(params[choice.llm] if choice else 0)
+    assert sizes == sorted(sizes) and sizes[-1] == params["Qwen2.5-7B-Instruct"]
+    cpu = plan(24 * GiB, "cpu")
+    assert cpu.choice.precision == "float32" and all(
+        e.precision == "float32" for e in cpu.candidates
+    )
+
+
+def test_the_readme_quotes_the_planners_table() -> None:
+    assert plan_table() in README.read_text(encoding="utf-8")
+
+
+def sparse(path: Path, size: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(size)  # the right size, no disk used
+
+
+def install_sizes_only(store: ModelStore, name: str) -> None:
+    """A release's files at their pinned (or locked) sizes: installed, as far as a listing
+    can tell without hashing."""
+    release = all_releases()[name]
+    folder = store.folder(release)
+    lock = {}
+    for file in release.used_files:
+        pin = release.pin(file)
+        size = pin.size if pin else 1000
+        sparse(folder / file, size)
+        if pin is None:
+            lock[file] = type("E", (), {"size": size, "sha256": "0" * 64, "git_sha1": None})()
+    store.record(release, folder, lock)
+
+
+def test_list_verify_and_remove_keep_what_another_pack_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("MINMO_MODELS_DIR", str(tmp_path))
+    store = ModelStore(tmp_path)
+    for name in ("SenseVoiceSmall", "CosyVoice2-0.5B", "Qwen2.5-0.5B-Instruct",
+                 "Qwen2.5-1.5B-Instruct"):  # fmt: skip
+        install_sizes_only(store, name)
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"Qwen2\.5-0\.5B-Instruct\s+installed", out)
+    assert re.search(r"Qwen2\.5-7B-Instruct\s+missing", out)
+    # the sizes are right but the bytes are not: verify hashes and says so
+    assert main(["models", "verify", "minmo-0.5b"]) == 2
+    assert "has another sha256" in capsys.readouterr().err
+    assert main(["models", "remove", "minmo-0.5b"]) == 0
+    err = capsys.readouterr().err
+    assert "kept SenseVoiceSmall: another installed pack uses it" in err
+    assert not (tmp_path / "Qwen2.5-0.5B-Instruct").exists()
+    assert (tmp_path / "SenseVoiceSmall").is_dir()
+    assert main(["models", "remove", "minmo-1.5b"]) == 0  # the last pack: everything goes
+    capsys.readouterr()
+    for name in ("SenseVoiceSmall", "CosyVoice2-0.5B", "Qwen2.5-1.5B-Instruct"):
+        assert not (tmp_path / name).exists()
+        assert release_status(all_releases()[name], store) == "missing"
+
+
+def test_plan_and_download_errors_on_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("MINMO_MODELS_DIR", str(tmp_path))
+    assert main(["models", "plan", "--memory", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "recommended: minmo-3b at bfloat16" in out and "Qwen Research License" in out
+    assert "also possible: minmo-7b with int4 weights" in out
+    assert main(["models", "plan", "--memory", "0", "--ram", "16"]) == 0
+    assert "recommended: minmo-1.5b at float32" in capsys.readouterr().out
+    assert main(["models", "download", "minmo-adapters"]) == 2
+    assert "not on the hub" in capsys.readouterr().err
+    assert main(["models", "download", "minmo-9b"]) == 2
+    assert "no pack named 'minmo-9b'" in capsys.readouterr().err
