@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from pathlib import Path
 
 from app.cli.options import number
 
@@ -42,6 +43,20 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     )
     dl.add_argument("pack", help="a pack name (see `minmo models list`)")
     dl.set_defaults(func=run_download)
+    imp = jobs.add_parser(
+        "import",
+        parents=parents,
+        help="use a folder that already holds a release (a hub or ModelScope cache, a copy): "
+        "detected, verified, registered where it is",
+    )
+    imp.add_argument("folder", type=Path, metavar="DIR")
+    imp.add_argument("--copy", action="store_true", help="copy it into the models folder")
+    imp.add_argument(
+        "--trust",
+        action="store_true",
+        help="offline, for files with no published sha256 and no record: record them as they are",
+    )
+    imp.set_defaults(func=run_import)
     verify = jobs.add_parser(
         "verify", parents=parents, help="check every installed file against its sha256"
     )
@@ -188,6 +203,18 @@ def _how_to_bring(p, store) -> str:
         f". {p.name} still needs {names}: copy each folder from a machine that has it, then "
         "`minmo models import DIR`"
     )
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from minmo_core.manager.imports import import_folder
+
+    done = import_folder(args.folder, _store(), copy=args.copy, trust=args.trust)
+    how = "copied to" if done.copied else "registered at"
+    print(
+        f"{done.release.name} ({done.release.repo_id}@{(done.release.revision or '')[:8]}): "
+        f"verified against the {done.verified_by}, {how} {done.folder}"
+    )
+    return 0
 
 
 def run_verify(args: argparse.Namespace) -> int:

@@ -1,0 +1,126 @@
+"""`minmo models import`: a hub cache snapshot verified offline by its blob names, a copied
+folder verified against the hub or refused offline unless trusted, pinned files held to their
+pins, and --copy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+from minmo_core.common.releases import all_releases
+from minmo_core.errors import CheckpointError
+from minmo_core.manager.imports import detect, import_folder
+from minmo_core.manager.store import ModelStore, installed_llm, release_status, verify_installed
+
+QWEN = all_releases()["Qwen2.5-0.5B-Instruct"]
+
+
+def qwen_files() -> dict[str, bytes]:
+    """Stand-ins for Qwen2.5-0.5B-Instruct's files: its shape in config.json (what tells the
+    sizes apart), small bytes elsewhere."""
+    shape = QWEN.llm
+    config = {"hidden_size": shape.hidden, "num_hidden_layers": shape.layers,
+              "num_key_value_heads": shape.kv_heads}  # fmt: skip
+    files = {name: f"{name} of the demo".encode() * 20 for name in QWEN.used_files}
+    files["config.json"] = json.dumps(config).encode()
+    return files
+
+
+def hub_cache(root: Path, files: dict[str, bytes], revision: str) -> Path:
+    """huggingface_hub's cache layout: blobs named by sha256, snapshot files linking to them."""
+    repo = root / f"models--{QWEN.repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / revision
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for name, content in files.items():
+        blob = repo / "blobs" / hashlib.sha256(content).hexdigest()
+        blob.write_bytes(content)
+        (snapshot / name).symlink_to(Path("../../blobs") / blob.name)
+    return repo
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")  # nobody listens
+
+
+def test_a_hub_cache_snapshot_is_verified_offline_and_registered_where_it_is(
+    tmp_path: Path, offline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("MINMO_MODELS_DIR", str(tmp_path / "models"))
+    repo = hub_cache(tmp_path / "hf", qwen_files(), QWEN.revision)
+    assert detect(repo) is QWEN or detect(repo).name == QWEN.name
+    assert main(["models", "import", str(repo)]) == 0
+    out = capsys.readouterr().out
+    assert "verified against the hub cache, registered at" in out
+    store = ModelStore()
+    snapshot = repo / "snapshots" / QWEN.revision
+    assert store.folder(QWEN) == snapshot.resolve() and store.imported(QWEN)
+    assert not (tmp_path / "models" / QWEN.name).exists()  # never copied unless asked
+    assert set(store.locked(QWEN)) == set(QWEN.used_files)  # held to it from now on
+    assert release_status(QWEN, store) == "installed" and verify_installed(QWEN, store) == []
+    assert installed_llm(store).name == QWEN.name  # the default LLM now
+    # a blob changed after the import: verify names it
+    blob = next((repo / "blobs").iterdir())
+    blob.write_bytes(blob.read_bytes()[::-1])
+    assert any("another sha256" in p for p in verify_installed(QWEN, store))
+
+
+def test_a_damaged_snapshot_or_another_revision_is_refused(tmp_path: Path, offline) -> None:
+    store = ModelStore(tmp_path / "models")
+    files = qwen_files()
+    repo = hub_cache(tmp_path / "hf", files, QWEN.revision)
+    blob = repo / "blobs" / hashlib.sha256(files["vocab.json"]).hexdigest()
+    blob.write_bytes(b"damaged")
+    with pytest.raises(CheckpointError, match=r"vocab\.json .*checked against the hub cache"):
+        import_folder(repo, store)
+    other = hub_cache(tmp_path / "other", files, "f" * 40)  # not the pinned commit
+    with pytest.raises(CheckpointError, match=r"the hub cannot be asked .*--trust"):
+        import_folder(other, store)
+    assert not store.imported(QWEN)
+
+
+def test_a_copied_folder_offline_needs_trust_and_copy_puts_it_in_the_models_folder(
+    tmp_path: Path, offline
+) -> None:
+    store = ModelStore(tmp_path / "models")
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    for name, content in qwen_files().items():
+        (folder / name).write_bytes(content)
+    with pytest.raises(CheckpointError, match="no published sha256 and nothing recorded"):
+        import_folder(folder, store)
+    done = import_folder(folder, store, copy=True, trust=True)
+    assert done.verified_by == "trust" and done.folder == store.root / QWEN.name
+    assert (store.root / QWEN.name / "config.json").read_bytes() == (
+        folder / "config.json"
+    ).read_bytes()
+    assert not store.imported(QWEN) and store.folder(QWEN) == store.root / QWEN.name
+    # the record now holds: a later import of different bytes is refused against the lock
+    (folder / "vocab.json").write_bytes(b"other")
+    with pytest.raises(CheckpointError, match=r"vocab\.json .*checked against the lock"):
+        import_folder(folder, store)
+
+
+def test_pinned_files_are_held_to_their_pins(tmp_path: Path) -> None:
+    release = all_releases()["SenseVoiceSmall"]
+    folder = tmp_path / "SenseVoiceSmall"
+    folder.mkdir()
+    for name in release.used_files:
+        (folder / name).write_bytes(b"not the real file")
+    with pytest.raises(CheckpointError, match=r"is not .* of SenseVoiceSmall.*against the pins"):
+        import_folder(folder, ModelStore(tmp_path / "models"))
+
+
+def test_a_folder_of_nothing_known_is_named(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(CheckpointError, match="does not hold one release the app knows"):
+        detect(tmp_path)
