@@ -80,3 +80,52 @@ def test_load_into_names_missing_unexpected_and_misshapen_keys(tmp_path: Path) -
     assert "1 missing (e.g. 1.bias)" in message
     assert "1 unexpected (e.g. extra)" in message
     assert "0.weight: (5, 4) in the file, (3, 4) expected" in message
+
+
+def test_a_pickled_checkpoint_is_converted_once_and_read_as_safetensors_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from minmo_core.common import checkpoints
+
+    monkeypatch.setenv("MINMO_CACHE_DIR", str(tmp_path / "cache"))
+    shared = torch.randn(4, 3)
+    state = {"a.weight": shared, "tied.weight": shared, "b": torch.arange(5)}
+    path = tmp_path / "model.pt"
+    torch.save(state, path)
+    first = checkpoints.load_state_dict(path)
+    (converted,) = checkpoints.safetensors_cache_dir().glob("*.safetensors")
+    assert converted.stem == checkpoints_sha(path)
+    calls = []
+    original = checkpoints._torch_load
+    monkeypatch.setattr(checkpoints, "_torch_load", lambda p: calls.append(p))
+    again = checkpoints.load_state_dict(path)
+    assert calls == []  # nothing unpickled the second time
+    assert again.keys() == first.keys()
+    assert all(torch.equal(again[k], state[k]) for k in state)
+    # a damaged conversion is dropped and rebuilt from the original
+    monkeypatch.setattr(checkpoints, "_torch_load", original)
+    converted.write_bytes(b"garbage")
+    assert torch.equal(checkpoints.load_state_dict(path)["b"], state["b"])
+    assert checkpoints.load_safetensors(str(converted))["b"].tolist() == [0, 1, 2, 3, 4]
+    # another file (a changed checkpoint) never reads the old conversion
+    torch.save({"b": torch.zeros(2)}, path)
+    assert checkpoints.load_state_dict(path)["b"].tolist() == [0.0, 0.0]
+    assert len(list(checkpoints.safetensors_cache_dir().glob("*.safetensors"))) == 2
+
+
+def test_the_safetensors_cache_can_be_turned_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from minmo_core.common import checkpoints
+
+    monkeypatch.setenv("MINMO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv(checkpoints.CACHE_ENV, "0")
+    torch.save({"w": torch.ones(2)}, tmp_path / "m.pt")
+    checkpoints.load_state_dict(tmp_path / "m.pt")
+    assert not (tmp_path / "cache").exists()
+
+
+def checkpoints_sha(path: Path) -> str:
+    from minmo_core.common.releases import sha256_of
+
+    return sha256_of(path)

@@ -92,6 +92,17 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     )
     _common_options(e2e, repeats=None)
     e2e.set_defaults(func=run_e2e)
+    startup = jobs.add_parser(
+        "startup",
+        parents=parents,
+        help="cold start: process start to models ready, .pt files read by torch.load "
+        "against the safetensors cache (writes about 4 GB of random models first)",
+    )
+    startup.add_argument(
+        "--llm-size", choices=["0.5b", "1.5b"], default="0.5b", help="the LLM's shape"
+    )
+    _record_options(startup)
+    startup.set_defaults(func=run_startup, threads=None, device="cpu", preset="real")
     turns = jobs.add_parser(
         "turns",
         parents=parents,
@@ -181,6 +192,12 @@ def run_e2e(args: argparse.Namespace) -> int:
         args,
         lambda device: bench_e2e(args.preset, device, args.turns, args.policy_wait, args.llm_size),
     )
+
+
+def run_startup(args: argparse.Namespace) -> int:
+    from app.bench.startup import bench_startup
+
+    return _report(args, lambda device: bench_startup(args.llm_size))
 
 
 def run_turns(args: argparse.Namespace) -> int:
