@@ -97,6 +97,7 @@ class LLMConfig:
     """How the Qwen2.5-Instruct LLM is run. Its sizes come from the model folder."""
 
     dtype: str = "bfloat16"  # on CPU the loader falls back to float32
+    weight_bits: int = 16  # 8 or 4: bitsandbytes-quantised weights on CUDA (experimental)
     max_new_tokens: int = 512
     temperature: float = 0.7  # Qwen2.5-Instruct's generation_config
     top_p: float = 0.8

@@ -305,3 +305,14 @@ def test_cli_chat_errors_exit_2_with_a_message(
     monkeypatch.setenv("MINMO_LLM_DIR", str(qwen_dir))
     assert main(["chat", "   "]) == 2
     assert "nothing to send" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("bits", "message"),
+    [(8, "need a CUDA GPU"), (4, "need a CUDA GPU"), (6, "16, 8 or 4 bits")],
+)
+def test_quantised_weights_are_refused_where_they_cannot_run(
+    qwen_dir: Path, bits: int, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ChatLLM(qwen_dir, replace(GREEDY, weight_bits=bits), device="cpu")

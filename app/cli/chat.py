@@ -54,6 +54,7 @@ def llm_config(args: argparse.Namespace) -> LLMConfig:
         "max_new_tokens": args.max_new_tokens,
         "temperature": args.temperature,
         "system_prompt": args.system,
+        "weight_bits": getattr(args, "llm_bits", None),
     }
     return replace(LLMConfig(), **{k: v for k, v in overrides.items() if v is not None})
 

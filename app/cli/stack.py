@@ -50,6 +50,14 @@ def add_stack_options(p: argparse.ArgumentParser) -> None:
         help=folder_help(SENSEVOICE_FOLDER, ", for spoken input"),
     )
     p.add_argument(
+        "--llm-bits",
+        type=int,
+        choices=[16, 8, 4],
+        default=None,
+        help="LLM weights in 8 or 4 bits on a CUDA GPU (bitsandbytes; experimental), for "
+        "cards `minmo models plan` finds too small for 16",
+    )
+    p.add_argument(
         "--adapters",
         metavar="DIR",
         help="MinMo adapters folder from our training pipeline: aligned mode (speech into the "

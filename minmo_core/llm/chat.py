@@ -33,7 +33,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from minmo_core.common.devices import resolve_device
 from minmo_core.common.paths import default_model_folder
 from minmo_core.config import LLMConfig
-from minmo_core.errors import CheckpointError, ConfigError
+from minmo_core.errors import CheckpointError, ConfigError, MissingDependencyError
 
 LLM_DIR_ENV = "MINMO_LLM_DIR"  # the model folder, when not the default one
 DEFAULT_MODEL = "Qwen2.5-7B-Instruct"  # the folder name under the models folder
@@ -162,7 +162,9 @@ class ChatLLM:
         self.dtype = dtype or resolve_dtype(self.config.dtype, self.device)
         _check_model_folder(self.folder)
         self.tokenizer = _load_tokenizer(self.folder)
-        self.model = _load_model(self.folder, self.dtype).to(self.device).eval()
+        quantisation = _quantisation(self.config.weight_bits, self.device)
+        model = _load_model(self.folder, self.dtype, quantisation)
+        self.model = (model if quantisation else model.to(self.device)).eval()
         self._setup()
 
     @classmethod
@@ -483,7 +485,34 @@ def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def _load_model(folder: Path, dtype: torch.dtype) -> PreTrainedModel:
+def _quantisation(bits: int, device: torch.device):
+    """bitsandbytes' config for 8- or 4-bit weights (NF4, double quantisation, bfloat16
+    compute), or None for 16. Experimental: not yet measured on a GPU."""
+    if bits == 16:
+        return None
+    if bits not in (8, 4):
+        raise ConfigError(f"LLM weights can be 16, 8 or 4 bits, not {bits}")
+    if device.type != "cuda":
+        raise ConfigError(f"{bits}-bit LLM weights need a CUDA GPU (bitsandbytes); use 16 here")
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError as err:
+        raise MissingDependencyError(
+            f"{bits}-bit LLM weights need bitsandbytes: pip install 'minmo-assistant[quantised]'"
+        ) from err
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
+def _load_model(folder: Path, dtype: torch.dtype, quantisation=None) -> PreTrainedModel:
+    extra = {"quantization_config": quantisation, "device_map": {"": 0}} if quantisation else {}
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             folder,
@@ -491,6 +520,7 @@ def _load_model(folder: Path, dtype: torch.dtype) -> PreTrainedModel:
             local_files_only=True,
             use_safetensors=True,
             output_loading_info=True,
+            **extra,
         )
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         raise CheckpointError(f"cannot load the weights in {folder}: {err}") from err
