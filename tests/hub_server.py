@@ -1,9 +1,11 @@
-"""A stand-in for the model hub on 127.0.0.1: the two endpoints huggingface_hub and our
-downloader use, for repositories held in memory.
+"""A stand-in for the model hub (and ModelScope) on 127.0.0.1: the endpoints
+huggingface_hub and our downloader use, for repositories held in memory.
 
     GET /api/models/{repo}/revision/{rev}?blobs=true   the file list with sizes, LFS sha256
                                                         (large files) and git blob ids
     GET /{repo}/resolve/{rev}/{file}                   the bytes, with HTTP Range support
+    GET /api/v1/models/{repo}/repo/files?Revision=master        ModelScope's file list
+    GET /api/v1/models/{repo}/repo?Revision=master&FilePath=F   ModelScope's file bytes
 
 Controls for tests: ``served`` counts the bytes sent per file; ``drop_after[file] = n`` cuts
 the connection after n bytes (once); ``tamper[file] = bytes`` serves other bytes than the
@@ -17,7 +19,7 @@ import hashlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 LFS_THRESHOLD = 64  # files this large are "LFS" files (the real hub: 10 MB)
 
@@ -54,6 +56,28 @@ class FakeHub:
         self.server.shutdown()
         self.server.server_close()
 
+    def _modelscope(self, handler, path: str, query: dict) -> None:
+        """ModelScope's API: /api/v1/models/{repo}/repo/files and /repo?FilePath=..."""
+        rest = path[len("/api/v1/models/") :].split("/")
+        repo = "/".join(rest[:2])
+        if repo not in self.repos or query.get("Revision", ["master"])[0] != "master":
+            return self._error(handler, 404, "NotFound", "no such model or revision")
+        if rest[2:] == ["repo", "files"]:
+            files = [{"Name": n.rsplit("/", 1)[-1], "Path": n, "Size": len(c), "Type": "blob",
+                      "Sha256": hashlib.sha256(c).hexdigest()}
+                     for n, c in self.repos[repo].items()]  # fmt: skip
+            body = json.dumps({"Code": 200, "Data": {"Files": files}, "Success": True}).encode()
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+            return None
+        name = query.get("FilePath", [""])[0]
+        if rest[2:] != ["repo"] or name not in self.repos[repo]:
+            return self._error(handler, 404, "NotFound", "no such file")
+        return self._send_file(handler, name, self.tamper.get(name, self.repos[repo][name]))
+
     def _split(self, path: str) -> tuple[str, str, str] | None:
         """(repo, revision, file) of a resolve URL."""
         parts = path.lstrip("/").split("/")
@@ -72,8 +96,11 @@ class FakeHub:
         handler.wfile.write(body)
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
-        path = urlsplit(handler.path).path
+        parts = urlsplit(handler.path)
+        path = parts.path
         self.requests.append(path)
+        if path.startswith("/api/v1/models/"):
+            return self._modelscope(handler, path, parse_qs(parts.query))
         if path.startswith("/api/models/"):
             rest = path[len("/api/models/") :].split("/")
             repo, rev = "/".join(rest[:2]), unquote(rest[3]) if len(rest) > 3 else "main"
@@ -106,7 +133,9 @@ class FakeHub:
         repo, rev, name = split
         if rev != self.commit:
             return self._error(handler, 404, "RevisionNotFound", "Invalid rev id")
-        content = self.tamper.get(name, self.repos[repo][name])
+        return self._send_file(handler, name, self.tamper.get(name, self.repos[repo][name]))
+
+    def _send_file(self, handler, name: str, content: bytes) -> None:
         start = 0
         ranged = handler.headers.get("Range")
         if ranged and ranged.startswith("bytes="):

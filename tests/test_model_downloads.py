@@ -160,3 +160,29 @@ def test_after_the_first_download_the_lock_is_binding(
     hub.repos[REPO]["config.json"] = files["config.json"] + b"\n"
     with pytest.raises(CheckpointError, match=r"config\.json .* differs from the one recorded"):
         download_releases([release(files)], store)
+
+
+def test_modelscope_is_a_second_source_verified_the_same_way(
+    hub: FakeHub, files: dict[str, bytes], tmp_path: Path
+) -> None:
+    from minmo_core.manager.download import ModelScopeSource
+
+    on_modelscope = parse_release(
+        {"name": "Tiny-Instruct", "repo": REPO, "revision": COMMIT, "kind": "llm",
+         "modelscope": REPO, "files": {name: {} for name in files}},
+        "test",
+    )  # fmt: skip
+    store = ModelStore(tmp_path / "models")
+    source = ModelScopeSource(hub.url)
+    hub.drop_after[WEIGHTS] = 1000  # resumes there too
+    with pytest.raises(CheckpointError, match="interrupted"):
+        download_releases([on_modelscope], store, source)
+    (folder,) = download_releases([on_modelscope], store, source)
+    assert hub.served[WEIGHTS] == len(files[WEIGHTS])
+    assert all((folder / n).read_bytes() == c for n, c in files.items())
+    assert any(p.startswith("/api/v1/models/") for p in hub.requests)
+    # the Qwen-like files are locked from ModelScope's sha256: later downloads are held to it
+    assert set(store.locked(on_modelscope)) == set(files)
+    # a release that is not on ModelScope is named
+    with pytest.raises(Exception, match="is not on ModelScope"):
+        download_releases([release(files)], ModelStore(tmp_path / "other"), source)

@@ -42,6 +42,13 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
         "resumable: run it again after a stop)",
     )
     dl.add_argument("pack", help="a pack name (see `minmo models list`)")
+    dl.add_argument(
+        "--source",
+        choices=["hub", "modelscope"],
+        default="hub",
+        help="the Hugging Face hub (default; HF_ENDPOINT for a mirror) or ModelScope "
+        "(MODELSCOPE_ENDPOINT); files are verified the same way",
+    )
     dl.set_defaults(func=run_download)
     imp = jobs.add_parser(
         "import",
@@ -167,7 +174,7 @@ class _Bar:
 
 def run_download(args: argparse.Namespace) -> int:
     from minmo_core.errors import CheckpointError
-    from minmo_core.manager.download import download_releases
+    from minmo_core.manager.download import SOURCES, download_releases
     from minmo_core.manager.packs import pack, pack_releases
 
     p = pack(args.pack)
@@ -176,7 +183,8 @@ def run_download(args: argparse.Namespace) -> int:
     store = _store()
     bar = _Bar()
     try:
-        folders = download_releases(pack_releases(p), store, on_progress=bar)
+        source = SOURCES[args.source]()
+        folders = download_releases(pack_releases(p), store, source, on_progress=bar)
     except KeyboardInterrupt:
         bar.end()
         print("download stopped; run the same command to resume", file=sys.stderr)

@@ -84,6 +84,7 @@ class Release:
     parameters: int = 0
     parts: tuple[Part, ...] = ()
     llm: LLMShape | None = None
+    modelscope_repo: str | None = None  # the same release on ModelScope, where it is
 
     @property
     def used_files(self) -> list[str]:
@@ -121,6 +122,7 @@ def parse_release(data: dict, source: str) -> Release:
             parameters=int(data.get("parameters", 0)),
             parts=parts,
             llm=llm,
+            modelscope_repo=data.get("modelscope"),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"release manifest {source} is malformed ({err!r})") from err

@@ -16,6 +16,7 @@ folder is left as it was. ``HF_ENDPOINT`` (a mirror) is read at call time.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import threading
 import time
@@ -121,6 +122,76 @@ class HubSource:
         return response
 
 
+MODELSCOPE = "https://www.modelscope.cn"
+MODELSCOPE_ENV = "MODELSCOPE_ENDPOINT"
+
+
+class ModelScopeSource:
+    """ModelScope (modelscope.cn, or ``$MODELSCOPE_ENDPOINT``), through its HTTP API: the
+    repository's file list with sizes and sha256, and files with HTTP Range. Its client
+    library is not used: its file listing (1.40) returns no sha256, and its downloads offer
+    no byte progress, cancel or verification before anything is replaced.
+
+    ModelScope serves branches, not the hub's commits: the pinned releases' files are held to
+    their published sha256 as from the hub, the Qwen files to the lock when one exists and
+    otherwise to ModelScope's own sha256, which is then locked."""
+
+    name = "modelscope"
+
+    def __init__(self, url: str | None = None, revision: str = "master") -> None:
+        self.url = (url or os.environ.get(MODELSCOPE_ENV) or MODELSCOPE).rstrip("/")
+        self.revision = revision
+
+    def _repo(self, release: Release) -> str:
+        if not release.modelscope_repo:
+            raise ConfigError(f"{release.name} is not on ModelScope; download it from the hub")
+        return release.modelscope_repo
+
+    def remote_files(self, release: Release) -> dict[str, Expected]:
+        from huggingface_hub.utils import get_session
+
+        repo = self._repo(release)
+        url = f"{self.url}/api/v1/models/{repo}/repo/files"
+        params = {"Revision": self.revision, "Recursive": "True"}
+        try:
+            response = get_session().get(url, params=params, timeout=TIMEOUT_S)
+            response.raise_for_status()
+            files = response.json().get("Data", {}).get("Files", [])
+        except Exception as err:  # network, HTTP and JSON errors
+            raise CheckpointError(
+                f"could not read {repo}'s file list from {self.url}: {first_line(err, 160)}"
+            ) from err
+        return {
+            str(f["Path"]): Expected(int(f["Size"]), f.get("Sha256") or None)
+            for f in files
+            if f.get("Type", "blob") != "tree"
+        }
+
+    def open(self, release: Release, name: str, start: int):
+        from huggingface_hub.utils import get_session
+
+        url = f"{self.url}/api/v1/models/{self._repo(release)}/repo"
+        headers = {"Accept-Encoding": "identity"}
+        if start:
+            headers["Range"] = f"bytes={start}-"
+        response = get_session().get(
+            url,
+            params={"Revision": self.revision, "FilePath": name},
+            headers=headers,
+            stream=True,
+            timeout=TIMEOUT_S,
+        )
+        if response.status_code not in (200, 206):
+            response.close()
+            raise CheckpointError(
+                f"{self.url} refused {name} of {self._repo(release)} (HTTP {response.status_code})"
+            )
+        return response
+
+
+SOURCES = {"hub": HubSource, "modelscope": ModelScopeSource}
+
+
 class _Meter:
     def __init__(self, total: int, done: int, on_progress) -> None:
         self.total, self.done, self.on_progress = total, done, on_progress
@@ -196,7 +267,7 @@ def git_blob_sha1(path: Path) -> str:
 def download_releases(
     releases: list[Release],
     store: ModelStore,
-    source: HubSource | None = None,
+    source: HubSource | ModelScopeSource | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> list[Path]:
@@ -332,4 +403,12 @@ def _matches(path: Path, want: Expected) -> bool:
     return git_blob_sha1(path) == want.git_sha1
 
 
-__all__ = ["DownloadCancelled", "Expected", "HubSource", "Progress", "download_releases"]
+__all__ = [
+    "SOURCES",
+    "DownloadCancelled",
+    "Expected",
+    "HubSource",
+    "ModelScopeSource",
+    "Progress",
+    "download_releases",
+]
