@@ -31,6 +31,25 @@ def device_line() -> str:
     return "Models run on the CPU (make run DEVICE=cuda for the GPU)."
 
 
+def models_line() -> str:
+    """What is installed, or which pack to fetch for this machine and how."""
+    from minmo_core.manager.planner import plan, this_machine
+    from minmo_core.manager.store import ModelStore, installed_llm
+
+    llm = installed_llm()
+    if llm is not None:
+        return f"Installed LLM: {llm.name} (`minmo models list` shows the rest)."
+    memory, device = this_machine()
+    result = plan(memory, device)
+    where = f"No models in {ModelStore().root} yet."
+    if result.choice is None:
+        return f"{where} {result.reason()}"
+    return (
+        f"{where} For this machine: {result.reason()}.\n"
+        f"Fetch them with: .venv/bin/minmo models download {result.choice.pack}"
+    )
+
+
 def main() -> int:
     try:
         line = device_line()
@@ -40,6 +59,10 @@ def main() -> int:
     print(NOT_YET)
     build_parser().print_help()
     print(f"\n{line}")
+    try:
+        print(models_line())
+    except MinMoError as err:  # a damaged lock or registry must not stop the app starting
+        print(f"models: {describe(err)}")
     return 0
 
 

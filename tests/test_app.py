@@ -13,21 +13,26 @@ import torch
 from tests.conftest import REPO
 
 
-def start(device: str) -> subprocess.CompletedProcess:
+def start(device: str, models: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "MINMO_DEVICE": device}
+    if models is not None:
+        env["MINMO_MODELS_DIR"] = models
     return subprocess.run(
         [sys.executable, str(REPO / "main.py")], capture_output=True, text=True, timeout=120,
         env=env,
     )  # fmt: skip
 
 
-def test_main_py_explains_and_lists_the_cli_commands() -> None:
-    done = start("cpu")
+def test_main_py_explains_and_lists_the_cli_commands(tmp_path) -> None:
+    done = start("cpu", str(tmp_path / "models"))
     assert done.returncode == 0
     assert "desktop window is not available yet" in done.stdout
     for command in ("transcribe", "chat", "bench"):
         assert command in done.stdout
     assert "Models run on the CPU" in done.stdout
+    # nothing installed: the pack that fits, and the command that fetches it
+    assert f"No models in {tmp_path / 'models'} yet. For this machine: minmo-" in done.stdout
+    assert "Fetch them with: .venv/bin/minmo models download minmo-" in done.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
