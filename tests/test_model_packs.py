@@ -120,7 +120,16 @@ def test_list_verify_and_remove_keep_what_another_pack_needs(
     assert "kept SenseVoiceSmall: another installed pack uses it" in err
     assert not (tmp_path / "Qwen2.5-0.5B-Instruct").exists()
     assert (tmp_path / "SenseVoiceSmall").is_dir()
+    # a conversion of a removed checkpoint goes with it
+    from minmo_core.common.checkpoints import safetensors_cache_dir
+    from minmo_core.common.releases import cached_sha256
+
+    llm_pt = tmp_path / "CosyVoice2-0.5B" / "llm.pt"
+    converted = safetensors_cache_dir() / f"{cached_sha256(llm_pt)}.safetensors"
+    converted.parent.mkdir(parents=True, exist_ok=True)
+    converted.write_bytes(b"x" * 10)
     assert main(["models", "remove", "minmo-1.5b"]) == 0  # the last pack: everything goes
+    assert not converted.exists()
     capsys.readouterr()
     for name in ("SenseVoiceSmall", "CosyVoice2-0.5B", "Qwen2.5-1.5B-Instruct"):
         assert not (tmp_path / name).exists()

@@ -273,8 +273,23 @@ def run_remove(args: argparse.Namespace) -> int:
             continue
         for folder in (store.folder(release), store.staging(release)):
             if folder.is_dir():
+                freed += _drop_conversions(folder)
                 freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
                 shutil.rmtree(folder)
                 print(f"removed {folder}")
     print(f"freed {freed / GB:.2f} GB", file=sys.stderr)
     return 0
+
+
+def _drop_conversions(folder) -> int:
+    """Delete the safetensors conversions of the folder's .pt files; returns bytes freed."""
+    from minmo_core.common.checkpoints import safetensors_cache_dir
+    from minmo_core.common.releases import cached_sha256
+
+    freed = 0
+    for pt in folder.rglob("*.pt"):
+        converted = safetensors_cache_dir() / f"{cached_sha256(pt)}.safetensors"
+        if converted.is_file():
+            freed += converted.stat().st_size
+            converted.unlink()
+    return freed
