@@ -1,8 +1,9 @@
 """Entry point of the desktop app (``minmo-assistant`` / ``python main.py`` / ``make run``).
 
-The Qt window is not built yet; until it is, this checks the device the models would run
-on (``MINMO_DEVICE``, which ``make run DEVICE=cuda`` sets) and prints what works today:
-the ``minmo`` command line.
+It checks the device the models would run on (``MINMO_DEVICE``, which ``make run
+DEVICE=cuda`` sets), says what is installed or which pack to fetch, and opens the window
+(``app/gui``); without a display it says so in one line and points to ``minmo converse``.
+``--no-window`` prints the command line's help instead.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import sys
 from app.cli import build_parser, describe
 from minmo_core.errors import MinMoError
 
-NOT_YET = (
-    "MinMo Assistant: the desktop window is not available yet in this version.\n"
-    "What works today is the `minmo` command line (run it from .venv/bin/minmo):\n"
+ABOUT = (
+    "MinMo Assistant: the window opens on a display; everything also works from the `minmo` "
+    "command line (.venv/bin/minmo):\n"
 )
 
 
@@ -56,14 +57,20 @@ def main() -> int:
     except MinMoError as err:
         print(f"minmo-assistant: error: {describe(err)}", file=sys.stderr)
         return 2
-    print(NOT_YET)
-    build_parser().print_help()
-    print(f"\n{line}")
+    print(line)
     try:
         print(models_line())
     except MinMoError as err:  # a damaged lock or registry must not stop the app starting
         print(f"models: {describe(err)}")
-    return 0
+    if "--no-window" in sys.argv[1:]:
+        print(ABOUT)
+        build_parser().print_help()
+        return 0
+    from app.gui.app import run
+
+    sys.stdout.flush()
+    quit_after = os.environ.get("MINMO_QUIT_AFTER_MS")  # smoke checks: open, then close
+    return run(quit_after_ms=int(quit_after) if quit_after else None)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("MINMO_FIXTURES", REPO.parent / "shared" / "fixtures"))
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # the window's tests need no display
 
 
 @pytest.fixture(scope="session")

@@ -13,20 +13,40 @@ import torch
 from tests.conftest import REPO
 
 
-def start(device: str, models: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MINMO_DEVICE": device}
+def start(device: str, models: str | None = None, *args: str, **env_extra: str):
+    env = {**os.environ, "MINMO_DEVICE": device, **env_extra}
     if models is not None:
         env["MINMO_MODELS_DIR"] = models
     return subprocess.run(
-        [sys.executable, str(REPO / "main.py")], capture_output=True, text=True, timeout=120,
+        [sys.executable, str(REPO / "main.py"), *args], capture_output=True, text=True,
+        timeout=120,
         env=env,
     )  # fmt: skip
 
 
-def test_main_py_explains_and_lists_the_cli_commands(tmp_path) -> None:
-    done = start("cpu", str(tmp_path / "models"))
+def test_main_py_opens_the_window_and_says_what_to_fetch(tmp_path) -> None:
+    done = start("cpu", str(tmp_path / "models"), QT_QPA_PLATFORM="offscreen",
+                 MINMO_QUIT_AFTER_MS="1500", MINMO_CONFIG_DIR=str(tmp_path / "config"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Models run on the CPU" in done.stdout
+    assert "Fetch them with: .venv/bin/minmo models download minmo-" in done.stdout
+
+
+def test_without_a_display_make_run_points_to_the_terminal(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY")}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(REPO / "main.py")], capture_output=True, text=True, timeout=120,
+        env={**env, "MINMO_DEVICE": "cpu", "MINMO_MODELS_DIR": str(tmp_path)},
+    )  # fmt: skip
     assert done.returncode == 0
-    assert "desktop window is not available yet" in done.stdout
+    assert done.stderr.count("\n") == 1 and "no display" in done.stderr
+    assert "minmo converse" in done.stderr
+
+
+def test_main_py_no_window_lists_the_cli_commands(tmp_path) -> None:
+    done = start("cpu", str(tmp_path / "models"), "--no-window")
+    assert done.returncode == 0
     for command in ("transcribe", "chat", "bench"):
         assert command in done.stdout
     assert "Models run on the CPU" in done.stdout

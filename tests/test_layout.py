@@ -59,7 +59,22 @@ def test_minmo_core_top_level_holds_only_subpackages_config_and_errors() -> None
 
 
 def test_the_command_line_runs_as_a_module_and_from_main_py() -> None:
-    for argv in ([sys.executable, "-m", "app.cli", "--help"], [sys.executable, "-m", "app"]):
+    for argv in (
+        [sys.executable, "-m", "app.cli", "--help"],
+        [sys.executable, "-m", "app", "--no-window"],
+    ):
         done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert "transcribe" in done.stdout
+
+
+def test_the_window_never_imports_torch_on_the_gui_thread() -> None:
+    """Importing the window's modules loads no torch: the models load in worker threads."""
+    code = (
+        "import sys; import app.gui.app, app.gui.window, app.gui.session, app.gui.settings; "
+        "import app.gui.widgets.conversation, app.gui.widgets.state; "
+        "print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO, check=True)  # fmt: skip
+    assert done.stdout.strip() == "False"

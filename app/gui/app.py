@@ -1,0 +1,54 @@
+"""Start the window: a display check, the settings (a bad file is survived), the window,
+and the models loading behind it. ``make run`` and ``minmo-assistant`` come here."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+NO_DISPLAY = (
+    "minmo-assistant: no display to open the window on (no DISPLAY or WAYLAND_DISPLAY); "
+    "talk to it in the terminal with `minmo converse`, or set QT_QPA_PLATFORM=offscreen"
+)
+
+
+def has_display() -> bool:
+    if os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True  # Windows and macOS always have one
+
+
+def run(factory=None, quit_after_ms: int | None = None) -> int:
+    if not has_display():
+        print(NO_DISPLAY, file=sys.stderr)
+        return 0  # not a failure: the terminal way is there
+    import asyncio
+
+    import PySide6  # noqa: F401  (before qasync, so it picks this binding)
+    import qasync
+    from PySide6.QtWidgets import QApplication
+
+    from app.gui.session import default_factory, setup_text
+    from app.gui.settings import load_settings
+    from app.gui.window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    settings, notice = load_settings()
+    setup = setup_text()
+    if factory is None and setup is None:
+        factory = default_factory(settings)
+    window = MainWindow(factory, settings, notice, setup)
+    window.show()
+    if quit_after_ms is not None:  # for `make run` checks: open, then close
+        from PySide6.QtCore import QTimer
+
+        QTimer.singleShot(quit_after_ms, window.close)
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    closed = asyncio.Event()
+    app.lastWindowClosed.connect(closed.set)
+    with loop:
+        loop.run_until_complete(closed.wait())
+    return 0

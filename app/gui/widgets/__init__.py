@@ -1,0 +1,1 @@
+"""Views: they render what they are given and hold no model or audio."""

@@ -1,0 +1,154 @@
+"""The window, offscreen under pytest-qt, on tiny models: typed turns stream into the
+conversation, Esc cuts a reply with the unheard part greyed after a marker, engine errors
+and a corrupt settings file become visible notices, and the first run says what to fetch."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+
+from app.gui.session import Session, setup_text
+from app.gui.settings import Settings, load_settings, save_settings
+from app.gui.widgets.conversation import CUT
+from app.gui.window import MainWindow
+from minmo_core.engine.engine import ConversationEngine, EngineSettings
+from minmo_core.llm.chat import ChatLLM
+from tests.test_engine import GREEDY
+
+TIMEOUT_MS = 60_000
+
+
+def tiny_factory(qwen_dir: Path, voice, slow: float = 0.0, tokens: int = 16):
+    def build(bridge):
+        llm = ChatLLM(qwen_dir, replace(GREEDY, max_new_tokens=tokens), device="cpu")
+        if slow:  # each token takes a while: a reply long enough to interrupt
+            stream = llm.stream
+
+            def slow_stream(*args, **kwargs):
+                for event in stream(*args, **kwargs):
+                    time.sleep(slow)
+                    yield event
+
+            llm.stream = slow_stream
+        engine = ConversationEngine(llm, voice, bridge, EngineSettings(seed=0))
+        return Session(engine.start())
+
+    return build
+
+
+@pytest.fixture
+def window(qtbot, request):
+    windows = []
+
+    def make(*args, **kwargs) -> MainWindow:
+        w = MainWindow(*args, **kwargs)
+        qtbot.addWidget(w)
+        windows.append(w)
+        return w
+
+    yield make
+    for w in windows:
+        w.close()
+
+
+def test_a_typed_turn_streams_into_the_conversation(window, qtbot, qwen_dir, voice) -> None:
+    w = window(tiny_factory(qwen_dir, voice))
+    qtbot.waitUntil(lambda: w.engine is not None, timeout=TIMEOUT_MS)
+    assert w.entry.isEnabled()
+    qtbot.keyClicks(w.entry, "Hello there!")
+    qtbot.keyClick(w.entry, "\r")
+    engine = w.engine.engine
+    qtbot.waitUntil(lambda: bool(engine.turns), timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: w.state.state == "idle", timeout=TIMEOUT_MS)
+    (user, reply) = [w.conversation.turns[(1, role)] for role in ("user", "assistant")]
+    assert user.plain == "Hello there!" and w.entry.text() == ""
+    assert reply.plain == engine.turns[-1].reply and reply.heard is None
+
+
+def test_esc_cuts_the_reply_and_greys_what_was_not_heard(window, qtbot, qwen_dir, voice):
+    w = window(tiny_factory(qwen_dir, voice, slow=0.05, tokens=40))
+    qtbot.waitUntil(lambda: w.engine is not None, timeout=TIMEOUT_MS)
+    w.entry.setText("Tell me a long story.")
+    w.send()
+    qtbot.waitUntil(lambda: (1, "assistant") in w.conversation.turns, timeout=TIMEOUT_MS)
+    reply = w.conversation.turns[(1, "assistant")]
+    qtbot.waitUntil(lambda: len(reply.plain) > 3, timeout=TIMEOUT_MS)
+    states = []
+    w.bridge.event.connect(lambda e: states.append(getattr(e, "state", None)))
+    qtbot.keyClick(w.entry, Qt.Key.Key_Escape)  # from the focused text box
+    qtbot.waitUntil(lambda: reply.heard is not None, timeout=TIMEOUT_MS)
+    assert CUT in reply.text.text() and reply.plain.startswith(reply.heard)
+    qtbot.waitUntil(lambda: "interrupted" in [str(s) for s in states], timeout=TIMEOUT_MS)
+    assert w.engine.engine.turns[-1].interrupted
+
+
+def test_an_engine_error_is_a_notice_and_the_window_carries_on(window, qtbot, qwen_dir, voice):
+    w = window(tiny_factory(qwen_dir, voice))
+    qtbot.waitUntil(lambda: w.engine is not None, timeout=TIMEOUT_MS)
+    engine = w.engine.engine
+    real = engine.llm.stream
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    engine.llm.stream = broken
+    w.entry.setText("Hello")
+    w.send()
+    qtbot.waitUntil(lambda: w.notice.isVisibleTo(w), timeout=TIMEOUT_MS)
+    assert "out of memory" in w.notice.text()
+    engine.llm.stream = real  # the next turn works
+    w.entry.setText("Hello again")
+    w.send()
+    qtbot.waitUntil(lambda: bool(engine.turns), timeout=TIMEOUT_MS)
+
+
+def test_a_failed_model_load_is_a_notice(window, qtbot) -> None:
+    def fails(bridge):
+        raise FileNotFoundError("no Qwen2.5-7B-Instruct folder")
+
+    w = window(fails)
+    qtbot.waitUntil(lambda: w.notice.isVisibleTo(w), timeout=TIMEOUT_MS)
+    assert "could not be loaded" in w.notice.text() and "Qwen2.5-7B" in w.notice.text()
+    assert not w.entry.isEnabled()
+
+
+def test_settings_round_trip_and_a_corrupt_file_is_survived(tmp_path: Path, window) -> None:
+    path = tmp_path / "settings.json"
+    settings = Settings(emotion="happy", turn_policy="silence", echo_cancellation=False)
+    save_settings(settings, path)
+    loaded, notice = load_settings(path)
+    assert loaded == settings and notice is None
+    path.write_text('{"emotion": "happy", "future_key": 3}')  # a newer version's key is kept
+    loaded, _ = load_settings(path)
+    assert loaded.emotion == "happy" and loaded.extra == {"future_key": 3}
+    save_settings(loaded, path)
+    assert '"future_key": 3' in path.read_text()
+    path.write_text("{not json")
+    loaded, notice = load_settings(path)
+    assert loaded == Settings() and "not usable" in notice
+    assert (tmp_path / "settings.json.bad").read_text() == "{not json"
+    w = window(None, loaded, notice)
+    assert w.notice.isVisibleTo(w) and "Default settings are in use" in w.notice.text()
+
+
+def test_the_first_run_says_what_to_fetch(tmp_path: Path, monkeypatch, window) -> None:
+    monkeypatch.setenv("MINMO_MODELS_DIR", str(tmp_path / "models"))
+    text = setup_text()
+    assert "minmo models download minmo-" in text and "minmo models import DIR" in text
+    w = window(None, setup_text=text)
+    assert w.setup.isVisibleTo(w) and not w.entry.isEnabled()
+
+
+def test_without_a_display_it_says_so_in_one_line(monkeypatch, capsys) -> None:
+    from app.gui import app as gui
+
+    for name in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(gui.sys, "platform", "linux")
+    assert gui.run() == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "minmo converse" in err
