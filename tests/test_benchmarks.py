@@ -202,6 +202,7 @@ def test_e2e_bench_reports_each_stage_with_speculation_off_and_on(tmp_path: Path
         assert stages[0] >= 280  # nothing was let out before the decision (frames: 10 ms)
         d = [float(row[c]) for c in ("d_llm ms", "d_lm ms", "d_syn ms")]
         assert all(x > 0 for x in d)
+        # the d columns are rounded to 0.1 ms: 35 x 0.05, plus the sum's own 0.5
         assert float(row["5 d_llm + 15 d_lm + 15 d_syn ms"]) == pytest.approx(
-            5 * d[0] + 15 * d[1] + 15 * d[2], abs=1.0
+            5 * d[0] + 15 * d[1] + 15 * d[2], abs=2.25
         )
