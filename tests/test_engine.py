@@ -344,3 +344,15 @@ def test_smart_turn_is_the_default_only_where_turns_are_spoken(
     ears = SenseVoice.from_folder(tiny_sensevoice_dir, allow_unpinned=True)
     spoken = ConversationEngine(llm, voice, Recorder(), sensevoice=ears)
     assert isinstance(spoken.policy, SmartTurnPolicy)
+
+
+def test_a_stop_right_after_sending_stops_that_reply_and_not_the_next(
+    engine: ConversationEngine,
+) -> None:
+    first = engine.send_text("Tell me a long story about the sea.")
+    engine.interrupt()  # pressed before the worker started the reply, or just after
+    assert engine.wait_idle(TIMEOUT)
+    assert engine.recorder.of(TurnEnded, first)[-1].interrupted
+    again = engine.send_text("And now?")
+    assert engine.wait_idle(TIMEOUT)
+    assert not engine.recorder.of(TurnEnded, again)[-1].interrupted

@@ -191,6 +191,9 @@ class ConversationEngine:
         self._hearing_s = 0.0  # the current spoken turn's transcription (and projection)
         self._deferred: tuple | None = None  # a turn heard during a tentative barge-in
         self._hold_lock = threading.RLock()
+        self._last_typed = 0  # the latest typed turn handed out
+        self._stop_upto = 0  # typed turns up to this one were stopped before they started
+        self._in_reply = False
         self._audio_until = 0.0  # when the audio made so far ends, if played as it came
         self._judging_stop = False
 
@@ -226,6 +229,7 @@ class ConversationEngine:
         if not text.strip():
             raise ConfigError("nothing to send: the message is empty")
         turn_id = next(self._turn_ids)
+        self._last_typed = turn_id
         self._idle.clear()
         self._commands.put(("text", turn_id, text.strip()))
         return turn_id
@@ -334,6 +338,8 @@ class ConversationEngine:
         with self._hold_lock:
             if played_samples is None and self._paused.is_set():
                 played_samples = self._paused_played
+            if not self._in_reply:  # a typed message not started yet is stopped too
+                self._stop_upto = self._last_typed
             self._played = played_samples
             self._interrupt.set()
             self._paused.clear()
@@ -564,11 +570,30 @@ class ConversationEngine:
         aligned: AlignedTurn | None = None,
         spoken: bool = False,
     ) -> None:
-        self._interrupt.clear()
+        with self._hold_lock:
+            self._in_reply = True
+            self._interrupt.clear()
+            if turn_id <= self._stop_upto:  # stopped while it waited in the queue
+                self._interrupt.set()
         self._paused.clear()
         self._held_s = 0.0
         self._played = None
         self._replying = turn_id
+        try:
+            self._reply_now(turn_id, text, started, waited, spec, aligned, spoken)
+        finally:
+            self._in_reply = False
+
+    def _reply_now(
+        self,
+        turn_id: int,
+        text: str,
+        started: float,
+        waited: float,
+        spec: _Speculation | None,
+        aligned: AlignedTurn | None,
+        spoken: bool,
+    ) -> None:
         self._state(EngineState.THINKING)
         stop = self._interrupt if spec is None else _AnyOf(self._interrupt, spec)
         try:
