@@ -152,3 +152,62 @@ def test_without_a_display_it_says_so_in_one_line(monkeypatch, capsys) -> None:
     assert gui.run() == 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "minmo converse" in err
+
+
+def test_a_spoken_turn_and_a_barge_in_through_the_fake_sound_device(
+    window, qtbot, qwen_dir, voice, sensevoice, fixtures_dir
+) -> None:
+    import numpy as np
+
+    from app.audio.events import AudioSettings, BargeIn, BargeInConfirmed
+    from app.audio.fake_device import FakeSoundDevice
+    from app.conversation import LiveConversation
+    from minmo_core.common.audio import read_audio
+    from minmo_core.engine.turns import SilencePolicy
+
+    question = read_audio(fixtures_dir / "audio" / "sensevoice_sample.wav", 16000)
+    near = np.concatenate([np.zeros(8000, np.float32), question, np.zeros(16000 * 60, np.float32)])
+    fake = FakeSoundDevice(input_rate=16000, output_rate=24000, near_end=near, seed=0)
+    made: dict = {}
+
+    def build(bridge):
+        def engine(on_event):
+            llm = ChatLLM(qwen_dir, replace(GREEDY, max_new_tokens=30), device="cpu")
+            return ConversationEngine(llm, voice, on_event, EngineSettings(seed=0), sensevoice,
+                                      SilencePolicy(0.5))  # fmt: skip
+
+        live = LiveConversation(engine, bridge, AudioSettings(), backend=fake)
+        made["live"] = live.start(threaded=False)
+        return Session(live.engine, live)
+
+    w = window(build)
+    qtbot.waitUntil(lambda: w.engine is not None, timeout=TIMEOUT_MS)
+    live = made["live"]
+
+    def tick(seconds: float = 0.05) -> None:  # the sound card's clock moves on
+        for _ in range(round(seconds / 0.01)):
+            fake.advance(0.01)
+            live.stream.pump()
+
+    def until(condition) -> None:
+        deadline = time.monotonic() + TIMEOUT_MS / 1000
+        while not condition() and time.monotonic() < deadline:
+            tick()
+            qtbot.wait(5)
+        assert condition()
+
+    until(lambda: any(role == "user" and t.tags() is not None and t.plain
+                      for (_, role), t in w.conversation.turns.items()))  # fmt: skip
+    until(lambda: w.state.state == "speaking")
+    assert w.state.mic.value() > 0  # the microphone's level reached the meter
+    turn = max(tid for tid, role in w.conversation.turns if role == "assistant")
+    reply = w.conversation.turns[(turn, "assistant")]
+    until(lambda: live.stream.is_playing)
+    tick(0.3)
+    live._audio_event(BargeIn(fake.now, fake.now - 0.1))  # the user talks over it
+    assert not live.stream.is_playing  # silent at once
+    tick(0.8)
+    live._audio_event(BargeInConfirmed(fake.now))
+    until(lambda: reply.heard is not None)
+    assert CUT in reply.text.text()
+    until(lambda: w.engine.engine.turns and w.engine.engine.turns[-1].interrupted)

@@ -4,6 +4,7 @@ sends the engine commands; the models load in a worker thread."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
@@ -181,6 +182,11 @@ class MainWindow(QMainWindow):
             self.state.set_state(str(event.state))
         elif isinstance(event, ev.EngineError):
             self.show_notice(event.message)
+        elif type(event).__name__ == "Level":  # the audio path's clean microphone level
+            self.state.set_level(self.state.mic, event.dbfs)
+        elif isinstance(event, ev.AssistantAudio) and event.audio.size:
+            rms = float((event.audio.astype("float64") ** 2).mean() ** 0.5)
+            self.state.set_level(self.state.out, 20 * math.log10(max(rms, 1e-6)))
 
     def closeEvent(self, event) -> None:
         if self.engine is not None:
