@@ -33,7 +33,10 @@ def tiny_sensevoice_dir(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Keep the checksum cache and settings of tests out of the user's folders."""
-    monkeypatch.setenv("MINMO_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("MINMO_CACHE_DIR", str(base / "cache"))
+    monkeypatch.setenv("MINMO_DATA_DIR", str(base / "data"))  # the window's history
+    monkeypatch.setenv("MINMO_CONFIG_DIR", str(base / "config"))  # the window's settings
 
 
 @pytest.fixture(scope="session")

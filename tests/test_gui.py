@@ -211,3 +211,39 @@ def test_a_spoken_turn_and_a_barge_in_through_the_fake_sound_device(
     until(lambda: reply.heard is not None)
     assert CUT in reply.text.text()
     until(lambda: w.engine.engine.turns and w.engine.engine.turns[-1].interrupted)
+
+
+def test_the_history_is_saved_as_it_happens_and_survives_a_kill(
+    window, qtbot, qwen_dir, voice, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from app.gui.history import read_history, to_markdown
+
+    w = window(tiny_factory(qwen_dir, voice))
+    qtbot.waitUntil(lambda: w.engine is not None, timeout=TIMEOUT_MS)
+    w.entry.setText("Hello there!")
+    w.send()
+    qtbot.waitUntil(lambda: len(read_history(w.history.path)) == 2, timeout=TIMEOUT_MS)
+    user, reply = read_history(w.history.path)
+    assert (user["role"], user["text"], user["typed"]) == ("user", "Hello there!", True)
+    assert reply["text"] == w.engine.engine.turns[-1].reply and not reply["interrupted"]
+    assert "**You:** Hello there!" in to_markdown([user, reply])
+    # a process killed mid-write: the whole lines before it are read, the torn one skipped
+    child = (
+        "import os, signal, sys; sys.path.insert(0, sys.argv[2]); from pathlib import Path; "
+        "from app.gui.history import HistoryWriter; w = HistoryWriter(Path(sys.argv[1])); "
+        "w.record(turn=1, role='user', text='hi'); "
+        "w.record(turn=1, role='assistant', text='hello', heard='hel', interrupted=True); "
+        'w.close(); open(w.path, \'a\').write(\'{"turn": 2, "role": "us\'); '
+        "os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    from tests.conftest import REPO
+
+    done = subprocess.run([sys.executable, "-c", child, str(tmp_path), str(REPO)], timeout=60)
+    assert done.returncode != 0
+    (path,) = tmp_path.glob("*.jsonl")
+    records = read_history(path)
+    assert [r["text"] for r in records] == ["hi", "hello"]
+    assert "hel ✂ ~~lo~~" in to_markdown(records)

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.gui.bridge import EventBridge
+from app.gui.history import HistoryWriter
 from app.gui.settings import Settings
 from app.gui.widgets.conversation import ConversationView
 from app.gui.widgets.state import StateIndicator
@@ -64,6 +65,8 @@ class MainWindow(QMainWindow):
         self.engine = None
         self.bridge = EventBridge()
         self.bridge.event.connect(self.on_event)  # queued: engine threads -> GUI thread
+        self.history = HistoryWriter()  # the conversation, saved as it happens
+        self.bridge.event.connect(self.history.on_event)
 
         central = QWidget()
         column = QVBoxLayout(central)
@@ -193,6 +196,7 @@ class MainWindow(QMainWindow):
             shutdown = getattr(self.engine, "shutdown", None) or self.engine.stop
             shutdown()
             self.engine = None
+        self.history.close()
         if self._thread is not None:
             try:
                 self._thread.quit()
