@@ -42,6 +42,12 @@ def tiny_factory(qwen_dir: Path, voice, slow: float = 0.0, tokens: int = 16):
 
 @pytest.fixture
 def window(qtbot, request):
+    """Windows for a test. As in the app (app/gui/app.py), no cycle collection runs while
+    they live: a worker thread's collection could destroy Qt objects off the GUI thread."""
+    import gc
+
+    gc.collect()
+    gc.disable()
     windows = []
 
     def make(*args, **kwargs) -> MainWindow:
@@ -51,8 +57,14 @@ def window(qtbot, request):
         return w
 
     yield make
-    for w in windows:
+    import gc
+
+    for w in windows:  # closed and deleted here, on the GUI thread: never by a worker's GC
         w.close()
+        w.deleteLater()
+    qtbot.wait(20)
+    gc.enable()
+    gc.collect()
 
 
 def test_a_typed_turn_streams_into_the_conversation(window, qtbot, qwen_dir, voice) -> None:

@@ -45,6 +45,20 @@ def run(factory=None, quit_after_ms: int | None = None) -> int:
         from PySide6.QtCore import QTimer
 
         QTimer.singleShot(quit_after_ms, window.close)
+    # Python's cycle collector runs on whichever thread allocates when it triggers: a model
+    # loading or generating in a worker thread could then destroy Qt objects off the GUI
+    # thread (a crash). Automatic collection is off; this thread collects, often and young.
+    import gc
+
+    from PySide6.QtCore import QTimer
+
+    gc.disable()
+    young = QTimer()
+    young.timeout.connect(_collect_young)
+    young.start(1000)
+    old = QTimer()
+    old.timeout.connect(gc.collect)
+    old.start(30_000)
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     closed = asyncio.Event()
@@ -52,3 +66,9 @@ def run(factory=None, quit_after_ms: int | None = None) -> int:
     with loop:
         loop.run_until_complete(closed.wait())
     return 0
+
+
+def _collect_young() -> None:
+    import gc
+
+    gc.collect(1)

@@ -86,8 +86,10 @@ class ConversationView(QScrollArea):
         self.column.addStretch(1)
         self.setWidget(inner)
         self.turns: dict[tuple[int, str], TurnView] = {}
-        bar = self.verticalScrollBar()
-        bar.rangeChanged.connect(lambda _low, high: bar.setValue(high))  # follow the newest
+        self.verticalScrollBar().rangeChanged.connect(self._follow)  # show the newest
+
+    def _follow(self, _low: int, high: int) -> None:
+        self.verticalScrollBar().setValue(high)
 
     def side(self, turn_id: int, role: str) -> TurnView:
         key = (turn_id, role)
