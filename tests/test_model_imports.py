@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from minmo_core.common.releases import all_releases
 from minmo_core.errors import CheckpointError
 from minmo_core.manager.imports import detect, import_folder
 from minmo_core.manager.store import ModelStore, installed_llm, release_status, verify_installed
+from tests.test_hub import closed_port
 
 QWEN = all_releases()["Qwen2.5-0.5B-Instruct"]
 
@@ -46,10 +46,7 @@ def hub_cache(root: Path, files: dict[str, bytes], revision: str) -> Path:
 
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")  # nobody listens
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")  # nobody listens
 
 
 def test_a_hub_cache_snapshot_is_verified_offline_and_registered_where_it_is(

@@ -155,6 +155,15 @@ def bench_encoder(
     return Table("## Voice encoder (SenseVoiceSmall)", columns, [row])
 
 
+def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Seeded random weights (normal, std 0.02) for every parameter of ``module``."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
+    return module
+
+
 def random_voice_lm(preset: str, device: torch.device, dtype: torch.dtype, text_vocab: int = 0):
     """A VoiceTokenLM at the real (0.5B) or tiny size with seeded random weights, whose text
     embedding holds at least ``text_vocab`` ids."""
@@ -169,10 +178,7 @@ def random_voice_lm(preset: str, device: torch.device, dtype: torch.dtype, text_
         qwen = dict(QWEN2_05B if real else QWEN2_TINY)
         qwen["vocab_size"] = max(qwen["vocab_size"], text_vocab)
         model = VoiceTokenLM(cfg, Qwen2Config(**qwen))
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
+    randomise(model)
     model.llm["model"].tie_weights()  # lm_head shares embed_tokens, as in the release
     return model.to(device, dtype).eval()
 

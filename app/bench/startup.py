@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from app.bench.models import randomise
 from app.bench.record import Table, machine_name
 
 CHILD = """
@@ -49,14 +50,6 @@ t4 = time.perf_counter()
 print(json.dumps({"imports": t1 - t0, "sensevoice": t2 - t1, "cosyvoice": t3 - t2,
                   "llm": t4 - t3}))
 """
-
-
-def _random_(module: torch.nn.Module) -> torch.nn.Module:
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
-    return module
 
 
 def write_sensevoice(folder: Path) -> Path:
@@ -87,7 +80,7 @@ def write_sensevoice(folder: Path) -> Path:
         f"<Rescale> {cfg.input_size} {cfg.input_size}\n<LearnRateCoef> 0 [ {ones} ]\n</Nnet>\n"
     )
     (folder / BPE_MODEL).write_bytes(train_vocabulary(cfg.vocab_size))
-    torch.save(_random_(VoiceEncoder(cfg)).state_dict(), folder / "model.pt")
+    torch.save(randomise(VoiceEncoder(cfg)).state_dict(), folder / "model.pt")
     return folder
 
 
@@ -104,9 +97,9 @@ def write_cosyvoice(folder: Path) -> Path:
     write_chat_tokenizer(blank)
     (blank / "config.json").write_text(json.dumps({"model_type": "qwen2", **QWEN2_05B}))
     lm = VoiceTokenLM(VoiceTokenLMConfig(), Qwen2Config(**QWEN2_05B))
-    torch.save(_random_(lm).state_dict(), folder / "llm.pt")
-    torch.save(_random_(FlowDecoder(FlowConfig())).state_dict(), folder / "flow.pt")
-    hift = _random_(HiFTVocoder(HiFTConfig())).state_dict()
+    torch.save(randomise(lm).state_dict(), folder / "llm.pt")
+    torch.save(randomise(FlowDecoder(FlowConfig())).state_dict(), folder / "flow.pt")
+    hift = randomise(HiFTVocoder(HiFTConfig())).state_dict()
     torch.save({f"generator.{k}": v for k, v in hift.items()}, folder / "hift.pt")
     return folder
 

@@ -18,6 +18,7 @@ system clocks, as git handles it) are never trusted. Windows has no change time 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -137,7 +138,12 @@ def load_release_file(path: Path) -> Release:
 
 
 def all_releases() -> dict[str, Release]:
-    """Every release the app knows, by name."""
+    """Every release the app knows, by name (the manifests are read once per process)."""
+    return dict(_manifests())
+
+
+@functools.cache
+def _manifests() -> dict[str, Release]:
     releases = (load_release_file(p) for p in sorted((DATA / "releases").glob("*.toml")))
     return {r.name: r for r in releases}
 

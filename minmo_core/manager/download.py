@@ -243,21 +243,22 @@ def _differs(lock: dict, hub: Expected) -> bool:
 
 def install_state(release: Release, folder: Path, expected: dict[str, Expected]) -> list[str]:
     """The used files ``folder`` lacks or holds in another version (size, then hash)."""
-    missing = []
-    for name, want in expected.items():
-        path = folder / name
-        if (
-            not path.is_file()
-            or path.stat().st_size != want.size
-            or (want.sha256 is not None and cached_sha256(path) != want.sha256)
-            or (want.sha256 is None and want.git_sha1 and git_blob_sha1(path) != want.git_sha1)
-        ):
-            missing.append(name)
-    return missing
+
+    def lacking(path: Path, want: Expected) -> bool:
+        if not path.is_file() or path.stat().st_size != want.size:
+            return True
+        return bool(want.sha256 or want.git_sha1) and not matches(path, want)
+
+    return [name for name, want in expected.items() if lacking(folder / name, want)]
+
+
+def _git_hasher(size: int):
+    """sha1 over git's blob header: a file's git blob id once its bytes are added."""
+    return hashlib.sha1(f"blob {size}\0".encode())  # git's id, not a security hash
 
 
 def git_blob_sha1(path: Path) -> str:
-    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    digest = _git_hasher(path.stat().st_size)
     with open(path, "rb") as f:
         while block := f.read(CHUNK):
             digest.update(block)
@@ -317,13 +318,13 @@ def _check_disk(root: Path, needed: int) -> None:
 def _fetch(source, release, name, want: Expected, staging: Path, meter: _Meter, cancel) -> None:
     final, part = staging / name, staging / (name + ".part")
     part.parent.mkdir(parents=True, exist_ok=True)
-    if final.is_file() and _matches(final, want):
+    if final.is_file() and matches(final, want):
         return  # verified in an earlier run that then stopped
     start = part.stat().st_size if part.is_file() else 0
     if start > want.size:
         part.unlink()
         start = 0
-    digest, git = hashlib.sha256(), hashlib.sha1(f"blob {want.size}\0".encode())
+    digest, git = hashlib.sha256(), _git_hasher(want.size)
     if start:
         with open(part, "rb") as f:
             while block := f.read(CHUNK):
@@ -334,7 +335,7 @@ def _fetch(source, release, name, want: Expected, staging: Path, meter: _Meter, 
             response = source.open(release, name, start)
             if start and response.status_code == 200:  # no Range support: from the start
                 start, digest = 0, hashlib.sha256()
-                git = hashlib.sha1(f"blob {want.size}\0".encode())
+                git = _git_hasher(want.size)
                 meter.done -= part.stat().st_size
             with response, open(part, "r+b" if start else "wb") as out:
                 out.seek(start)
@@ -395,7 +396,8 @@ def _digest_matches(want: Expected, digest, git) -> bool:
     raise ConfigError(f"nothing to verify a {want.size}-byte file against")
 
 
-def _matches(path: Path, want: Expected) -> bool:
+def matches(path: Path, want: Expected) -> bool:
+    """``path`` is the expected file: its size, then its sha256 or git blob id."""
     if path.stat().st_size != want.size:
         return False
     if want.sha256 is not None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from minmo_core.common.releases import Release, all_releases, cached_sha256
 from minmo_core.errors import CheckpointError
-from minmo_core.manager.download import Expected, HubSource, git_blob_sha1
+from minmo_core.manager.download import Expected, HubSource, matches
 from minmo_core.manager.store import ModelStore
 
 
@@ -103,7 +103,7 @@ def import_folder(
     for name, want in expected.items():
         path = folder / name
         size = path.stat().st_size
-        if size != want.size or not _matches(path, want):
+        if not matches(path, want):
             raise CheckpointError(
                 f"{path} is not {name} of {release.name}@{(release.revision or '')[:8]} "
                 f"({size} bytes, expected {want.size}; checked against the {how}); not imported"
@@ -172,12 +172,6 @@ def _hub_cache_blobs(folder: Path, release: Release, names: list[str]):
         size = path.stat().st_size
         out[name] = Expected(size, blob, None) if len(blob) == 64 else Expected(size, None, blob)
     return out
-
-
-def _matches(path: Path, want: Expected) -> bool:
-    if want.sha256 is not None:
-        return cached_sha256(path) == want.sha256
-    return git_blob_sha1(path) == want.git_sha1
 
 
 __all__ = ["Imported", "detect", "import_folder", "snapshot_folder"]

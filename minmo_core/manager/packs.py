@@ -7,6 +7,7 @@ Every pack holds SenseVoiceSmall (ears), one Qwen2.5-Instruct (the LLM) and Cosy
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,13 @@ def _parse(path: Path) -> Pack:
 
 
 def all_packs() -> dict[str, Pack]:
-    """Every pack, largest LLM first; each names only releases the app knows."""
+    """Every pack, largest LLM first; each names only releases the app knows (the manifests
+    are read once per process)."""
+    return dict(_packs())
+
+
+@functools.cache
+def _packs() -> dict[str, Pack]:
     known = all_releases()
     packs = [_parse(p) for p in sorted((DATA / "packs").glob("*.toml"))]
     for pack in packs:
