@@ -39,6 +39,9 @@ from app.audio.processor import AudioProcessor
 from app.audio.stream import DuplexStream
 from minmo_core.engine.engine import ConversationEngine
 from minmo_core.engine.events import AssistantAudio, EngineEvent, StopSpeaking, TurnEnded
+from minmo_core.engine.turns import SilencePolicy
+
+VOICE_DECISIONS = (SpeechStarted, SpeechEnded, BargeIn, FalseBargeIn, BargeInConfirmed)
 
 
 class _EngineSink:
@@ -46,12 +49,14 @@ class _EngineSink:
 
     def __init__(self, processor: AudioProcessor, engine: ConversationEngine) -> None:
         self.processor, self.engine = processor, engine
+        self.last_time = 0.0  # the capture time of the latest frame (the stream clock)
 
     def push_far_end(self, samples16k: np.ndarray, dac_time: float) -> None:
         self.processor.push_far_end(samples16k, dac_time)
 
     def process(self, mic16k: np.ndarray, adc_time: float) -> np.ndarray:
         clean = self.processor.process(mic16k, adc_time)
+        self.last_time = adc_time
         self.engine.push_frame(clean, adc_time)
         return clean
 
@@ -76,7 +81,7 @@ class LiveConversation:
         self.on_event = on_event
         self.engine = engine_factory(self._engine_event)
         self.processor = AudioProcessor(settings, self._audio_event)
-        sink = _EngineSink(self.processor, self.engine)
+        self._sink = sink = _EngineSink(self.processor, self.engine)
         self.stream = DuplexStream(settings, sink, backend=backend, on_event=self._audio_event)
         self._lock = threading.Lock()
         self._turn = 0  # the turn whose audio is playing
@@ -86,6 +91,8 @@ class LiveConversation:
         self._batch_start = 0  # of it, where the stream's current batch began
         self._held_at: int | None = None  # a tentative barge-in: the samples heard by then
         self._ended = 0  # the latest turn whose reply was ended by the user
+        self._talk_policy = None  # push-to-talk: the hands-free policy, kept to go back to
+        self._talking = False  # push-to-talk: the talk key is down
 
     def start(self, *, threaded: bool = True) -> LiveConversation:
         self.engine.start()
@@ -134,7 +141,47 @@ class LiveConversation:
                 self._ended = max(self._ended, event.turn_id)
         self.on_event(event)
 
+    # -- push-to-talk -----------------------------------------------------------------------
+    @property
+    def push_to_talk(self) -> bool:
+        return self._talk_policy is not None
+
+    def set_push_to_talk(self, on: bool) -> None:
+        """Push-to-talk: the talk key, not the VAD, says when the user speaks, and its
+        release ends the turn at once; the voice alone never interrupts the assistant.
+        Hands-free (off): the VAD, the turn-taking policy and barge-in decide."""
+        if on == self.push_to_talk:
+            return
+        if on:
+            self._talk_policy = self.engine.policy
+            self.engine.set_policy(SilencePolicy(timeout_s=0.0, name="push-to-talk"))
+        else:
+            if self._talking:
+                self.talk_released()
+            self.engine.set_policy(self._talk_policy)
+            self._talk_policy = None
+
+    def talk_pressed(self) -> None:
+        """The talk key went down: the assistant stops, the user's utterance begins."""
+        if not self.push_to_talk or self._talking:
+            return
+        self._talking = True
+        if self.engine.replying or self.stream.is_playing:
+            self._stop_turn()
+        self.engine.speech_started(self._sink.last_time)
+
+    def talk_released(self) -> None:
+        """The talk key came up: the utterance is over and is answered."""
+        if not self._talking:
+            return
+        self._talking = False
+        self.engine.speech_ended(self._sink.last_time)
+
     def _audio_event(self, event: object) -> None:
+        if self.push_to_talk and isinstance(event, VOICE_DECISIONS):
+            if not isinstance(event, BargeIn | FalseBargeIn | BargeInConfirmed):
+                self.on_event(event)  # the VAD's spans still show; its decisions do not act
+            return
         if isinstance(event, SpeechStarted):
             self.engine.speech_started(event.time)
         elif isinstance(event, SpeechEnded):

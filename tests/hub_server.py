@@ -8,8 +8,13 @@ huggingface_hub and our downloader use, for repositories held in memory.
     GET /api/v1/models/{repo}/repo?Revision=master&FilePath=F   ModelScope's file bytes
 
 Controls for tests: ``served`` counts the bytes sent per file; ``drop_after[file] = n`` cuts
-the connection after n bytes (once); ``tamper[file] = bytes`` serves other bytes than the
-file list describes. Point HF_ENDPOINT at ``url``.
+the connection after n bytes (once); ``hold_after[file] = n`` sends n bytes, sets ``holding``
+and sends the rest only once ``go_on`` is set (once: a download that stays in flight for as
+long as a test needs); ``tamper[file] = bytes`` serves other bytes than the file list
+describes. ``serving`` points HF_ENDPOINT at a hub for a test.
+
+``tiny_release`` describes a repository the hub serves as a release, and ``add_pack`` makes a
+pack of such releases known to the app for one test: downloads of a few KB.
 """
 
 from __future__ import annotations
@@ -18,10 +23,21 @@ import collections
 import hashlib
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import pytest
+
+from minmo_core.common.releases import Release, parse_release
+from minmo_core.manager.packs import Pack
+
 LFS_THRESHOLD = 64  # files this large are "LFS" files (the real hub: 10 MB)
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+REPO = "demo/Tiny-Instruct"
+TINY_LLM_SHAPE = {"layers": 2, "kv_heads": 2, "head_dim": 16, "hidden": 64,
+                  "intermediate": 128, "vocab": 256, "tied": True}  # fmt: skip
 
 
 def git_blob_sha1(content: bytes) -> str:
@@ -34,6 +50,8 @@ class FakeHub:
         self.served: collections.Counter[str] = collections.Counter()
         self.requests: list[str] = []
         self.drop_after: dict[str, int] = {}
+        self.hold_after: dict[str, int] = {}
+        self.holding, self.go_on = threading.Event(), threading.Event()
         self.tamper: dict[str, bytes] = {}
         hub = self
 
@@ -53,6 +71,7 @@ class FakeHub:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.go_on.set()  # a held response ends, so its thread can be joined
         self.server.shutdown()
         self.server.server_close()
 
@@ -155,7 +174,62 @@ class FakeHub:
             handler.close_connection = True
             handler.connection.shutdown(2)  # the connection is lost mid-file
             return None
+        hold = self.hold_after.pop(name, None)
+        if hold is not None:  # the first bytes, then a wait until the test says go on
+            handler.wfile.write(body[:hold])
+            self.served[name] += len(body[:hold])
+            self.holding.set()
+            self.go_on.wait(timeout=120)
+            body = body[hold:]
         for i in range(0, len(body), 4096):
             handler.wfile.write(body[i : i + 4096])
         self.served[name] += len(body)
         return None
+
+
+@contextmanager
+def serving(
+    monkeypatch: pytest.MonkeyPatch, repos: dict[str, dict[str, bytes]], commit: str = COMMIT
+) -> Iterator[FakeHub]:
+    """A FakeHub of ``repos`` that the app's downloads and imports reach (HF_ENDPOINT)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with FakeHub(repos, commit) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)  # read at call time
+        yield server
+
+
+def tiny_release(
+    files: dict[str, bytes],
+    revision: str = COMMIT,
+    *,
+    name: str = "Tiny-Instruct",
+    repo: str = REPO,
+    kind: str = "llm",
+    pinned: bool = False,
+    **manifest,
+) -> Release:
+    """A release of ``files`` as the hub serves them: unpinned like the Qwen LLMs (the hub's
+    metadata is what the files must be), or ``pinned`` with their sizes and sha256 like the
+    speech models. ``manifest`` adds fields (``llm``, ``parameters``, ``parts``...)."""
+    entries = {
+        n: {"size": len(c), "sha256": hashlib.sha256(c).hexdigest()} if pinned else {}
+        for n, c in files.items()
+    }
+    data = {"name": name, "repo": repo, "revision": revision, "kind": kind, "files": entries}
+    return parse_release({**data, **manifest}, "test")
+
+
+def add_pack(monkeypatch: pytest.MonkeyPatch, name: str, releases: list[Release]) -> Pack:
+    """Make ``releases`` and a pack of them known to the app (and its planner) for one test;
+    the pack's LLM is its release of kind "llm"."""
+    from minmo_core.common import releases as known_releases
+    from minmo_core.manager import packs as known_packs
+
+    llm = next((r.name for r in releases if r.kind == "llm"), None)
+    pack = Pack(name, name.title(), f"a test pack of {len(releases)} tiny releases",
+                tuple(r.name for r in releases), llm, {})  # fmt: skip
+    every_release = {**known_releases.all_releases(), **{r.name: r for r in releases}}
+    every_pack = {**known_packs.all_packs(), name: pack}  # last: the smallest LLM
+    monkeypatch.setattr(known_releases, "_manifests", lambda: every_release)
+    monkeypatch.setattr(known_packs, "_packs", lambda: every_pack)
+    return pack

@@ -60,6 +60,20 @@ def test_speex_canceller_converges_on_an_echo_path() -> None:
     assert erle > 20.0
 
 
+def test_echo_cancellation_off_passes_the_microphone_through() -> None:
+    from app.audio.aec import NoEchoCanceller
+    from app.audio.processor import AudioProcessor
+
+    rng = np.random.default_rng(2)
+    mic = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    processors = [AudioProcessor(AudioSettings(echo_cancellation=on)) for on in (True, False)]
+    assert isinstance(processors[1].canceller, NoEchoCanceller)
+    assert isinstance(processors[0].canceller, SpeexEchoCanceller)
+    far = np.zeros(160, np.float32)
+    passed = [processors[1].canceller.process(mic[i : i + 160], far) for i in range(0, 1600, 160)]
+    np.testing.assert_array_equal(np.concatenate(passed), mic[:1600])
+
+
 def feed_vad(vad: VoiceActivity, pattern: str) -> list:
     events = []
     for i, c in enumerate(pattern):
@@ -191,3 +205,32 @@ def test_scattered_blips_do_not_interrupt_however_long_they_last() -> None:
     assert run_detector(detector, "0" * 40 + "1100" * 30) == []
     events = run_detector(detector, "0" * 10 + "1" * 12, start=1.6)
     assert [type(e) for e in events] == [BargeIn]
+
+
+def test_with_headphones_speech_over_the_reply_interrupts_it() -> None:
+    """No echo comes back (headphones): the microphone stays quiet while the reply plays, so
+    the user's voice over it is a barge-in without double-talk proof; with the same voice
+    and a speaker whose echo fills the room, the gate still decides."""
+    from app.audio.processor import AudioProcessor
+    from app.bench.models import speech_like_audio
+
+    def run(echo_gain: float) -> tuple[list, AudioProcessor]:
+        events: list = []
+        processor = AudioProcessor(AudioSettings(), events.append)
+        reply = speech_like_audio(4.0, seed=5)  # what the assistant says, at 16 kHz
+        user = np.concatenate([np.zeros(16000 * 2, np.float32), speech_like_audio(1.5, seed=9)])
+        rng = np.random.default_rng(0)
+        processor.playback_started(0.0)
+        processor.push_far_end(reply, 0.0)
+        for i in range(user.size // 160):
+            sl = slice(i * 160, (i + 1) * 160)
+            mic = user[sl] + echo_gain * reply[sl] + 1e-4 * rng.standard_normal(160)
+            processor.process(mic.astype(np.float32), i * 0.01)
+        return events, processor
+
+    events, processor = run(0.0)
+    assert processor.no_echo
+    barge = next(e for e in events if isinstance(e, BargeIn))
+    assert 2.0 < barge.time < 2.5  # soon after the user began, 2 s in
+    _, with_echo = run(0.5)
+    assert not with_echo.no_echo  # a loud echo: the double-talk gate stays on

@@ -206,3 +206,18 @@ def test_e2e_bench_reports_each_stage_with_speculation_off_and_on(tmp_path: Path
         assert float(row["5 d_llm + 15 d_lm + 15 d_syn ms"]) == pytest.approx(
             5 * d[0] + 15 * d[1] + 15 * d[2], abs=2.25
         )
+
+
+def test_gui_bench_drives_a_spoken_conversation_with_barge_ins(tmp_path: Path) -> None:
+    target = tmp_path / "BENCHMARKS.md"
+    assert main(["bench", "gui", "--turns", "2", "--record", str(target)]) == 0
+    text = target.read_text()
+    assert "## Window responsiveness (GUI event loop)" in text
+    header = next(line for line in text.splitlines() if line.startswith("| date"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    (line,) = [line for line in text.splitlines() if line.startswith("| 20")]
+    row = dict(zip(columns, (c.strip() for c in line.strip("|").split("|")), strict=True))
+    assert int(row["replies"]) >= 2 and int(row["barge-ins"]) >= 1  # the loop really ran
+    stalls = [float(row[c]) for c in ("median stall ms", "p99 stall ms", "longest stall ms")]
+    assert stalls == sorted(stalls) and row["display"] == "offscreen"
+    assert row["floor (longest)"].startswith("≤ 50")

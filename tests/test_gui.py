@@ -151,8 +151,8 @@ def test_the_first_run_says_what_to_fetch(tmp_path: Path, monkeypatch, window) -
     monkeypatch.setenv("MINMO_MODELS_DIR", str(tmp_path / "models"))
     text = setup_text()
     assert "minmo models download minmo-" in text and "minmo models import DIR" in text
-    w = window(None, setup_text=text)
-    assert w.setup.isVisibleTo(w) and not w.entry.isEnabled()
+    w = window(None, setup=True)
+    assert w.pages.currentWidget() is w.setup_panel and not w.entry.isEnabled()
 
 
 def test_without_a_display_it_says_so_in_one_line(monkeypatch, capsys) -> None:
@@ -208,10 +208,12 @@ def test_a_spoken_turn_and_a_barge_in_through_the_fake_sound_device(
             qtbot.wait(5)
         assert condition()
 
+    shown = []  # what the microphone meter showed
+    w.state.mic.valueChanged.connect(shown.append)
     until(lambda: any(role == "user" and t.tags() is not None and t.plain
                       for (_, role), t in w.conversation.turns.items()))  # fmt: skip
     until(lambda: w.state.state == "speaking")
-    assert w.state.mic.value() > 0  # the microphone's level reached the meter
+    assert max(shown) > 30  # the user's voice reached the meter (above -30 dBFS)
     turn = max(tid for tid, role in w.conversation.turns if role == "assistant")
     reply = w.conversation.turns[(turn, "assistant")]
     until(lambda: live.stream.is_playing)
@@ -223,6 +225,17 @@ def test_a_spoken_turn_and_a_barge_in_through_the_fake_sound_device(
     until(lambda: reply.heard is not None)
     assert CUT in reply.text.text()
     until(lambda: w.engine.engine.turns and w.engine.engine.turns[-1].interrupted)
+    # the timeline: the user's speech, the decision, the reply cut at the barge-in, the gap
+    model = w.timeline.model
+    kinds = [m.kind for m in model.markers]
+    assert "barge-in" in kinds and "cut" in kinds and "decision" in kinds
+    assert model.user and model.user[0].end is not None
+    cut_at = next(m.t for m in model.markers if m.kind == "barge-in")
+    assert all(s.end <= cut_at + 1e-6 for s in model.assistant if s.turn_id == turn)
+    qtbot.waitUntil(lambda: turn in model.stages, timeout=TIMEOUT_MS)
+    w.timeline.canvas.select(turn)  # as a click on it does
+    assert "first audio" in w.timeline.details.text()
+    assert w.timeline.model.gaps[turn].seconds > 0
 
 
 def test_the_history_is_saved_as_it_happens_and_survives_a_kill(
@@ -259,3 +272,188 @@ def test_the_history_is_saved_as_it_happens_and_survives_a_kill(
     records = read_history(path)
     assert [r["text"] for r in records] == ["hi", "hello"]
     assert "hel ✂ ~~lo~~" in to_markdown(records)
+
+
+def live_window(window, qtbot, qwen_dir, voice, sensevoice, near, settings=None, studio=None):
+    """A window whose session runs the real audio path on the fake sound device (its clock
+    moved by the test: ``tick``)."""
+    from app.audio.events import AudioSettings
+    from app.audio.fake_device import FakeSoundDevice
+    from app.conversation import LiveConversation
+    from minmo_core.engine.turns import SilencePolicy
+
+    fake = FakeSoundDevice(input_rate=16000, output_rate=24000, near_end=near, seed=0)
+    made: dict = {}
+
+    def build(bridge):
+        def engine(on_event):
+            llm = ChatLLM(qwen_dir, replace(GREEDY, max_new_tokens=12), device="cpu")
+            return ConversationEngine(llm, voice, on_event, EngineSettings(seed=0), sensevoice,
+                                      SilencePolicy(0.5))  # fmt: skip
+
+        live = LiveConversation(engine, bridge, AudioSettings(), backend=fake)
+        made["live"] = live.start(threaded=False)
+        return Session(live.engine, live, studio, bridge)
+
+    w = window(build, settings)
+    qtbot.waitUntil(lambda: w.engine is not None, timeout=TIMEOUT_MS)
+    live = made["live"]
+
+    def tick(seconds: float = 0.05) -> None:
+        for _ in range(round(seconds / 0.01)):
+            fake.advance(0.01)
+            live.stream.pump()
+
+    def until(condition) -> None:
+        deadline = time.monotonic() + TIMEOUT_MS / 1000
+        while not condition() and time.monotonic() < deadline:
+            tick()
+            qtbot.wait(5)
+        assert condition()
+
+    return w, live, fake, tick, until
+
+
+def test_push_to_talk_with_space(window, qtbot, qwen_dir, voice, sensevoice, fixtures_dir):
+    import numpy as np
+
+    from minmo_core.common.audio import read_audio
+
+    question = read_audio(fixtures_dir / "audio" / "sensevoice_sample.wav", 16000)[: 16000 * 3]
+    gap = np.zeros(8000, np.float32)
+    near = np.concatenate([gap, question, gap, question, np.zeros(16000 * 60, np.float32)])
+    settings = Settings(talk_mode="push-to-talk")
+    w, live, _, tick, until = live_window(window, qtbot, qwen_dir, voice, sensevoice, near,
+                                          settings)  # fmt: skip
+    assert w.push_to_talk.isChecked() and not w.talk_button.isHidden() and live.push_to_talk
+    tick(0.5 + 3.0 + 0.4)  # the first time, without the key: heard by the VAD, not a turn
+    qtbot.wait(50)
+    assert not w.conversation.turns
+    w.conversation.setFocus()
+    qtbot.keyPress(w.conversation, Qt.Key.Key_Space)
+    assert w.talk_button.isDown()
+    tick(3.2)
+    qtbot.keyRelease(w.conversation, Qt.Key.Key_Space)
+    until(lambda: any(role == "user" and t.plain and not t.plain.endswith("…")
+                      for (_, role), t in w.conversation.turns.items()))  # fmt: skip
+    until(lambda: w.engine.engine.turns)
+    (timings,) = [t for t in w.timeline.model.stages.values()]
+    assert timings.timings.policy == "push-to-talk"
+    # Space typed into the message box is a space, not talking
+    w.entry.setFocus()
+    qtbot.keyClick(w.entry, Qt.Key.Key_Space)
+    assert w.entry.text() == " " and not w.talk_button.isDown()
+    w.hands_free.click()  # back to hands-free, saved in the settings
+    assert not live.push_to_talk and w.talk_button.isHidden()
+    assert load_settings()[0].talk_mode == "hands-free"
+
+
+def test_style_and_voice_changes_reach_the_engine(
+    window, qtbot, qwen_dir, voice, sensevoice, tiny_release_dir, fixtures_dir, monkeypatch
+):
+    from PySide6.QtWidgets import QFileDialog
+
+    from app.gui.widgets.voices import CloneDialog
+    from minmo_core.voice.library import VoiceLibrary, VoiceStudio
+    from minmo_core.voice.styles import Dialect, Emotion
+    from minmo_core.voice.voice_clone import VoiceCloner
+
+    library = VoiceLibrary()
+    studio = VoiceStudio(lambda: VoiceCloner.from_folder(tiny_release_dir, allow_unpinned=True),
+                         lambda a: sensevoice.transcribe(a).text, library)  # fmt: skip
+    import numpy as np
+
+    quiet = np.zeros(16000 * 5, np.float32)
+    w, *_, until = live_window(window, qtbot, qwen_dir, voice, sensevoice, quiet, studio=studio)
+    engine = w.engine.engine
+    panel = w.style_panel
+    panel.menus["emotion"].setCurrentIndex(panel.menus["emotion"].findData("happy"))
+    panel.menus["dialect"].setCurrentIndex(panel.menus["dialect"].findData("sichuanese"))
+    until(lambda: engine.settings.voice.style.dialect is Dialect.SICHUANESE)
+    assert engine.settings.voice.style.emotion is Emotion.HAPPY
+    assert engine.settings.voice.wording == "zh"  # dialects are worded in Chinese
+    assert load_settings()[0].emotion == "happy"  # and the choice is kept
+    # "Clone a voice…" from a file: the picker then lists it, and picking it reaches the engine
+    clip = fixtures_dir / "audio" / "cosyvoice_zero_shot_prompt.wav"
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(clip), ""))
+    w.open_clone()
+    (dialog,) = [d for d in w._dialogs if isinstance(d, CloneDialog)]
+    dialog.import_file()
+    qtbot.waitUntil(lambda: dialog.check_label.text().startswith("Clip OK"), timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: bool(dialog.transcript.toPlainText()), timeout=TIMEOUT_MS)
+    dialog.name.setText("Grandma")
+    assert dialog.save_button.isEnabled()
+    dialog.save()
+    qtbot.waitUntil(lambda: w.style_panel.voice.findData("Grandma") >= 0, timeout=TIMEOUT_MS)
+    until(lambda: engine.settings.voice.voice is not None)
+    assert engine.settings.voice.voice.name == "Grandma" and w.settings.voice == "Grandma"
+    panel.voice.setCurrentIndex(panel.voice.findData(None))  # back to the default voice
+    until(lambda: engine.settings.voice.voice is None)
+
+
+def test_without_a_sound_device_the_window_loads_for_typed_messages(
+    window, qtbot, qwen_dir, tiny_release_dir, tiny_sensevoice_dir, monkeypatch
+) -> None:
+    """The real loader (default_factory): each part's progress reaches the bar, and with no
+    audio device the window says so and still serves typed messages and cloning."""
+    from app.audio.fake_device import FakeSoundDevice
+    from app.gui.session import LoadProgress, default_factory
+
+    monkeypatch.setenv("MINMO_COSYVOICE_DIR", str(tiny_release_dir))
+    monkeypatch.setenv("MINMO_SENSEVOICE_DIR", str(tiny_sensevoice_dir))
+    settings = Settings(llm_dir=str(qwen_dir), turn_policy="silence", device="cpu")
+    factory = default_factory(settings, FakeSoundDevice(devices=[]), allow_unpinned=True)
+    seen = []
+    w = window(None, settings)
+    w.bridge.event.connect(lambda e: seen.append(e) if isinstance(e, LoadProgress) else None)
+    w.load(factory)
+    qtbot.waitUntil(lambda: w.engine is not None, timeout=TIMEOUT_MS)
+    assert [(p.step, p.steps) for p in seen] == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert "SenseVoiceSmall" in seen[0].what and seen[-1].what == "ready"
+    assert w.loading.isHidden() and w.entry.isEnabled()
+    assert w.notice.isVisibleTo(w) and "no sound" in w.notice.text()
+    assert "no audio input device" in w.notice.text() and "typed messages only" in w.notice.text()
+    assert not w.engine.hands_free and w.engine.studio is not None
+
+
+def test_an_unreachable_remote_llm_is_a_notice_and_the_window_carries_on(
+    window, qtbot, voice
+) -> None:
+    from minmo_core.llm.remote import RemoteChatLLM, RemoteLLMSettings
+    from tests.test_hub import closed_port
+
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+
+    def build(bridge):
+        llm = RemoteChatLLM(RemoteLLMSettings(url, "tiny"), GREEDY)
+        return Session(ConversationEngine(llm, voice, bridge, EngineSettings(seed=0)).start())
+
+    w = window(build)
+    qtbot.waitUntil(lambda: w.engine is not None, timeout=TIMEOUT_MS)
+    w.entry.setText("Hello?")
+    w.send()
+    qtbot.waitUntil(lambda: w.notice.isVisibleTo(w), timeout=TIMEOUT_MS)
+    assert f"127.0.0.1:{url.split(':')[2].split('/')[0]}" in w.notice.text()
+    qtbot.waitUntil(lambda: w.state.state == "idle", timeout=TIMEOUT_MS)
+    assert w.entry.isEnabled() and w.conversation.turns[(1, "user")].plain == "Hello?"
+
+
+def test_the_window_imports_no_torch() -> None:
+    """The GUI thread never runs a model: the window and every widget import without
+    torch (the models come in with the loader, in its worker thread)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    modules = ["app.gui.app", "app.gui.window", "app.gui.settings_dialog",
+               "app.gui.widgets.setup", "app.gui.widgets.voices",
+               "app.gui.widgets.history_browser", "app.gui.widgets.timeline",
+               "app.gui.widgets.style"]  # fmt: skip
+    code = (
+        f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; "
+        "sys.exit('torch imported' if 'torch' in sys.modules else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-500:]

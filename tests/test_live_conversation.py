@@ -22,7 +22,14 @@ from app.audio.fake_device import FakeSoundDevice
 from app.conversation import LiveConversation
 from minmo_core.common.audio import read_audio
 from minmo_core.engine.engine import ConversationEngine, EngineSettings
-from minmo_core.engine.events import AssistantAudio, FinalTranscript, TurnEnded
+from minmo_core.engine.events import (
+    AssistantAudio,
+    FinalTranscript,
+    TurnEnded,
+    TurnTimings,
+    UserAudio,
+    UserSpeechStarted,
+)
 from minmo_core.engine.reply import AudioSpan, heard_text
 from minmo_core.engine.turns import SilencePolicy
 from minmo_core.llm.chat import ChatLLM
@@ -163,3 +170,75 @@ def test_a_confirmed_barge_in_ends_the_reply_at_what_was_heard(
     assert ended.interrupted
     assert ended.heard_text == heard_text(ended.reply_text, spans, n)
     assert live.engine.turns[-1].heard == ended.heard_text
+
+
+def test_push_to_talk_answers_on_release_and_ignores_speech_without_the_key(
+    qwen_dir: Path,
+    voice,
+    tiny_sensevoice_dir: Path,
+    fixtures_dir: Path,
+) -> None:
+    question = read_audio(fixtures_dir / "audio" / "sensevoice_sample.wav", 16000)[: 16000 * 3]
+    gap = np.zeros(8000, np.float32)
+    # the user says it twice: first without the key (talking to someone else), then holding it
+    user = np.concatenate([gap, question, gap, gap, question, np.zeros(16000 * 30, np.float32)])
+    second = (3 * gap.size + question.size) / 16000  # where the second time begins
+    fake = FakeSoundDevice(input_rate=16000, output_rate=24000, near_end=user,
+                           near_end_rate=16000, seed=0)  # fmt: skip
+    ears = SenseVoice.from_folder(tiny_sensevoice_dir, allow_unpinned=True)
+    recorder = Recorder()
+
+    def engine(on_event):
+        llm = ChatLLM(qwen_dir, replace(GREEDY, max_new_tokens=8), device="cpu")
+        return ConversationEngine(llm, voice, on_event, EngineSettings(seed=0), ears,
+                                  SilencePolicy(0.5))  # fmt: skip
+
+    live = LiveConversation(engine, recorder, AudioSettings(), backend=fake)
+    live.start(threaded=False)
+    live.set_push_to_talk(True)
+    try:
+        advance(live, fake, second - 0.1)
+        assert recorder.of(SpeechStarted)  # the VAD heard it (its spans still show) ...
+        assert not recorder.of(UserSpeechStarted)  # ... but no turn began without the key
+        live.talk_pressed()
+        advance(live, fake, 0.1 + question.size / 16000)
+        live.talk_released()
+        released = fake.now
+        advance(live, fake, 0.05)  # the turn is taken on the first frame after the release
+        assert live.engine.wait_idle(TIMEOUT)
+        advance(live, fake, 1.0)
+    finally:
+        live.stop()
+    (started,) = recorder.of(UserSpeechStarted)
+    assert abs(started.at - second) < 0.15
+    (final,) = recorder.of(FinalTranscript)
+    (timings,) = recorder.of(TurnTimings)
+    assert final.text and timings.policy == "push-to-talk" and timings.policy_wait_s < 0.05
+    (audio,) = recorder.of(UserAudio)  # what was heard: the second time, key down to key up
+    assert abs(audio.audio.size / 16000 - (released - started.at)) < 0.25
+    assert recorder.of(TurnEnded)
+
+
+def test_in_push_to_talk_the_key_interrupts_and_the_voice_alone_does_not(
+    qwen_dir: Path,
+    voice,
+    tiny_sensevoice_dir: Path,
+) -> None:
+    live, recorder, fake, turn = live_reply(qwen_dir, voice, tiny_sensevoice_dir)
+    live.set_push_to_talk(True)
+    try:
+        advance(live, fake, 1.0)
+        live._audio_event(BargeIn(fake.now, fake.now - 0.1))  # the voice alone: ignored
+        assert not live.held and live.stream.is_playing
+        advance(live, fake, 0.5)
+        live.talk_pressed()  # the key: silent at once, the reply ends at what was heard
+        assert not live.stream.is_playing
+        assert live.engine.wait_idle(TIMEOUT)
+        live.talk_released()
+        advance(live, fake, 0.5)
+        live.set_push_to_talk(False)  # back to hands-free: the VAD's policy again
+        assert live.engine.policy.name == "silence"
+    finally:
+        live.stop()
+    assert recorder.of(TurnEnded, turn)[-1].interrupted
+    assert live.engine.turns[0].heard != live.engine.turns[0].reply

@@ -14,15 +14,13 @@ from pathlib import Path
 import pytest
 
 from app.bench.chat_model import write_tiny_qwen
-from minmo_core.common.releases import Release, parse_release
 from minmo_core.errors import CheckpointError
 from minmo_core.llm.chat import ChatLLM
 from minmo_core.manager.download import DownloadCancelled, HubSource, download_releases
 from minmo_core.manager.store import ModelStore
-from tests.hub_server import FakeHub
+from tests.hub_server import REPO, FakeHub, serving
+from tests.hub_server import tiny_release as release
 
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-REPO = "demo/Tiny-Instruct"
 WEIGHTS = "model.safetensors"
 
 
@@ -33,20 +31,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
-def release(files: dict[str, bytes], revision: str = COMMIT) -> Release:
-    """Unpinned, like the Qwen LLMs: the hub's metadata is what the files must be."""
-    return parse_release(
-        {"name": "Tiny-Instruct", "repo": REPO, "revision": revision, "kind": "llm",
-         "files": {name: {} for name in files}},
-        "test",
-    )  # fmt: skip
-
-
 @pytest.fixture
 def hub(files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    with FakeHub({REPO: dict(files)}, COMMIT) as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)  # read at call time
+    with serving(monkeypatch, {REPO: dict(files)}) as server:
         yield server
 
 
@@ -167,11 +154,7 @@ def test_modelscope_is_a_second_source_verified_the_same_way(
 ) -> None:
     from minmo_core.manager.download import ModelScopeSource
 
-    on_modelscope = parse_release(
-        {"name": "Tiny-Instruct", "repo": REPO, "revision": COMMIT, "kind": "llm",
-         "modelscope": REPO, "files": {name: {} for name in files}},
-        "test",
-    )  # fmt: skip
+    on_modelscope = release(files, modelscope=REPO)
     store = ModelStore(tmp_path / "models")
     source = ModelScopeSource(hub.url)
     hub.drop_after[WEIGHTS] = 1000  # resumes there too

@@ -34,6 +34,19 @@ class EchoCanceller(Protocol):
     def reset(self) -> None: ...
 
 
+class NoEchoCanceller:
+    """Echo cancellation switched off (headphones): the microphone as it came."""
+
+    def __init__(self, frame: int = 160) -> None:
+        self.frame = frame
+
+    def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
+        return near.astype(np.float32, copy=True)
+
+    def reset(self) -> None:
+        pass
+
+
 class SpeexEchoCanceller:
     """SpeexDSP's multi-delay block frequency-domain adaptive filter."""
 

@@ -18,6 +18,7 @@ class AudioSettings:
     output_device: int | str | None = None
     frame_ms: int = FRAME_MS  # 10 or 20
     aec_tail_ms: int = 400  # echo canceller filter length (>= 200)
+    echo_cancellation: bool = True  # off: the microphone as it is (headphones, a test)
     vad_aggressiveness: int = 2  # webrtcvad 0..3
     vad_start_ms: int = 60  # speech this long starts an utterance
     vad_hangover_ms: int = 400  # silence this long ends it

@@ -29,7 +29,13 @@ from collections.abc import Callable
 import numpy as np
 import webrtcvad
 
-from app.audio.aec import EchoCanceller, FarEndBuffer, SpeexEchoCanceller, estimate_delay
+from app.audio.aec import (
+    EchoCanceller,
+    FarEndBuffer,
+    NoEchoCanceller,
+    SpeexEchoCanceller,
+    estimate_delay,
+)
 from app.audio.events import (
     MIC_RATE,
     AudioEvent,
@@ -56,6 +62,9 @@ SHAPE_BAND = (4, 128)  # bins 125 Hz .. 4 kHz of the 512-point spectrum
 # residue: measured on the simulations, residue 0.61-0.81 (10th-90th percentile), the
 # user's voice during double talk 0.04-0.60 (median 0.36)
 SHAPE_CORRELATION_MAX = 0.62
+NO_ECHO_FRAMES = 50  # loud playing frames with a quiet microphone that show no echo returns
+FAR_LOUD_DB = -40.0  # far-end frames this loud would make an audible echo through a speaker
+NO_ECHO_COUPLING_DB = -45.0  # mic level under the far end's by more than this: no echo heard
 ECHO_DECAY_DB_PER_FRAME = 0.3  # residual echo's assumed decay: 30 dB per second (slow room)
 
 
@@ -201,13 +210,23 @@ class AudioProcessor:
     ) -> None:
         self.settings = settings = settings or AudioSettings()
         self.on_event = on_event or (lambda event: None)
-        self.canceller = canceller or SpeexEchoCanceller(160, settings.aec_tail_ms)
+        if canceller is None:
+            canceller = (
+                SpeexEchoCanceller(160, settings.aec_tail_ms)
+                if settings.echo_cancellation
+                else NoEchoCanceller(160)
+            )
+        self.canceller = canceller
         self.frame = self.canceller.frame
         frame_s = self.frame / MIC_RATE
         self.far_end = FarEndBuffer()
         self.vad = VoiceActivity(settings, frame_s)
         self.bargein = BargeInDetector(settings, frame_s)
         self.erle_db = 0.0  # measured echo return loss enhancement, smoothed
+        # headphones (or a muted speaker): the microphone stays quiet while the assistant
+        # plays, so there is no echo to learn from and none to guard against
+        self.no_echo = False
+        self._quiet_far = 0  # playing frames with a quiet microphone since echo was last heard
         self.extra_delay = 0.0  # seconds added to the timestamp alignment by the delay check
         self.measured_delay_ms: float | None = None
         self.user_speech = False
@@ -259,14 +278,21 @@ class AudioProcessor:
             self._mic_hist[: -self.frame] = self._mic_hist[self.frame :]
             self._mic_hist[-self.frame :] = mic16k
             echo_spec = np.abs(np.fft.rfft(self._mic_hist * self._window)) ** 2
-        echo_possible = adc_time < self.echo_until
+        if far_active:
+            self._learn_no_echo(level_db(mic16k), far_db, raw_speech)
+        echo_possible = adc_time < self.echo_until and not self.no_echo
         user_speech = raw_speech and (
             not echo_possible or self._beyond_residue(clean_spec, echo_spec)
         )
         self.user_speech = user_speech  # the last frame's decision, for meters and tests
         events: list[AudioEvent] = [Level(adc_time, clean_db)]
         events += self.vad.update(user_speech, adc_time)
-        events += self.bargein.update(user_speech, adc_time)
+        barge = self.bargein.update(user_speech, adc_time)
+        if self.no_echo and any(isinstance(e, FalseBargeIn) for e in barge):
+            # the "speech" went when playback stopped: it was echo after all (speakers
+            # came on); guard against it again
+            self.no_echo, self._quiet_far = False, 0
+        events += barge
         if far_active:
             self._confirm_delay(mic16k, far)
         for event in events:
@@ -286,6 +312,23 @@ class AudioProcessor:
         # each bin's noise floor: follows the clean power down at once, up at 2 dB per second
         self.noise_bins = np.minimum(clean_spec, self.noise_bins * self._noise_rise)
         return clean_spec, echo_spec
+
+    def _learn_no_echo(self, mic_db: float, far_db: float, raw_speech: bool) -> None:
+        """While the far end plays loud: a microphone that stays at the noise floor, far
+        under it, for NO_ECHO_FRAMES says no echo comes back (headphones), and the user's
+        speech needs no double-talk proof. A loud frame that is not speech, before then,
+        starts the count again. Once learned, it is unlearned by evidence of echo: a
+        barge-in that proves false (the sound went when playback stopped), or the far end
+        found in the microphone by the delay check."""
+        if far_db <= FAR_LOUD_DB or self.no_echo:
+            return
+        quiet = mic_db <= max(MIN_SPEECH_DBFS, self.noise_db + ABOVE_NOISE_DB)
+        if not quiet:
+            if not raw_speech:
+                self._quiet_far = 0  # a loud sound that is not the user: maybe echo
+        elif mic_db - far_db < NO_ECHO_COUPLING_DB:  # (a far end just loud says little)
+            self._quiet_far += 1
+            self.no_echo = self._quiet_far >= NO_ECHO_FRAMES
 
     def _learn_erle(self, clean_spec: np.ndarray, echo_spec: np.ndarray) -> None:
         """Single talk: how far the canceller brings the echo down, per frequency bin (the
@@ -339,6 +382,8 @@ class AudioProcessor:
         lag, strength = estimate_delay(fars, mics, max_lag=2 * tail)
         if strength < 0.1:
             return  # the echo is too weak or too unlike the far end to say
+        if strength >= 0.3:
+            self.no_echo, self._quiet_far = False, 0  # the far end is in the microphone
         self.measured_delay_ms = 1000 * (lag / MIC_RATE + self.extra_delay)
         if lag > tail // 2:  # the echo arrives too late for the filter: shift the far end
             self.extra_delay += (lag - tail // 8) / MIC_RATE

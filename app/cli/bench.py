@@ -103,6 +103,18 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     )
     _record_options(startup)
     startup.set_defaults(func=run_startup, threads=None, device="cpu", preset="real")
+    gui = jobs.add_parser(
+        "gui",
+        parents=parents,
+        help="the window's event loop during a spoken conversation with barge-ins (tiny "
+        "models, fake sound card in real time): longest and 99th-percentile stall",
+    )
+    gui.add_argument(
+        "--turns", type=whole_number(2), default=4, help="user turns, every other one "
+        "talking over the reply (default 4)"
+    )  # fmt: skip
+    _record_options(gui)
+    gui.set_defaults(func=run_gui, threads=None, device="cpu", preset="window")
     turns = jobs.add_parser(
         "turns",
         parents=parents,
@@ -192,6 +204,12 @@ def run_e2e(args: argparse.Namespace) -> int:
         args,
         lambda device: bench_e2e(args.preset, device, args.turns, args.policy_wait, args.llm_size),
     )
+
+
+def run_gui(args: argparse.Namespace) -> int:
+    from app.bench.gui import bench_gui
+
+    return _report(args, lambda device: bench_gui(args.turns))
 
 
 def run_startup(args: argparse.Namespace) -> int:

@@ -9,12 +9,11 @@ import os
 import re
 from pathlib import Path
 
-from minmo_core.common.releases import ALLOW_FLAG, COSYVOICE2, SENSEVOICE_SMALL
-from minmo_core.errors import ConfigError
+from minmo_core.common.releases import ALLOW_FLAG
 
 # The official model folders a command may take: (environment variable, folder name, option)
-COSYVOICE_FOLDER = ("MINMO_COSYVOICE_DIR", COSYVOICE2.name, "--cosyvoice")
-SENSEVOICE_FOLDER = ("MINMO_SENSEVOICE_DIR", SENSEVOICE_SMALL.name, "--sensevoice")
+from minmo_core.engine.stack import COSYVOICE_FOLDER, SENSEVOICE_FOLDER  # noqa: F401
+from minmo_core.errors import ConfigError
 
 
 def folder_help(folder: tuple[str, str, str], purpose: str = "") -> str:

@@ -17,7 +17,6 @@ from app.cli.options import (
     add_device,
     folder_help,
 )
-from minmo_core.common.paths import model_folder
 from minmo_core.errors import MinMoError
 
 API_KEY_ENV = "MINMO_LLM_API_KEY"
@@ -81,56 +80,29 @@ def load_adapters_option(args: argparse.Namespace):
 
 def load_stack(args: argparse.Namespace, llm_config, voice: bool, ears: bool):
     """(ChatLLM, SpeechSynthesizer or None, SenseVoice or None) for the options given."""
-    from minmo_core.common.devices import resolve_device
-    from minmo_core.llm.chat import DEFAULT_MODEL, LLM_DIR_ENV, ChatLLM
-    from minmo_core.understanding.sensevoice import SenseVoice
-    from minmo_core.voice.tts import SpeechSynthesizer
+    from minmo_core.engine.stack import load_stack as load
 
-    device = resolve_device(args.device)
-    llm = remote_llm(args, llm_config)
-    llm_dir = None if llm is not None else _llm_folder(args.llm, LLM_DIR_ENV, DEFAULT_MODEL)
-    cosy = model_folder(args.cosyvoice, *COSYVOICE_FOLDER) if voice else None
-    sense = model_folder(args.sensevoice, *SENSEVOICE_FOLDER) if ears else None
-    sensevoice = None
-    if sense is not None:
-        sensevoice = SenseVoice.from_folder(sense, str(device), allow_unpinned=args.allow_unpinned)
-    synth = None
-    if cosy is not None:
-        synth = SpeechSynthesizer.from_folder(cosy, device, args.allow_unpinned, seed=args.seed)
-    if llm is None:
-        llm = ChatLLM(llm_dir, llm_config, device=str(device))
-    return llm, synth, sensevoice
+    stack = load(stack_spec(args), llm_config, voice, ears)
+    return stack.llm, stack.voice, stack.ears
 
 
-def _llm_folder(given, env_var: str, default: str) -> Path:
-    """--llm, else $MINMO_LLM_DIR, else the largest installed pack's LLM, else the default
-    (whose absence is named with the way to fetch one)."""
+def stack_spec(args: argparse.Namespace):
+    """The options as a StackSpec, their conflicts refused with the flags named."""
     import os
 
-    from minmo_core.manager.store import ModelStore, installed_llm
-
-    if given is None and not os.environ.get(env_var):
-        release = installed_llm()
-        if release is not None:
-            return ModelStore().folder(release)
-    return model_folder(given, env_var, default, "--llm")
-
-
-def remote_llm(args: argparse.Namespace, llm_config):
-    """The remote LLM the options name, or None for a local one."""
-    import os
-
+    from minmo_core.engine.stack import StackSpec
     from minmo_core.errors import ConfigError
-    from minmo_core.llm.remote import RemoteChatLLM, RemoteLLMSettings
 
-    if args.llm_url is None:
-        if args.llm_model is not None:
-            raise ConfigError("--llm-model names the model of a remote server: give --llm-url")
-        return None
-    if args.llm is not None:
+    if args.llm_url is None and args.llm_model is not None:
+        raise ConfigError("--llm-model names the model of a remote server: give --llm-url")
+    if args.llm_url is not None and args.llm is not None:
         raise ConfigError("give either --llm (a local folder) or --llm-url (a server), not both")
-    key = args.llm_api_key or os.environ.get(API_KEY_ENV)
-    return RemoteChatLLM(RemoteLLMSettings(args.llm_url, args.llm_model or "", key), llm_config)
+    key = getattr(args, "llm_api_key", None) or os.environ.get(API_KEY_ENV)
+    return StackSpec(
+        device=args.device, llm_dir=args.llm, llm_url=args.llm_url, llm_model=args.llm_model,
+        llm_api_key=key, cosyvoice=args.cosyvoice, sensevoice=args.sensevoice,
+        allow_unpinned=args.allow_unpinned, seed=getattr(args, "seed", None),
+    )  # fmt: skip
 
 
 class TerminalView:

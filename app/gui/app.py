@@ -30,24 +30,39 @@ def run(factory=None, quit_after_ms: int | None = None) -> int:
     import qasync
     from PySide6.QtWidgets import QApplication
 
-    from app.gui.session import default_factory, setup_text
+    from app.gui.session import default_factory, needs_setup
     from app.gui.settings import load_settings
     from app.gui.window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("MinMo Assistant")
+    timers = collect_on_gui_thread()  # before any worker thread starts
     settings, notice = load_settings()
-    setup = setup_text()
-    if factory is None and setup is None:
+    setup = needs_setup(settings)
+    if factory is None and not setup:
         factory = default_factory(settings)
-    window = MainWindow(factory, settings, notice, setup)
+    window = MainWindow(factory, settings, notice, setup=setup, make_factory=default_factory)
     window.show()
     if quit_after_ms is not None:  # for `make run` checks: open, then close
         from PySide6.QtCore import QTimer
 
         QTimer.singleShot(quit_after_ms, window.close)
-    # Python's cycle collector runs on whichever thread allocates when it triggers: a model
-    # loading or generating in a worker thread could then destroy Qt objects off the GUI
-    # thread (a crash). Automatic collection is off; this thread collects, often and young.
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    closed = asyncio.Event()
+    app.lastWindowClosed.connect(closed.set)
+    with loop:
+        loop.run_until_complete(closed.wait())
+    for timer in timers:
+        timer.stop()
+    return 0
+
+
+def collect_on_gui_thread() -> list:
+    """Python's cycle collector runs on whichever thread allocates when it triggers: a model
+    loading or generating in a worker thread could then destroy Qt objects off the GUI
+    thread (a crash). Automatic collection is turned off; this thread collects, often and
+    young (every second), and everything every 30 s. Returns the timers (keep them)."""
     import gc
 
     from PySide6.QtCore import QTimer
@@ -59,13 +74,7 @@ def run(factory=None, quit_after_ms: int | None = None) -> int:
     old = QTimer()
     old.timeout.connect(gc.collect)
     old.start(30_000)
-    loop = qasync.QEventLoop(app)
-    asyncio.set_event_loop(loop)
-    closed = asyncio.Event()
-    app.lastWindowClosed.connect(closed.set)
-    with loop:
-        loop.run_until_complete(closed.wait())
-    return 0
+    return [young, old]
 
 
 def _collect_young() -> None:

@@ -2,7 +2,9 @@
 
 A corrupt or unreadable file never stops the app: the defaults are used, the bad file is kept
 beside it (``settings.json.bad``) and ``notice`` says what happened, for the window to show.
-Writes are atomic (a temporary file renamed over the old one).
+Writes are atomic (a temporary file renamed over the old one). A value of the wrong type, or
+outside a field's ``choices``, is dropped on loading (the default stands); keys this version
+does not know are kept in ``extra`` and written back.
 """
 
 from __future__ import annotations
@@ -12,10 +14,21 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from platformdirs import user_config_dir
 
+from app.audio.events import AudioSettings
+
 APP = "minmo-assistant"
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "bfloat16", "float16", "float32", "int8", "int4")
+LLM_BACKENDS = ("local", "remote")
+TURN_POLICIES = ("smart-turn", "silence", "duplex")
+BARGEIN_SENSITIVITIES = ("low", "medium", "high")
+VAD_SENSITIVITIES = (0, 1, 2, 3)  # webrtcvad aggressiveness: 3 calls the least audio speech
+BARGEIN_MIN_SPEECH_MS = {"high": 60, "medium": 100, "low": 200}  # speech that interrupts
 
 
 class TalkMode(StrEnum):
@@ -23,18 +36,29 @@ class TalkMode(StrEnum):
     PUSH_TO_TALK = "push-to-talk"
 
 
+def _one_of(default: object, choices: tuple) -> object:
+    return field(default=default, metadata={"choices": choices})
+
+
 @dataclass
 class Settings:
     input_device: str | None = None
     output_device: str | None = None
-    device: str = "auto"  # compute: auto, cpu, cuda
+    device: str = _one_of("auto", DEVICES)  # compute device
+    precision: str = _one_of("auto", PRECISIONS)
+    pack: str | None = None  # the chosen model pack's name; None: the planner's choice
+    models_dir: str | None = None  # where models live; None: the default folder
     llm_dir: str | None = None
+    llm_backend: str = _one_of("local", LLM_BACKENDS)  # remote: llm_url, not llm_dir
     llm_url: str | None = None  # a remote OpenAI-compatible server instead
     llm_model: str | None = None
     echo_cancellation: bool = True
-    turn_policy: str = "smart-turn"  # smart-turn, silence, duplex
-    talk_mode: str = TalkMode.HANDS_FREE.value
-    system_prompt: str = ""
+    vad_sensitivity: int = _one_of(2, VAD_SENSITIVITIES)
+    bargein_sensitivity: str = _one_of("medium", BARGEIN_SENSITIVITIES)
+    turn_policy: str = _one_of("smart-turn", TURN_POLICIES)
+    talk_mode: str = _one_of(TalkMode.HANDS_FREE.value, tuple(TalkMode))
+    system_prompt: str = ""  # empty: the engine's default
+    save_audio: bool = False  # keep the conversation's audio in the history too
     emotion: str | None = None
     dialect: str | None = None
     rate: str | None = None
@@ -66,14 +90,21 @@ def load_settings(path: Path | None = None) -> tuple[Settings, str | None]:
             extra[key] = value
         elif _fits(known[key], value):
             values[key] = value
+    if "llm_backend" not in raw and values.get("llm_url"):  # written before the choice existed
+        values["llm_backend"] = "remote"
     return Settings(**values, extra=extra), None
 
 
 def _fits(f, value) -> bool:
-    kinds = {"str": str, "bool": bool}
+    kinds = {"str": str, "bool": bool, "int": int}
     base = str(f.type).split(" ")[0]
     if value is None:
         return "None" in str(f.type)
+    if base == "int" and isinstance(value, bool):  # True is an int to Python, not to us
+        return False
+    choices = f.metadata.get("choices")
+    if choices is not None and value not in choices:
+        return False
     return isinstance(value, kinds.get(base, object))
 
 
@@ -95,3 +126,43 @@ def save_settings(settings: Settings, path: Path | None = None) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({**extra, **data}, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+def validate(settings: Settings) -> list[str]:
+    """What is wrong with ``settings``, one line each (empty when nothing is)."""
+    problems = []
+    for f in fields(Settings):
+        choices = f.metadata.get("choices")
+        value = getattr(settings, f.name)
+        if choices is not None and (value not in choices or isinstance(value, bool)):
+            listed = ", ".join(str(c) for c in choices)
+            problems.append(f"{f.name} is {value!r}; it must be one of {listed}")
+    if settings.llm_backend == "remote":
+        url = (settings.llm_url or "").strip()
+        if not url:
+            problems.append(
+                "the remote LLM needs a server URL (for example http://localhost:8000/v1)"
+            )
+        elif not is_http_url(url):
+            problems.append(f"the server URL {url!r} is not an http:// or https:// address")
+    for name in ("models_dir", "llm_dir"):
+        folder = getattr(settings, name)
+        if folder and Path(folder).exists() and not Path(folder).is_dir():
+            problems.append(f"{folder} is a file, not a folder")
+    return problems
+
+
+def is_http_url(url: str) -> bool:
+    parts = urlsplit(url.strip())
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def audio_settings(settings: Settings) -> AudioSettings:
+    """What the audio path takes from the user's settings (the rest keep their defaults)."""
+    return AudioSettings(
+        input_device=settings.input_device,
+        output_device=settings.output_device,
+        echo_cancellation=settings.echo_cancellation,
+        vad_aggressiveness=settings.vad_sensitivity,
+        bargein_min_speech_ms=BARGEIN_MIN_SPEECH_MS[settings.bargein_sensitivity],
+    )

@@ -34,6 +34,7 @@ from minmo_core.engine.events import (
     StopSpeaking,
     TurnEnded,
     TurnTimings,
+    UserAudio,
     UserSpeechStarted,
     UserText,
     now,
@@ -255,6 +256,11 @@ class ConversationEngine:
     def push_frame(self, frame, t: float) -> None:
         """An echo-cancelled 16 kHz frame (float32) captured at ``t`` (the audio clock)."""
         self.listener.push_frame(frame, t)
+
+    @property
+    def replying(self) -> bool:
+        """A reply is being made (its audio may play on after it is done)."""
+        return self._in_reply
 
     def _need_ears(self) -> None:
         if self.sensevoice is None:
@@ -539,6 +545,7 @@ class ConversationEngine:
                 event=transcript.event,
             )
         )
+        self._out(UserAudio(turn_id=turn_id, audio=audio))
         if not transcript.text:
             self._state(EngineState.LISTENING)  # a noise, not words: nothing to answer
             return

@@ -127,6 +127,14 @@ class FinalTranscript(EngineEvent):
     event: str | None
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
+class UserAudio(EngineEvent):
+    """The user's utterance as the recogniser heard it: 16 kHz mono float32 (after echo
+    cancellation), right after its ``FinalTranscript`` (for a history that keeps audio)."""
+
+    audio: np.ndarray
+
+
 @dataclass(frozen=True, kw_only=True)
 class StopSpeaking(EngineEvent):
     """The engine decided to stop speaking (MinMo's duplex predictor heard the user take

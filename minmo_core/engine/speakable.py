@@ -48,6 +48,14 @@ def _normalizer(lang: str):
     return Normalizer(lang=lang, operator="tn")
 
 
+def warm_up() -> None:
+    """Load both normalisers' grammars now (a model loader calls this): loading one holds
+    the interpreter for a few hundred milliseconds, which during a first reply would stall
+    every other thread, the window's included."""
+    for lang in ("en", "zh"):
+        _normalizer(lang)
+
+
 def verbalise(text: str) -> str:
     """Numbers, dates, units and symbols as words (Chinese or English by script)."""
     if not text.strip():

@@ -1,0 +1,115 @@
+"""The model stack a conversation runs on, loaded from folders (or a remote LLM server):
+the chat LLM, the voice (CosyVoice 2) and the ears (SenseVoice). The command line and the
+window both load through here; ``on_progress`` says which part is loading, for a progress
+bar.
+
+Folders not given are found the usual way (``minmo_core.common.paths.model_folder``): an
+environment variable, else the models folder; the LLM, else the largest installed pack's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from minmo_core.common.paths import model_folder
+from minmo_core.common.releases import COSYVOICE2, SENSEVOICE_SMALL
+
+COSYVOICE_FOLDER = ("MINMO_COSYVOICE_DIR", COSYVOICE2.name, "--cosyvoice")
+SENSEVOICE_FOLDER = ("MINMO_SENSEVOICE_DIR", SENSEVOICE_SMALL.name, "--sensevoice")
+
+Progress = Callable[[int, int, str], None]  # (step, steps, what is loading now)
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """Where each part comes from (None: the default place)."""
+
+    device: str = "auto"  # auto, cpu, cuda, cuda:1
+    llm_dir: str | Path | None = None
+    llm_url: str | None = None  # a remote OpenAI-compatible server instead of llm_dir
+    llm_model: str | None = None
+    llm_api_key: str | None = None
+    cosyvoice: str | Path | None = None
+    sensevoice: str | Path | None = None
+    allow_unpinned: bool = False
+    seed: int | None = None
+
+
+@dataclass
+class Stack:
+    llm: object  # ChatLLM or RemoteChatLLM
+    voice: object | None  # SpeechSynthesizer
+    ears: object | None  # SenseVoice
+    cosyvoice_dir: Path | None  # the voice's folder (its ONNX front end clones voices)
+
+
+def load_stack(
+    spec: StackSpec,
+    llm_config=None,
+    voice: bool = True,
+    ears: bool = True,
+    on_progress: Progress | None = None,
+) -> Stack:
+    """Load the parts asked for, ears first and the LLM last (the largest); a missing or
+    damaged folder raises the loader's error naming it before anything large is read."""
+    from minmo_core.common.devices import resolve_device
+    from minmo_core.config import LLMConfig
+    from minmo_core.llm.chat import DEFAULT_MODEL, LLM_DIR_ENV, ChatLLM
+    from minmo_core.understanding.sensevoice import SenseVoice
+    from minmo_core.voice.tts import SpeechSynthesizer
+
+    config = llm_config or LLMConfig()
+    device = resolve_device(spec.device)
+    remote = spec.llm_url is not None
+    llm = None
+    if remote:  # asks the server what it serves: a wrong address fails before any loading
+        from minmo_core.llm.remote import RemoteChatLLM, RemoteLLMSettings
+
+        settings = RemoteLLMSettings(spec.llm_url, spec.llm_model or "", spec.llm_api_key)
+        llm = RemoteChatLLM(settings, config)
+    llm_dir = None if remote else llm_folder(spec.llm_dir, LLM_DIR_ENV, DEFAULT_MODEL)
+    cosy = model_folder(spec.cosyvoice, *COSYVOICE_FOLDER) if voice else None
+    sense = model_folder(spec.sensevoice, *SENSEVOICE_FOLDER) if ears else None
+    steps = [
+        ("the speech recogniser (SenseVoiceSmall)", sense is not None),
+        ("the voice (CosyVoice2-0.5B)", cosy is not None),
+        (f"the language model ({spec.llm_url if remote else Path(llm_dir).name})", True),
+    ]
+    steps = [what for what, wanted in steps if wanted]
+    done = iter(range(len(steps)))
+
+    def report(what: str) -> None:
+        if on_progress is not None:
+            on_progress(next(done), len(steps), what)
+
+    sensevoice = synth = None
+    if sense is not None:
+        report(steps[0])
+        sensevoice = SenseVoice.from_folder(sense, str(device), allow_unpinned=spec.allow_unpinned)
+    if cosy is not None:
+        report(steps[1 if sense is not None else 0])
+        synth = SpeechSynthesizer.from_folder(cosy, device, spec.allow_unpinned, seed=spec.seed)
+        from minmo_core.engine.speakable import warm_up
+
+        warm_up()  # the text normaliser's grammars, before the first reply needs them
+    report(steps[-1])
+    if llm is None:
+        llm = ChatLLM(llm_dir, config, device=str(device))
+    if on_progress is not None:
+        on_progress(len(steps), len(steps), "ready")
+    return Stack(llm, synth, sensevoice, cosy)
+
+
+def llm_folder(given, env_var: str, default: str) -> Path:
+    """The given folder, else $MINMO_LLM_DIR, else the largest installed pack's LLM, else
+    the default (whose absence is named with the way to fetch one)."""
+    from minmo_core.manager.store import ModelStore, installed_llm
+
+    if given is None and not os.environ.get(env_var):
+        release = installed_llm()
+        if release is not None:
+            return ModelStore().folder(release)
+    return model_folder(given, env_var, default, "--llm")
