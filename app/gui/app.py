@@ -43,9 +43,14 @@ def run(factory=None, quit_after_ms: int | None = None) -> int:
         factory = default_factory(settings)
     window = MainWindow(factory, settings, notice, setup=setup, make_factory=default_factory)
     window.show()
-    if quit_after_ms is not None:  # for `make run` checks: open, then close
+    if quit_after_ms is not None:  # for `make run` checks: open, say so, then close
         from PySide6.QtCore import QTimer
 
+        def opened() -> None:
+            state = "visible" if window.isVisible() else "hidden"
+            print(f"window {state} on {app.platformName()}: {window.windowTitle()}", flush=True)
+
+        QTimer.singleShot(0, opened)
         QTimer.singleShot(quit_after_ms, window.close)
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)

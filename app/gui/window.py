@@ -213,8 +213,19 @@ class MainWindow(QMainWindow):
         if self.setup_panel is None:
             self.setup_panel = SetupPanel()
             self.setup_panel.installed.connect(self.setup_done)
-            self.pages.addWidget(self.setup_panel)
-        self.pages.setCurrentWidget(self.setup_panel)
+            self.setup_panel.setMaximumWidth(780)
+            page = QWidget()  # the panel as a column in the middle of the window
+            row = QHBoxLayout(page)
+            row.setContentsMargins(24, 32, 24, 24)
+            row.addStretch(1)
+            column = QVBoxLayout()
+            column.addWidget(self.setup_panel)
+            column.addStretch(1)
+            row.addLayout(column, 4)
+            row.addStretch(1)
+            self._setup_page = page
+            self.pages.addWidget(page)
+        self.pages.setCurrentWidget(self._setup_page)
 
     @Slot(str)
     def setup_done(self, pack: str) -> None:

@@ -223,7 +223,20 @@ class SetupPanel(QWidget):
         font.setBold(True)
         heading.setFont(font)
         column.addWidget(heading)
+        intro = QLabel(
+            "MinMo Assistant runs entirely on this computer: it listens, thinks and speaks "
+            "with models that are downloaded once and checked against their published "
+            "checksums. Pick a pack (the one recommended fits this machine), or import a "
+            "folder of models you already have."
+        )
+        intro.setWordWrap(True)
+        intro.setStyleSheet("color: #444; margin-bottom: 6px;")
+        column.addWidget(intro)
+        column.setSpacing(10)
         self.recommendation = self._label("the planner's recommendation", wrap=True)
+        self.recommendation.setStyleSheet(
+            "background: #f4f7fb; border: 1px solid #d5deea; border-radius: 6px; padding: 8px;"
+        )
         self.recommendation.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         column.addWidget(self.recommendation)
         form = QFormLayout()

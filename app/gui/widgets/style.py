@@ -8,7 +8,7 @@ default voice, the library's voices, and "Clone a voice…").
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -45,10 +45,10 @@ class StylePanel(QWidget):
             menu.setAccessibleName(slot)
             menu.addItem("As it likes", None)
             for choice in menu_choices[slot]:
-                text = f"{choice.en} · {choice.zh}"
-                if choice.experimental:
-                    text += " (experimental)"
+                text = f"{choice.en} (experimental)" if choice.experimental else choice.en
                 menu.addItem(text, choice.value)
+                # the words the voice model is given, for those who read them
+                menu.setItemData(menu.count() - 1, choice.zh, Qt.ItemDataRole.ToolTipRole)
             menu.currentIndexChanged.connect(self._emit)
             caption = QLabel(label)
             caption.setBuddy(menu)

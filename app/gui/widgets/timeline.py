@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from PySide6.QtCore import QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPen
+from PySide6.QtGui import QColor, QFont, QPainter, QPen
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from app.gui.timeline import TimelineModel
@@ -113,19 +113,21 @@ class TimelineCanvas(QWidget):
         p.drawText(QRectF(LEFT, self.height() - 18, 200, 16), Qt.AlignmentFlag.AlignLeft,
                    f"{self.window_s:.0f} s")  # fmt: skip
         left = now - self.window_s
-        # latency gaps between the lanes
+        # latency gaps between the lanes, their seconds written inside
+        band_top, band_h = user.bottom() + 2, assistant.top() - user.bottom() - 4
         for gap in m.gaps.values():
             if gap.end < left:
                 continue
             x0, x1 = self.x_of(gap.start, now), self.x_of(gap.end, now)
-            band = QRectF(x0, user.bottom() + 2, max(2.0, x1 - x0),
-                          assistant.top() - user.bottom() - 4)  # fmt: skip
+            band = QRectF(x0, band_top, max(2.0, x1 - x0), band_h)
             colour = QColor(GAP)
-            colour.setAlpha(70 if gap.turn_id != self.selected else 140)
-            p.fillRect(band, QBrush(colour, Qt.BrushStyle.SolidPattern))
-            p.setPen(QColor("#9a5b00"))
-            p.drawText(band.adjusted(2, 0, 60, 0), Qt.AlignmentFlag.AlignVCenter,
-                       f"{gap.seconds:.2f} s")  # fmt: skip
+            colour.setAlpha(90 if gap.turn_id != self.selected else 170)
+            p.fillRect(band, colour)
+            p.setPen(QColor("#7a4500"))
+            label = f"{gap.seconds:.2f} s"
+            inside = p.fontMetrics().horizontalAdvance(label) + 4 < x1 - x0
+            at = x0 + 2 if inside else x1 + 3  # a narrow gap: its seconds just after it
+            p.drawText(QRectF(at, band_top, 80, band_h), Qt.AlignmentFlag.AlignVCenter, label)
         # speech spans
         for spans, rect, colour in ((m.user, user, USER), (m.assistant, assistant, ASSISTANT)):
             for span in spans:
@@ -142,18 +144,34 @@ class TimelineCanvas(QWidget):
                 p.setPen(Qt.PenStyle.NoPen)
                 p.setBrush(fill)
                 p.drawRoundedRect(box, 4, 4)
-        # decisions and barge-ins
-        for marker in m.markers:
-            if marker.t < left:
-                continue
+        # decisions (labelled at the top of the user's lane) and barge-ins (at the bottom of
+        # the assistant's), each label on the first line where it overlaps no other
+        metrics = p.fontMetrics()
+        line_h = metrics.height()
+        taken: dict[float, float] = {}  # a line's y -> where its last label ends
+        shown = [mk for mk in sorted(m.markers, key=lambda mk: mk.t) if mk.t >= left]
+        for marker in shown:  # the lines first, so that no line crosses a label
             x = self.x_of(marker.t, now)
-            colour = MARKER_COLOURS.get(marker.kind, QColor("#333"))
-            p.setPen(QPen(colour, 2))
-            top = user.top() if marker.kind not in ("decision", "typed") else user.bottom()
-            p.drawLine(int(x), int(top), int(x), int(assistant.bottom()))
-            p.drawText(QRectF(x + 3, assistant.bottom() - 14 if top == user.top() else
-                              user.bottom() + 1, 160, 14),
-                       Qt.AlignmentFlag.AlignLeft, marker.label)  # fmt: skip
+            p.setPen(QPen(MARKER_COLOURS.get(marker.kind, QColor("#333")), 2))
+            p.drawLine(int(x), int(user.top()), int(x), int(assistant.bottom()))
+        for marker in shown:
+            x = self.x_of(marker.t, now)
+            p.setPen(MARKER_COLOURS.get(marker.kind, QColor("#333")))
+            decision = marker.kind in ("decision", "typed")
+            lines = (
+                [user.top() + 1 + i * line_h for i in range(2)]
+                if decision
+                else [assistant.bottom() - line_h * (i + 1) for i in range(2)]
+            )
+            width = metrics.horizontalAdvance(marker.label) + 6
+            y = next((y for y in lines if taken.get(y, -1e9) < x), None)
+            if y is None:
+                continue  # no room: the line says it, the click tells the rest
+            taken[y] = x + width
+            backdrop = QRectF(x + 2, y, width, line_h)
+            p.fillRect(backdrop, QColor(251, 251, 253, 220))
+            p.drawText(backdrop.adjusted(2, 0, 0, 0), Qt.AlignmentFlag.AlignLeft,
+                       marker.label)  # fmt: skip
         p.end()
 
     # -- input ------------------------------------------------------------------------------
