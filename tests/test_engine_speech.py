@@ -163,6 +163,7 @@ def test_a_user_who_resumes_after_a_tentative_pause_hears_nothing_and_leaves_no_
     assert len(engine.turns) == 1
     (timings,) = rec.of(TurnTimings)
     assert timings.speculative and timings.policy_wait_s >= 0.45
+    assert timings.speculation_misses == len(dropped) == 1  # the dropped one is counted
 
 
 def replies(engine: ConversationEngine, clip: np.ndarray) -> tuple[str, np.ndarray]:

@@ -211,6 +211,8 @@ def test_a_spoken_turn_and_a_barge_in_through_the_fake_sound_device(
 
     shown = []  # what the microphone meter showed
     w.state.mic.valueChanged.connect(shown.append)
+    seen = []  # the events' kinds and states, as the window got them
+    w.bridge.event.connect(lambda e: seen.append(str(getattr(e, "state", type(e).__name__))))
     until(lambda: any(role == "user" and t.tags() is not None and t.plain
                       for (_, role), t in w.conversation.turns.items()))  # fmt: skip
     until(lambda: w.state.state == "speaking")
@@ -226,6 +228,7 @@ def test_a_spoken_turn_and_a_barge_in_through_the_fake_sound_device(
     until(lambda: reply.heard is not None)
     assert CUT in reply.text.text()
     until(lambda: w.engine.engine.turns and w.engine.engine.turns[-1].interrupted)
+    assert "PartialTranscript" in seen and "interrupted" in seen  # (the words came live)
     # the timeline: the user's speech, the decision, the reply cut at the barge-in, the gap
     model = w.timeline.model
     kinds = [m.kind for m in model.markers]
@@ -458,3 +461,14 @@ def test_the_window_imports_no_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr[-500:]
+
+
+def test_a_lost_sound_device_is_a_notice_and_its_return_too(window, qtbot) -> None:
+    from app.audio.events import DeviceLost, DeviceRestored
+
+    w = window(None)
+    w.bridge(DeviceLost("input", "USB Headset", "unplugged"))
+    qtbot.waitUntil(lambda: w.notice.isVisibleTo(w), timeout=TIMEOUT_MS)
+    assert "USB Headset" in w.notice.text() and "unplugged" in w.notice.text()
+    w.bridge(DeviceRestored("input", "USB Headset"))
+    qtbot.waitUntil(lambda: "is back" in w.notice.text(), timeout=TIMEOUT_MS)

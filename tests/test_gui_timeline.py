@@ -161,3 +161,16 @@ def test_a_long_conversation_keeps_the_model_bounded() -> None:
         clock.t += 1.5
     assert len(model.user) < 100 and len(model.assistant) < 100 and len(model.gaps) < 100
     assert len(model.markers) < 300
+
+
+def test_a_turn_says_how_its_speculation_went() -> None:
+    hit = TimelineModel()
+    hit.feed(timings(1, 10.0, 2.0, 0.6, policy="smart-turn", speculative=True,
+                     speculation_misses=2), 10.0)  # fmt: skip
+    (line,) = [x for x in hit.stages[1].lines() if x.startswith("speculation")]
+    assert line == (
+        "speculation: hit (the reply began at the pause), after 2 misses (the user went on)"
+    )
+    missed = TimelineModel()
+    missed.feed(timings(2, 10.0, 2.0, 0.9, policy="silence", speculation_misses=1), 10.0)
+    assert "speculation: 1 miss (the user went on)" in missed.stages[2].lines()

@@ -81,11 +81,13 @@ class TurnStages:
             f"{t.total_s:.2f} s in all",
         ]
         if spoken:
-            lines.append(
-                "speculation: hit (the reply began at the pause)"
-                if t.speculative
-                else "speculation: none (the reply began at the decision)"
-            )
+            misses = getattr(t, "speculation_misses", 0)
+            missed = f"{misses} miss{'es' if misses != 1 else ''} (the user went on)"
+            if t.speculative:
+                verdict = "hit (the reply began at the pause)"
+                lines.append(f"speculation: {verdict}" + (f", after {missed}" if misses else ""))
+            else:
+                lines.append(f"speculation: {missed}" if misses else "speculation: none")
         return lines
 
 

@@ -197,6 +197,8 @@ class ConversationEngine:
         self._in_reply = False
         self._audio_until = 0.0  # when the audio made so far ends, if played as it came
         self._judging_stop = False
+        self._spec_misses = 0  # speculative replies dropped in the utterance being heard
+        self._misses: dict[int, int] = {}  # turn -> its dropped speculations, once taken
 
     @property
     def mode(self) -> str:
@@ -267,6 +269,7 @@ class ConversationEngine:
             raise ConfigError("spoken turns need the speech recogniser (SenseVoiceSmall)")
 
     def _heard_start(self, t: float) -> None:
+        self._spec_misses = 0
         self._speaking_turn = next(self._turn_ids)
         self._current = self._speaking_turn
         self._emit(UserSpeechStarted(turn_id=self._speaking_turn, at=t))
@@ -315,9 +318,11 @@ class ConversationEngine:
                 spec.cancelled = True
                 spec.buffer.clear()
                 spec.decided.set()
+                self._spec_misses += 1
 
     def _heard_turn(self, audio, silence_s: float) -> None:
         self._partial = None
+        self._misses[self._speaking_turn] = self._spec_misses
         with self._hold_lock:
             if self._paused.is_set():  # a turn only if the barge-in proves real
                 self._deferred = (self._speaking_turn, audio, now() - silence_s, silence_s)
@@ -732,6 +737,7 @@ class ConversationEngine:
                 engine_overhead_s=max(0.0, total - compute - idle),
                 policy_wait_s=waited,
                 speculative=speculative,
+                speculation_misses=self._misses.pop(turn_id, 0),
                 policy=policy,
                 mode=self.mode,
                 transcribe_s=hearing if spoken else None,

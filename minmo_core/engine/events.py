@@ -82,6 +82,7 @@ class TurnTimings(EngineEvent):
     engine_overhead_s: float  # total minus the stages' own compute
     policy_wait_s: float = 0.0  # end of speech to the turn-taking decision (spoken turns)
     speculative: bool = False  # the reply started at the pause, before the decision
+    speculation_misses: int = 0  # replies started at earlier pauses, dropped: the user went on
     policy: str = ""  # the turn-taking policy that took the turn ("" for a typed turn)
     mode: str = "composed"  # "composed" (public models) or "aligned" (MinMo's adapters)
     transcribe_s: float | None = None  # the speech recogniser's time (spoken turns)
