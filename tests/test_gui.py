@@ -472,3 +472,54 @@ def test_a_lost_sound_device_is_a_notice_and_its_return_too(window, qtbot) -> No
     assert "USB Headset" in w.notice.text() and "unplugged" in w.notice.text()
     w.bridge(DeviceRestored("input", "USB Headset"))
     qtbot.waitUntil(lambda: "is back" in w.notice.text(), timeout=TIMEOUT_MS)
+
+
+def test_the_chosen_pack_and_models_folder_are_what_loads(tmp_path, monkeypatch) -> None:
+    import os
+
+    from app.gui.session import apply_models_dir, pack_llm_dir
+    from minmo_core.manager import store
+
+    monkeypatch.setenv("MINMO_MODELS_DIR", str(tmp_path / "elsewhere"))
+    apply_models_dir(Settings(models_dir=str(tmp_path / "models")))
+    assert os.environ["MINMO_MODELS_DIR"] == str(tmp_path / "models")
+    chosen = Settings(pack="minmo-0.5b")
+    assert pack_llm_dir(chosen) is None  # not installed: the loader's default
+    monkeypatch.setattr(store, "release_status", lambda release, s: "installed")
+    folder = pack_llm_dir(chosen)
+    assert folder == str(tmp_path / "models" / "Qwen2.5-0.5B-Instruct")
+    assert pack_llm_dir(replace(chosen, llm_dir="/x")) is None  # a folder named wins
+    assert pack_llm_dir(Settings(pack="no-such-pack")) is None
+
+
+def test_settings_from_the_window_apply_and_a_reload_keeps_the_conversation(
+    window, qtbot, qwen_dir, voice
+) -> None:
+    from app.gui.settings_dialog import SettingsDialog
+
+    built = []
+
+    def make_factory(settings):
+        built.append(settings)
+        return tiny_factory(qwen_dir, voice)
+
+    w = window(tiny_factory(qwen_dir, voice), make_factory=make_factory)
+    qtbot.waitUntil(lambda: w.engine is not None, timeout=TIMEOUT_MS)
+    w.entry.setText("Hello there!")
+    w.send()
+    qtbot.waitUntil(lambda: bool(w.engine.engine.turns), timeout=TIMEOUT_MS)
+    w.open_settings()
+    (dialog,) = [d for d in w._dialogs if isinstance(d, SettingsDialog)]
+    dialog.prompt_edit.setPlainText("Answer like a pirate.")
+    dialog.accept_settings()
+    qtbot.waitUntil(lambda: w.engine.engine.settings.system_prompt == "Answer like a pirate.",
+                    timeout=TIMEOUT_MS)  # fmt: skip
+    assert load_settings()[0].system_prompt == "Answer like a pirate."
+    assert not w.notice.isVisibleTo(w)  # a prompt needs no reload
+    changed = replace(w.settings, vad_sensitivity=3)
+    w.settings_applied(changed)  # as the dialog's OK does
+    assert w.notice.isVisibleTo(w) and w.notice.action.text() == "Reload now"
+    said = list(w.engine.engine.turns)
+    w.notice.action.click()
+    qtbot.waitUntil(lambda: w.engine is not None, timeout=TIMEOUT_MS)
+    assert built[-1].vad_sensitivity == 3 and w.engine.engine.turns == said

@@ -30,7 +30,7 @@ def run(factory=None, quit_after_ms: int | None = None) -> int:
     import qasync
     from PySide6.QtWidgets import QApplication
 
-    from app.gui.session import default_factory, needs_setup
+    from app.gui.session import apply_models_dir, default_factory, needs_setup
     from app.gui.settings import load_settings
     from app.gui.window import MainWindow
 
@@ -38,6 +38,7 @@ def run(factory=None, quit_after_ms: int | None = None) -> int:
     app.setApplicationName("MinMo Assistant")
     timers = collect_on_gui_thread()  # before any worker thread starts
     settings, notice = load_settings()
+    apply_models_dir(settings)
     setup = needs_setup(settings)
     if factory is None and not setup:
         factory = default_factory(settings)

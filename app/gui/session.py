@@ -149,6 +149,38 @@ def needs_setup(settings: Settings) -> bool:
     return not os.environ.get("MINMO_LLM_DIR") and installed_llm() is None
 
 
+def apply_models_dir(settings: Settings) -> None:
+    """The settings' models folder, for everything that looks for models in this process
+    (the store, the loaders, the setup screen); None leaves the default (or the
+    environment's MINMO_MODELS_DIR)."""
+    import os
+
+    if settings.models_dir:
+        os.environ["MINMO_MODELS_DIR"] = settings.models_dir
+
+
+def pack_llm_dir(settings: Settings) -> str | None:
+    """The LLM folder of the pack the settings name, when it is installed; None: the
+    loader's default (the largest installed LLM)."""
+    from minmo_core.common.releases import all_releases
+    from minmo_core.errors import MinMoError
+    from minmo_core.manager.packs import pack
+    from minmo_core.manager.store import ModelStore, release_status
+
+    if not settings.pack or settings.llm_dir:
+        return None
+    try:
+        chosen = pack(settings.pack)
+    except MinMoError:
+        return None  # a pack this version no longer has: the default
+    if chosen.llm is None:
+        return None
+    release, store = all_releases()[chosen.llm], ModelStore()
+    if release_status(release, store) not in ("installed", "unverified"):
+        return None
+    return str(store.folder(release))
+
+
 def make_policy(name: str, ears, notify: Callable):
     """The turn-taking policy the settings name; Smart Turn falls back to silence, with a
     notice, when its model is missing."""
@@ -185,8 +217,10 @@ def default_factory(settings: Settings, backend=None, allow_unpinned: bool = Fal
         from minmo_core.voice.library import VoiceLibrary, VoiceStudio
 
         remote = settings.llm_backend == "remote" and bool(settings.llm_url)
+        apply_models_dir(settings)
+        llm_dir = settings.llm_dir or pack_llm_dir(settings)
         spec = StackSpec(
-            device=settings.device, llm_dir=None if remote else settings.llm_dir,
+            device=settings.device, llm_dir=None if remote else llm_dir,
             llm_url=settings.llm_url if remote else None,
             llm_model=(settings.llm_model or None) if remote else None,
             llm_api_key=os.environ.get("MINMO_LLM_API_KEY"), allow_unpinned=allow_unpinned,

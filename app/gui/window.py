@@ -458,7 +458,10 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def settings_applied(self, settings: Settings) -> None:
+        from app.gui.session import apply_models_dir
+
         old, self.settings = self.settings, settings
+        apply_models_dir(settings)
         if self.engine is None:
             return
         if old.system_prompt != settings.system_prompt:
