@@ -63,6 +63,7 @@ def window(qtbot, request):
         w.close()
         w.deleteLater()
     qtbot.wait(20)
+    gc.unfreeze()  # (a loaded window freezes the models' objects out of collections)
     gc.enable()
     gc.collect()
 

@@ -146,6 +146,7 @@ def bench_gui(turns: int = 4, seed: int = 0) -> Table:
         for timer in timers:
             timer.stop()
         app.processEvents()
+    gc.unfreeze()  # (the window froze the models' objects after loading)
     if collecting:
         gc.enable()
     if kept is None:

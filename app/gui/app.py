@@ -61,6 +61,11 @@ def run(factory=None, quit_after_ms: int | None = None) -> int:
         loop.run_until_complete(closed.wait())
     for timer in timers:
         timer.stop()
+    import gc
+
+    gc.unfreeze()  # the models' objects, frozen after loading, are freed before exit
+    gc.enable()
+    gc.collect()
     return 0
 
 
