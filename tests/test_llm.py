@@ -316,3 +316,32 @@ def test_quantised_weights_are_refused_where_they_cannot_run(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         ChatLLM(qwen_dir, replace(GREEDY, weight_bits=bits), device="cpu")
+
+
+DECODE_TEXTS = [
+    "Hello there, how are you today? I'm fine!",
+    "你好！今天天气怎么样？我想问我在滨海新区有房。",
+    "Emoji 🙂👍🏽 and accents: café, naïve, Ærø — 3.5 km/h, 1,234 items.",
+    "Spaces before marks , and . and ! and ? and don 't and it 's and we 're and I 've",
+    "  leading and trailing spaces  \n\nnew lines\tand tabs ",
+]
+
+
+@pytest.mark.parametrize("text", DECODE_TEXTS)
+def test_streamed_deltas_concatenate_to_the_decoded_text(llm: ChatLLM, text: str) -> None:
+    """Token by token (each pushed alone, none final) then a last one: the deltas are the
+    whole decode, never with a broken character, and the stream decodes each token once
+    (the whole reply is decoded only at the end)."""
+    tokenizer = llm.tokenizer
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [min(llm.stop_ids)]
+    decoder = IncrementalDecoder(tokenizer)
+    calls = []
+    real = tokenizer.decode
+    tokenizer.decode = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        deltas = [decoder.push(t, final=i == len(ids) - 1) for i, t in enumerate(ids)]
+    finally:
+        del tokenizer.decode
+    assert "".join(deltas) == tokenizer.decode(ids, skip_special_tokens=True)
+    assert all("\ufffd" not in d for d in deltas)
+    assert len(calls) == 1  # the final flush only: O(1) per token before it

@@ -69,3 +69,29 @@ def test_a_typed_turn_with_a_real_llm_is_answered_and_spoken(
     tokenizer = voice.tokens.tokenizer
     assert fed == tokenizer(speakable(ended.reply_text), add_special_tokens=False)["input_ids"]
     assert recorder.of(AssistantAudio, turn)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hello , world ! It 's 3.5 km — don 't , won 't ; I 'm sure they 're ok . Right ?",
+        "Spaces ' quoted ' and a trailing space , ",
+        "你好 🙂 ok . 'm 's n't 've 're",
+    ],
+)
+def test_a_tokenizer_that_cleans_up_spaces_streams_the_same_text(
+    smollm2_dir: Path, text: str
+) -> None:
+    """SmolLM2's tokenizer removes spaces before punctuation when decoding: the streamed
+    deltas (DecodeStream plus the clean-up, done incrementally) still concatenate to it."""
+    from transformers import AutoTokenizer
+
+    from minmo_core.llm.chat import IncrementalDecoder
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    assert tokenizer.clean_up_tokenization_spaces
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    decoder = IncrementalDecoder(tokenizer)
+    deltas = [decoder.push(t, final=i == len(ids) - 1) for i, t in enumerate(ids)]
+    assert "".join(deltas) == tokenizer.decode(ids, skip_special_tokens=True)
+    assert len([d for d in deltas[:-1] if d]) >= 3  # it streamed, not all at the end

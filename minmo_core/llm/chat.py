@@ -117,25 +117,60 @@ def sample_token(
     return int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
 
 
-class IncrementalDecoder:
-    """Turns a growing list of token ids into text deltas that never split a character.
+PATTERN = 4  # the longest of transformers' clean-up patterns (" n't", " 've", " 're")
 
-    Each push decodes the whole reply again (microseconds per token at reply lengths), so
-    the deltas always concatenate to ``tokenizer.decode(ids)``.
+
+class IncrementalDecoder:
+    """Turns a growing list of token ids into text deltas that never split a character, in
+    constant time per token: the tokenizers library's ``DecodeStream`` decodes only the new
+    token against a short window of the ones before.
+
+    The deltas concatenate to ``tokenizer.decode(ids, skip_special_tokens=True)``. Where the
+    tokenizer cleans up tokenization spaces (" ," to ","), that is done here too, holding back
+    the last few characters after a space until they can no longer start a pattern; a slow
+    tokenizer (no Rust backend) falls back to decoding the whole reply each time.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        from tokenizers.decoders import DecodeStream
+
         self.tokenizer = tokenizer
         self.ids: list[int] = []
         self.emitted = ""
+        self._backend = getattr(tokenizer, "_tokenizer", None)
+        self._stream = DecodeStream(skip_special_tokens=True) if self._backend else None
+        self._clean = bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))
+        self._held = ""  # raw text not yet cleaned and emitted
 
     def push(self, token_id: int, final: bool) -> str:
         """The new text after ``token_id``; ``final`` also flushes an incomplete character."""
         self.ids.append(token_id)
+        if self._stream is None or final:
+            return self._whole(final)
+        piece = self._stream.step(self._backend, token_id)
+        if not piece:
+            return ""  # a special token, or bytes that later tokens finish
+        if not self._clean:
+            self.emitted += piece
+            return piece
+        raw = self._held + piece
+        # the clean-up's patterns start with a space and are at most PATTERN characters
+        # long: cut where none can straddle (no space in the PATTERN - 1 before the cut)
+        cut = len(raw)
+        while cut > 0 and (space := raw.find(" ", max(0, cut - PATTERN + 1), cut)) >= 0:
+            cut = space
+        self._held = raw[cut:]
+        delta = self.tokenizer.clean_up_tokenization(raw[:cut])
+        self.emitted += delta
+        return delta
+
+    def _whole(self, final: bool) -> str:
+        """Decode everything (the last token, or a slow tokenizer): what was not emitted."""
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         if text.endswith("\ufffd") and not final:
             return ""  # the last bytes start a character that later tokens finish
-        delta, self.emitted = text[len(self.emitted) :], text
+        delta = text[len(self.emitted) :] if text.startswith(self.emitted) else ""
+        self.emitted, self._held = text, ""
         return delta
 
 
