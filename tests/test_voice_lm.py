@@ -361,3 +361,70 @@ def test_llm_events_stream_into_speech_without_the_llms_end_token(lm: VoiceToken
     assert embedded == ids  # every text token reached the voice LM, the end token did not
     with torch.no_grad():
         assert from_events == list(generator.from_token_ids(iter(ids)))
+
+
+def test_sentence_groups_end_at_sentences_read_lazily() -> None:
+    from minmo_core.voice.speech_tokens import sentence_groups
+
+    pieces = ["It", " costs", " 3", ".", "5", " euros", ".", " Good", "!", " And", " so", " on"]
+    pulled: list[int] = []
+
+    def source():
+        for i in range(len(pieces)):
+            pulled.append(i)
+            yield i
+
+    groups = []
+    for group in sentence_groups(source(), pieces.__getitem__, min_tokens=2, max_tokens=100):
+        groups.append([])
+        for i in group:
+            groups[-1].append(pieces[i])
+            # nothing is read ahead of what was handed on, but for the token after a "."
+            assert pulled[-1] <= i + (1 if pieces[i] == "." else 0)
+    assert ["".join(g) for g in groups] == ["It costs 3.5 euros.", " Good!", " And so on"]
+    cut = sentence_groups(iter(range(10)), lambda i: "x", min_tokens=2, max_tokens=4)
+    assert [list(g) for g in cut] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_bi_streaming_restarts_at_sentence_ends_with_a_bounded_cache(
+    lm: VoiceTokenLM, tiny_cosyvoice_dir: Path
+) -> None:
+    """A long streamed text: each sentence group is a fresh 5:15 session carrying the
+    prompt (token for token what that group streamed alone gives), and the voice LM's cache
+    never holds more than the prompt and one group."""
+    from minmo_core.voice.speech_tokens import (
+        MAX_STREAM_TOKENS,
+        LMPrompt,
+        sentence_groups,
+    )
+
+    _, tokenizer = load_voice_lm(tiny_cosyvoice_dir, allow_unpinned=True)
+    text = "This is a sentence of some length, with a clause. " * 12 + "And the end"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    prompt = LMPrompt(tokenizer("a prompt", add_special_tokens=False)["input_ids"], [5] * 20)
+    generator = SpeechTokenGenerator(lm, tokenizer, greedy_sampler)
+    decoders = []
+    original = lm.decoder
+
+    def spy():
+        decoders.append(original())
+        return decoders[-1]
+
+    lm.decoder = spy
+    try:
+        with torch.no_grad():
+            streamed = list(itertools.chain.from_iterable(
+                generator.from_token_ids(iter(ids), prompt)))  # fmt: skip
+    finally:
+        del lm.decoder
+    groups = [list(g) for g in sentence_groups(iter(ids), generator.piece)]
+    assert len(groups) > 3 and len(decoders) == len(groups)  # one fresh cache per group
+    expected = []
+    for group in groups:
+        vectors = (lm.embed_text([i]) for i in group)
+        with torch.no_grad():
+            expected += list(interleaved_tokens(lm, vectors, prompt, greedy_sampler))
+    assert streamed == expected
+    bound = 2 + len(prompt.text_ids) + MAX_STREAM_TOKENS * (1 + lm.cfg.max_token_text_ratio) + 20
+    assert max(d.length for d in decoders) <= bound
+    assert max(d.length for d in decoders) < 3 * min(d.length for d in decoders[:-1])

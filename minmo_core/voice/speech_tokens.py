@@ -25,7 +25,7 @@ is not, so inference matches the training layout exactly.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +35,12 @@ from minmo_core.errors import ConfigError
 from minmo_core.voice.voice_lm import Sampler, VoiceTokenLM, masked
 
 MAX_SENTENCE_TOKENS = 80  # whole-text mode synthesises at most this many text tokens at once
+# bi-streaming restarts at the first sentence end after this many text tokens (short
+# sentences stay together, as the whole-text path groups them), and at the latest after
+# MAX_STREAM_TOKENS: the voice LM's cache is bounded by the prompt plus one group
+MIN_STREAM_TOKENS = 20
+MAX_STREAM_TOKENS = 2 * MAX_SENTENCE_TOKENS
+_END = object()
 
 
 @dataclass(frozen=True)
@@ -247,6 +253,63 @@ def split_sentences(
     return groups
 
 
+_FIRM_END = re.compile(r"[。！？!?；;…]\s*$|\n")
+
+
+def ends_sentence(piece: str, following: str | None) -> bool:
+    """Whether text piece ``piece`` ends a sentence, ``following`` being the next piece
+    (None: the text ended). A full stop counts only before a space, as in the whole-text
+    splitter: "3.5" is not two sentences."""
+    if _FIRM_END.search(piece):
+        return True
+    return piece.rstrip().endswith(".") and (following is None or following[:1].isspace())
+
+
+def sentence_groups(
+    ids: Iterable[int],
+    piece: Callable[[int], str],
+    min_tokens: int = MIN_STREAM_TOKENS,
+    max_tokens: int = MAX_STREAM_TOKENS,
+) -> Iterator[Iterator[int]]:
+    """Text token ids arriving one at a time -> groups of whole sentences, each an iterator
+    to drain before the next is asked for. A group ends at the first sentence end once it
+    holds ``min_tokens``, or at ``max_tokens``. A full stop is judged by the token after it,
+    read only then (no delay for other tokens)."""
+    source = iter(ids)
+    peeked: list[int] = []
+
+    def pull() -> object:
+        return peeked.pop() if peeked else next(source, _END)
+
+    def group(first: int) -> Iterator[int]:
+        current, count = first, 0
+        while True:
+            yield current
+            count += 1
+            if count >= max_tokens:
+                return
+            if count >= min_tokens:
+                text = piece(current)
+                if _FIRM_END.search(text):
+                    return
+                if text.rstrip().endswith("."):  # a full stop: the next token decides
+                    following = pull()
+                    if following is _END:
+                        return
+                    peeked.append(following)
+                    if ends_sentence(text, piece(following)):
+                        return
+            current = pull()
+            if current is _END:
+                return
+
+    while (first := pull()) is not _END:
+        members = group(first)
+        yield members
+        for _ in members:  # a consumer that stopped early: the rest still belongs here
+            pass
+
+
 class SpeechTokenGenerator:
     """The one streaming API: LLM outputs (or text) in, chunks of 15 speech tokens out."""
 
@@ -256,6 +319,14 @@ class SpeechTokenGenerator:
         self.lm = lm
         self.tokenizer = tokenizer
         self.sampler = sampler
+        self._pieces: dict[int, str] = {}
+
+    def piece(self, token_id: int) -> str:
+        """A text token's characters (cached: each id is decoded once)."""
+        text = self._pieces.get(token_id)
+        if text is None:
+            text = self._pieces[token_id] = self.tokenizer.decode([token_id])
+        return text
 
     @property
     def chunk(self) -> int:
@@ -288,11 +359,20 @@ class SpeechTokenGenerator:
     def from_token_ids(
         self, ids: Iterable[int], prompt: LMPrompt | None = None
     ) -> Iterator[list[int]]:
-        """Bi-streaming from text token ids arriving one at a time (composed mode)."""
-        vectors = (self.lm.embed_text([i]) for i in ids)
-        yield from chunked(
-            interleaved_tokens(self.lm, vectors, prompt or LMPrompt(), self.sampler), self.chunk
-        )
+        """Bi-streaming from text token ids arriving one at a time (composed mode).
+
+        The voice LM restarts at sentence ends (``sentence_groups``), each group a fresh
+        5:15 session carrying the prompt, as the whole-text path synthesises sentence
+        groups: its cache, and so the cost of each speech token, stays bounded however
+        long the reply."""
+        prompt = prompt or LMPrompt()
+
+        def tokens() -> Iterator[int]:
+            for group in sentence_groups(ids, self.piece):
+                vectors = (self.lm.embed_text([i]) for i in group)
+                yield from interleaved_tokens(self.lm, vectors, prompt, self.sampler)
+
+        yield from chunked(tokens(), self.chunk)
 
     def from_llm(
         self,
