@@ -129,3 +129,37 @@ def test_joins_are_smooth_where_plain_concatenation_clicks(t2w: Token2Wav, promp
     ]
     plain = torch.cat(pieces)
     assert float((plain[1:] - plain[:-1]).abs().max()) > 5 * smooth_step  # the metric can fail
+
+
+def test_each_chunk_vocodes_only_its_own_frames_and_the_carried_cache(
+    t2w: Token2Wav, prompt: FlowPrompt
+) -> None:
+    """HiFT's cost per chunk is bounded: however long the utterance, a chunk's vocoder call
+    sees its own new mel frames plus the MEL_CACHE carried over (and the carried source),
+    and the F0 predictor's reach to the left fits inside that cache, so carrying no more
+    loses nothing."""
+    from minmo_core.voice.token2wav import MEL_CACHE
+
+    seen = []
+    real = t2w.vocoder.inference
+
+    def spy(mel, cache_source=None, generator=None):
+        seen.append((mel.shape[2], None if cache_source is None else cache_source.shape[-1]))
+        return real(mel, cache_source, generator)
+
+    t2w.vocoder.inference = spy
+    tokens = [(37 * i + 11) % 256 for i in range(15 * 12 + 3)]  # 12 chunks, 7.3 s
+    try:
+        streamed(t2w, prompt, tokens, [5] * (len(tokens) // 5 + 1))
+    finally:
+        del t2w.vocoder.inference
+    ratio = t2w.flow.cfg.token_mel_ratio
+    chunk_frames = 15 * ratio
+    assert len(seen) == 12 + 1  # one call per chunk, and the flush
+    assert seen[0] == (chunk_frames, None)  # the first chunk: nothing carried
+    for frames, source in seen[1:-1]:  # later chunks: never more than their own + the cache
+        assert frames == MEL_CACHE + chunk_frames and source == SOURCE_CACHE
+    assert seen[-1][0] <= MEL_CACHE + (15 + t2w.lookahead) * ratio
+    convs = [m for m in t2w.vocoder.f0_predictor.condnet if isinstance(m, torch.nn.Conv1d)]
+    left_reach = sum((m.kernel_size[0] - 1) // 2 * m.dilation[0] for m in convs)
+    assert left_reach <= MEL_CACHE  # F0 at a chunk's first new frame has all its context
