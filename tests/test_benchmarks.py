@@ -221,3 +221,19 @@ def test_gui_bench_drives_a_spoken_conversation_with_barge_ins(tmp_path: Path) -
     stalls = [float(row[c]) for c in ("median stall ms", "p99 stall ms", "longest stall ms")]
     assert stalls == sorted(stalls) and row["display"] == "offscreen"
     assert row["floor (longest)"].startswith("≤ 50")
+
+
+def test_stream_bench_times_each_chunk_of_a_long_reply(tmp_path: Path) -> None:
+    target = tmp_path / "BENCHMARKS.md"
+    assert main(["bench", "stream", "--preset", "tiny", "--chunks", "6", "--record",
+                 str(target)]) == 0  # fmt: skip
+    text = target.read_text()
+    assert "## Streaming cost per chunk (voice LM + flow + HiFT)" in text
+    header = next(line for line in text.splitlines() if line.startswith("| date"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    (line,) = [line for line in text.splitlines() if line.startswith("| 20")]
+    row = dict(zip(columns, (c.strip() for c in line.strip("|").split("|")), strict=True))
+    assert row["scheme"] == "re-encode (release)" and row["chunk 10 ms"] == "—"  # 6 chunks
+    firsts = [float(row[f"chunk {n} ms"]) for n in (1, 2, 5)]
+    assert all(t > 0 for t in firsts) and float(row["reply s"]) == pytest.approx(3.6)
+    assert float(row["total compute s"]) >= sum(firsts) / 1000

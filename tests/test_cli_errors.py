@@ -316,7 +316,7 @@ def test_every_command_takes_the_same_device_option() -> None:
             (action,) = device
             assert action.default == "auto" and action.type.__name__ == "device_name"
             seen += 1
-    assert seen == 9  # transcribe, chat, converse, speech-tokens, tts, bench x4 (e2e too)
+    assert seen == 10  # transcribe, chat, converse, speech-tokens, tts, bench x5 (e2e, stream)
 
 
 def test_tts_help_documents_the_style_options(capsys: pytest.CaptureFixture) -> None:

@@ -103,6 +103,18 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     )
     _record_options(startup)
     startup.set_defaults(func=run_startup, threads=None, device="cpu", preset="real")
+    stream = jobs.add_parser(
+        "stream",
+        parents=parents,
+        help="one long reply through the voice path (voice LM + flow + HiFT, random "
+        "weights): the time of chunks 1, 2, 5, 10, 20, 40 and the total compute",
+    )
+    stream.add_argument(
+        "--chunks", type=whole_number(2), default=50,
+        help="15-token chunks of the reply (default 50: 30 s of speech)",
+    )  # fmt: skip
+    _common_options(stream, repeats=None)
+    stream.set_defaults(func=run_stream)
     gui = jobs.add_parser(
         "gui",
         parents=parents,
@@ -204,6 +216,12 @@ def run_e2e(args: argparse.Namespace) -> int:
         args,
         lambda device: bench_e2e(args.preset, device, args.turns, args.policy_wait, args.llm_size),
     )
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    from app.bench.stream import bench_stream
+
+    return _report(args, lambda device: bench_stream(args.preset, device, args.chunks))
 
 
 def run_gui(args: argparse.Namespace) -> int:

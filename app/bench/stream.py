@@ -1,0 +1,89 @@
+"""The voice path's cost per chunk through one long reply (random weights): text token ids
+stream into the voice LM (5:15, restarting at sentence ends), every 15 speech tokens go
+through token2wav (flow + HiFT), and each chunk's time is taken from the previous chunk's
+audio to this one's. MinMo's first-packet formula holds for chunk 1 only if later chunks
+cost no more; here is how much more they cost.
+
+Schemes: ``re-encode`` is the release's (every chunk re-runs the flow over all tokens so
+far). The incremental flow of issue 12 will add its row beside it, in the same run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from app.bench.record import Table, machine_name
+
+REPORTED = (1, 2, 5, 10, 20, 40)  # chunks whose time is a column
+SENTENCE = "This is a sentence of a long answer, with a clause and a few more words. "
+
+
+def chunk_times(voice, ids: list[int], chunks: int, device: torch.device) -> list[float]:
+    """Seconds for each of the first ``chunks`` chunks of audio, the voice LM's share
+    included (the LM runs lazily, so a chunk's time spans its tokens and its rendering)."""
+    generator = torch.Generator().manual_seed(0)
+    stream = voice.t2w.stream(_empty_prompt(voice), generator)
+    times: list[float] = []
+    started = time.perf_counter()
+    speech = voice.tokens.from_token_ids(iter(ids))
+    try:
+        for tokens in speech:
+            audio = stream.push(tokens)
+            if not audio.numel():
+                continue  # the look-ahead is not there yet: the time runs on
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            now = time.perf_counter()
+            times.append(now - started)
+            started = now
+            if len(times) >= chunks:
+                break
+    finally:
+        speech.close()
+    return times
+
+
+def _empty_prompt(voice):
+    from minmo_core.voice.token2wav import FlowPrompt
+
+    return FlowPrompt.from_voice(None)
+
+
+def bench_stream(preset: str = "real", device: str = "cpu", chunks: int = 40) -> Table:
+    from transformers import AutoTokenizer
+
+    from app.bench.chat_model import write_chat_tokenizer
+    from app.bench.stack import random_voice
+
+    dev = torch.device(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_chat_tokenizer(Path(tmp))
+        tokenizer = AutoTokenizer.from_pretrained(tmp)
+    voice = random_voice(preset, dev, len(tokenizer), tokenizer, ratio=3.0)
+    ids = tokenizer(SENTENCE * 60, add_special_tokens=False)["input_ids"]
+    chunk_times(voice, ids[:40], 2, dev)  # warm up
+    times = chunk_times(voice, ids, chunks, dev)
+    if len(times) < chunks:
+        raise RuntimeError(f"the reply gave {len(times)} chunks, not {chunks}")
+    audio_s = 15 / 25 * chunks  # 15 speech tokens = 0.6 s
+    row = (
+        dt.date.today().isoformat(),
+        machine_name(dev.type, torch.cuda.get_device_name(dev) if dev.type == "cuda" else None),
+        preset,
+        "re-encode (release)",
+        *[f"{times[n - 1] * 1000:.0f}" if n <= chunks else "—" for n in REPORTED],
+        f"{times[-1] / times[1]:.2f}",
+        f"{audio_s:.1f}",
+        f"{sum(times):.1f}",
+        f"{audio_s / sum(times):.2f}",
+    )
+    columns = ("date", "machine", "preset", "scheme",
+               *[f"chunk {n} ms" for n in REPORTED], "last / chunk 2", "reply s",
+               "total compute s", "real-time factor (×)")  # fmt: skip
+    key = ("date", "machine", "preset", "scheme")
+    return Table("## Streaming cost per chunk (voice LM + flow + HiFT)", columns, [row], key)
