@@ -231,9 +231,14 @@ def test_stream_bench_times_each_chunk_of_a_long_reply(tmp_path: Path) -> None:
     assert "## Streaming cost per chunk (voice LM + flow + HiFT)" in text
     header = next(line for line in text.splitlines() if line.startswith("| date"))
     columns = [c.strip() for c in header.strip("|").split("|")]
-    (line,) = [line for line in text.splitlines() if line.startswith("| 20")]
-    row = dict(zip(columns, (c.strip() for c in line.strip("|").split("|")), strict=True))
-    assert row["scheme"] == "re-encode (release)" and row["chunk 10 ms"] == "—"  # 6 chunks
-    firsts = [float(row[f"chunk {n} ms"]) for n in (1, 2, 5)]
-    assert all(t > 0 for t in firsts) and float(row["reply s"]) == pytest.approx(3.6)
-    assert float(row["total compute s"]) >= sum(firsts) / 1000
+    lines = [line for line in text.splitlines() if line.startswith("| 20")]
+    fixed, growing = (
+        dict(zip(columns, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        for line in lines
+    )
+    assert (fixed["chunk tokens"], growing["chunk tokens"]) == ("fixed 15", "15, 25, then 50")
+    assert fixed["chunks"] == "6" and growing["chunks"] == "3"  # 90 tokens: 15 + 25 + 50
+    assert fixed["chunk 10 ms"] == "—" and growing["chunk 5 ms"] == "—"
+    firsts = [float(fixed[f"chunk {n} ms"]) for n in (1, 2, 5)]
+    assert all(t > 0 for t in firsts) and float(fixed["reply s"]) == pytest.approx(3.6)
+    assert float(fixed["total compute s"]) >= sum(firsts) / 1000

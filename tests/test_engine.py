@@ -356,3 +356,29 @@ def test_a_stop_right_after_sending_stops_that_reply_and_not_the_next(
     again = engine.send_text("And now?")
     assert engine.wait_idle(TIMEOUT)
     assert not engine.recorder.of(TurnEnded, again)[-1].interrupted
+
+
+def test_the_engine_picks_the_chunk_schedule(qwen_dir: Path, voice: SpeechSynthesizer) -> None:
+    """Growing chunks (15, 25, then 50 tokens) from the settings: the reply's audio comes
+    in fewer, growing pieces; a schedule that does not exist is refused by name."""
+    from minmo_core.engine.reply import VoiceSettings
+    from minmo_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown chunk schedule 'huge'; choose one of"):
+        VoiceSettings(chunk_schedule="huge")
+    sizes = {}
+    for schedule in ("fixed", "growing"):
+        recorder = Recorder()
+        llm = ChatLLM(qwen_dir, replace(GREEDY, max_new_tokens=40), device="cpu")
+        settings = EngineSettings(seed=0, voice=VoiceSettings(chunk_schedule=schedule))
+        engine = ConversationEngine(llm, voice, recorder, settings).start()
+        try:
+            engine.send_text("Tell me a story about the sea.")
+            assert engine.wait_idle(TIMEOUT)
+        finally:
+            engine.shutdown()
+        sizes[schedule] = [a.audio.size for a in recorder.of(AssistantAudio)]
+    fixed, growing = sizes["fixed"], sizes["growing"]
+    assert sum(fixed) == sum(growing) and len(growing) < len(fixed)
+    assert growing[0] == fixed[0]  # the first packet is as early as ever
+    assert max(growing) > max(fixed)  # later chunks are larger

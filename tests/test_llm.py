@@ -345,3 +345,17 @@ def test_streamed_deltas_concatenate_to_the_decoded_text(llm: ChatLLM, text: str
     assert "".join(deltas) == tokenizer.decode(ids, skip_special_tokens=True)
     assert all("\ufffd" not in d for d in deltas)
     assert len(calls) == 1  # the final flush only: O(1) per token before it
+
+
+def test_bytes_that_make_no_character_decode_as_the_whole_reply_does(llm: ChatLLM) -> None:
+    """Random weights write byte tokens that form no UTF-8 character: the deltas still
+    concatenate to what decoding the whole reply gives."""
+    tokenizer = llm.tokenizer
+    vocab = tokenizer.get_vocab()
+    lone = [vocab[t] for t in ("Ã", "¤", "Ġ", "Ċ") if t in vocab]  # single bytes 0xC3 0xA4 ...
+    assert len(lone) >= 2
+    text_ids = tokenizer("ok then", add_special_tokens=False)["input_ids"]
+    ids = [*text_ids, lone[1], lone[1], *text_ids, lone[0], min(llm.stop_ids)]
+    decoder = IncrementalDecoder(tokenizer)
+    deltas = [decoder.push(t, final=i == len(ids) - 1) for i, t in enumerate(ids)]
+    assert "".join(deltas) == tokenizer.decode(ids, skip_special_tokens=True)

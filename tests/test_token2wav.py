@@ -163,3 +163,39 @@ def test_each_chunk_vocodes_only_its_own_frames_and_the_carried_cache(
     convs = [m for m in t2w.vocoder.f0_predictor.condnet if isinstance(m, torch.nn.Conv1d)]
     left_reach = sum((m.kernel_size[0] - 1) // 2 * m.dilation[0] for m in convs)
     assert left_reach <= MEL_CACHE  # F0 at a chunk's first new frame has all its context
+
+
+def test_a_growing_chunk_schedule_renders_fewer_larger_chunks_of_the_same_audio(
+    t2w: Token2Wav, prompt: FlowPrompt
+) -> None:
+    from minmo_core.voice.token2wav import FIXED, GROWING, ChunkSchedule
+
+    tokens = [(37 * i + 11) % 256 for i in range(15 + 25 + 50 + 50 + 3)]
+    rendered = []
+    real = t2w.flow.inference
+
+    def spy(seen, *args, **kwargs):
+        rendered.append(seen.shape[1])
+        return real(seen, *args, **kwargs)
+
+    t2w.flow.inference = spy
+    try:
+        audio = {}
+        for schedule in (FIXED, GROWING):
+            rendered.clear()
+            stream = t2w.stream(prompt, torch.Generator().manual_seed(0), schedule)
+            pieces = [stream.push(tokens[i : i + 7]) for i in range(0, len(tokens), 7)]
+            audio[schedule.name] = torch.cat([*pieces, stream.flush()])
+            calls = list(rendered)
+            if schedule is GROWING:  # 15, 25, 50, 50 tokens (3 of look-ahead), then the flush
+                assert calls == [18, 43, 93, 143, 143]
+            else:
+                assert calls == [18 + 15 * i for i in range(9)] + [143]
+    finally:
+        del t2w.flow.inference
+    fixed, growing = audio[FIXED.name], audio[GROWING.name]
+    assert fixed.shape == growing.shape == (2 * HOP * len(tokens),)
+    # the same speech: the mel is the same frame for frame up to the chunk edges
+    assert torch.corrcoef(torch.stack([fixed, growing]))[0, 1] > 0.9
+    with pytest.raises(ValueError, match="positive"):
+        ChunkSchedule((15, 0))

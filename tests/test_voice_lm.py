@@ -428,3 +428,11 @@ def test_bi_streaming_restarts_at_sentence_ends_with_a_bounded_cache(
     bound = 2 + len(prompt.text_ids) + MAX_STREAM_TOKENS * (1 + lm.cfg.max_token_text_ratio) + 20
     assert max(d.length for d in decoders) <= bound
     assert max(d.length for d in decoders) < 3 * min(d.length for d in decoders[:-1])
+
+
+def test_an_empty_text_streams_as_it_did_before_the_restarts(lm: VoiceTokenLM) -> None:
+    generator = SpeechTokenGenerator(lm, tokenizer=None, sampler=greedy_sampler)
+    with torch.no_grad():
+        streamed = list(itertools.chain.from_iterable(generator.from_token_ids(iter([]))))
+        alone = list(interleaved_tokens(lm, iter(()), LMPrompt(), greedy_sampler))
+    assert streamed == alone and streamed  # one empty session, not silence

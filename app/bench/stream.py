@@ -23,17 +23,18 @@ REPORTED = (1, 2, 5, 10, 20, 40)  # chunks whose time is a column
 SENTENCE = "This is a sentence of a long answer, with a clause and a few more words. "
 
 
-def chunk_times(voice, ids: list[int], chunks: int, device: torch.device) -> list[float]:
-    """Seconds for each of the first ``chunks`` chunks of audio, the voice LM's share
-    included (the LM runs lazily, so a chunk's time spans its tokens and its rendering)."""
+def chunk_times(voice, ids: list[int], tokens: int, device: torch.device, schedule=None):
+    """Seconds for each chunk of audio until ``tokens`` speech tokens are rendered, the voice
+    LM's share included (the LM runs lazily, so a chunk's time spans its tokens and its
+    rendering)."""
     generator = torch.Generator().manual_seed(0)
-    stream = voice.t2w.stream(_empty_prompt(voice), generator)
+    stream = voice.t2w.stream(_empty_prompt(voice), generator, schedule)
     times: list[float] = []
     started = time.perf_counter()
     speech = voice.tokens.from_token_ids(iter(ids))
     try:
-        for tokens in speech:
-            audio = stream.push(tokens)
+        for piece in speech:
+            audio = stream.push(piece)
             if not audio.numel():
                 continue  # the look-ahead is not there yet: the time runs on
             if device.type == "cuda":
@@ -41,10 +42,12 @@ def chunk_times(voice, ids: list[int], chunks: int, device: torch.device) -> lis
             now = time.perf_counter()
             times.append(now - started)
             started = now
-            if len(times) >= chunks:
+            if stream.offset >= tokens:
                 break
     finally:
         speech.close()
+    if stream.offset < tokens:
+        raise RuntimeError(f"the reply gave {stream.offset} speech tokens, not {tokens}")
     return times
 
 
@@ -59,6 +62,7 @@ def bench_stream(preset: str = "real", device: str = "cpu", chunks: int = 40) ->
 
     from app.bench.chat_model import write_chat_tokenizer
     from app.bench.stack import random_voice
+    from minmo_core.voice.token2wav import FIXED, GROWING
 
     dev = torch.device(device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,24 +70,22 @@ def bench_stream(preset: str = "real", device: str = "cpu", chunks: int = 40) ->
         tokenizer = AutoTokenizer.from_pretrained(tmp)
     voice = random_voice(preset, dev, len(tokenizer), tokenizer, ratio=3.0)
     ids = tokenizer(SENTENCE * 60, add_special_tokens=False)["input_ids"]
-    chunk_times(voice, ids[:40], 2, dev)  # warm up
-    times = chunk_times(voice, ids, chunks, dev)
-    if len(times) < chunks:
-        raise RuntimeError(f"the reply gave {len(times)} chunks, not {chunks}")
+    chunk_times(voice, ids[:40], 30, dev)  # warm up
     audio_s = 15 / 25 * chunks  # 15 speech tokens = 0.6 s
-    row = (
-        dt.date.today().isoformat(),
-        machine_name(dev.type, torch.cuda.get_device_name(dev) if dev.type == "cuda" else None),
-        preset,
-        "re-encode (release)",
-        *[f"{times[n - 1] * 1000:.0f}" if n <= chunks else "—" for n in REPORTED],
-        f"{times[-1] / times[1]:.2f}",
-        f"{audio_s:.1f}",
-        f"{sum(times):.1f}",
-        f"{audio_s / sum(times):.2f}",
-    )
-    columns = ("date", "machine", "preset", "scheme",
+    rows = []
+    for schedule in (FIXED, GROWING):
+        times = chunk_times(voice, ids, 15 * chunks, dev, schedule)
+        cells = [f"{times[n - 1] * 1000:.0f}" if n <= len(times) else "—" for n in REPORTED]
+        rows.append((
+            dt.date.today().isoformat(),
+            machine_name(dev.type, torch.cuda.get_device_name(dev) if dev.type == "cuda"
+                         else None),
+            preset, "re-encode (release)", schedule.name, str(len(times)), *cells,
+            f"{times[-1] / times[1]:.2f}", f"{audio_s:.1f}", f"{sum(times):.1f}",
+            f"{audio_s / sum(times):.2f}",
+        ))  # fmt: skip
+    columns = ("date", "machine", "preset", "scheme", "chunk tokens", "chunks",
                *[f"chunk {n} ms" for n in REPORTED], "last / chunk 2", "reply s",
                "total compute s", "real-time factor (×)")  # fmt: skip
-    key = ("date", "machine", "preset", "scheme")
-    return Table("## Streaming cost per chunk (voice LM + flow + HiFT)", columns, [row], key)
+    key = ("date", "machine", "preset", "scheme", "chunk tokens")
+    return Table("## Streaming cost per chunk (voice LM + flow + HiFT)", columns, rows, key)

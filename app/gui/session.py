@@ -78,7 +78,6 @@ class Session:
         from dataclasses import replace
 
         from minmo_core.engine.events import EngineError
-        from minmo_core.engine.reply import VoiceSettings
         from minmo_core.errors import MinMoError, first_line
         from minmo_core.voice.styles import VoiceStyle
 
@@ -100,7 +99,7 @@ class Session:
             if job != self._style_job:
                 return  # a newer change came meanwhile
             settings = self.engine.settings
-            voice = VoiceSettings(style=style, voice=profile, wording=wording)
+            voice = replace(settings.voice, style=style, voice=profile, wording=wording)
             self.engine.set_settings(replace(settings, voice=voice))
 
     def set_system_prompt(self, prompt: str) -> None:

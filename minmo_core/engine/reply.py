@@ -24,11 +24,12 @@ import torch
 
 from minmo_core.engine.events import AssistantAudio, AssistantTextDelta, EngineEvent
 from minmo_core.engine.speakable import SpeakableStream
+from minmo_core.errors import ConfigError
 from minmo_core.llm.adapters import MinMoAdapters
 from minmo_core.llm.chat import ChatLLM
 from minmo_core.voice.speech_tokens import SemanticStep
 from minmo_core.voice.styles import VoiceStyle, instruction_is_empty
-from minmo_core.voice.token2wav import FlowPrompt
+from minmo_core.voice.token2wav import SCHEDULES, FlowPrompt
 from minmo_core.voice.tts import SpeechSynthesizer
 from minmo_core.voice.voice_prompt import InstructPrompt, VoiceProfile, ZeroShotPrompt, lm_prompt
 
@@ -63,6 +64,14 @@ class VoiceSettings:
     style: VoiceStyle = field(default_factory=VoiceStyle)
     voice: VoiceProfile | None = None
     wording: str = "en"  # the style instruction's language
+    chunk_schedule: str = "fixed"  # token2wav's chunks: "fixed" (MinMo's 15) or "growing"
+
+    def __post_init__(self) -> None:
+        if self.chunk_schedule not in SCHEDULES:
+            raise ConfigError(
+                f"unknown chunk schedule {self.chunk_schedule!r}; choose one of: "
+                + ", ".join(SCHEDULES)
+            )
 
 
 @dataclass
@@ -167,7 +176,8 @@ def run_reply(
         chunks = _speech_chunks(voice, text_ids(), settings)
     else:
         chunks = _semantic_chunks(voice, semantic_steps(), aligned)
-    stream = voice.t2w.stream(FlowPrompt.from_voice(settings.voice), _generator(seed))
+    schedule = SCHEDULES[settings.chunk_schedule]
+    stream = voice.t2w.stream(FlowPrompt.from_voice(settings.voice), _generator(seed), schedule)
     span_start = 0
     try:
         while not stop.is_set():

@@ -127,7 +127,7 @@ class IncrementalDecoder:
 
     The deltas concatenate to ``tokenizer.decode(ids, skip_special_tokens=True)``. Where the
     tokenizer cleans up tokenization spaces (" ," to ","), that is done here too, holding back
-    the last few characters after a space until they can no longer start a pattern; a slow
+    the last few characters after a space until they can no longer start a pattern. A slow
     tokenizer (no Rust backend) falls back to decoding the whole reply each time.
     """
 

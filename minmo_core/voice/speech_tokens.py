@@ -368,9 +368,13 @@ class SpeechTokenGenerator:
         prompt = prompt or LMPrompt()
 
         def tokens() -> Iterator[int]:
+            groups = 0
             for group in sentence_groups(ids, self.piece):
+                groups += 1
                 vectors = (self.lm.embed_text([i]) for i in group)
                 yield from interleaved_tokens(self.lm, vectors, prompt, self.sampler)
+            if not groups:  # no text at all: one empty session, as before the restarts
+                yield from interleaved_tokens(self.lm, iter(()), prompt, self.sampler)
 
         yield from chunked(tokens(), self.chunk)
 

@@ -22,6 +22,30 @@ from minmo_core.voice.flow import FlowDecoder
 from minmo_core.voice.hift import HiFTVocoder
 from minmo_core.voice.voice_prompt import VoiceProfile
 
+
+@dataclass(frozen=True)
+class ChunkSchedule:
+    """How many speech tokens each chunk renders: ``hops[i]`` for chunk i, the last one
+    repeating. MinMo's is a fixed 15 (0.6 s: the first packet as early as it can be); a
+    growing one (15, then 25, then 50) renders a long reply in fewer, larger chunks once
+    playback has the first ones to play, which costs less in all where each chunk
+    re-encodes what came before."""
+
+    hops: tuple[int, ...] = (15,)
+    name: str = "fixed 15"
+
+    def __post_init__(self) -> None:
+        if not self.hops or any(h < 1 for h in self.hops):
+            raise ValueError(f"chunk hops must be positive token counts, not {self.hops}")
+
+    def size(self, index: int) -> int:
+        return self.hops[min(index, len(self.hops) - 1)]
+
+
+FIXED = ChunkSchedule((15,), "fixed 15")
+GROWING = ChunkSchedule((15, 25, 50), "15, 25, then 50")
+SCHEDULES = {"fixed": FIXED, "growing": GROWING}
+
 MEL_CACHE = 8  # mel frames repeated at the start of the next chunk
 HOP = 480  # audio samples per mel frame at 24 kHz
 SOURCE_CACHE = MEL_CACHE * HOP  # 3840 samples of excitation carried over, and of cross-fade
@@ -72,9 +96,14 @@ class Token2Wav:
         return audio[0].float().cpu()
 
     def stream(
-        self, prompt: FlowPrompt, generator: torch.Generator | None = None
+        self,
+        prompt: FlowPrompt,
+        generator: torch.Generator | None = None,
+        schedule: ChunkSchedule | None = None,
     ) -> Token2WavStream:
-        return Token2WavStream(self, prompt, generator)
+        """A stream in chunks of ``schedule`` (default: this Token2Wav's fixed size)."""
+        schedule = schedule or ChunkSchedule((self.chunk_tokens,), f"fixed {self.chunk_tokens}")
+        return Token2WavStream(self, prompt, generator, schedule)
 
     @property
     def _vocoder_dtype(self) -> torch.dtype:
@@ -85,11 +114,17 @@ class Token2WavStream:
     """One utterance rendered chunk by chunk: ``push`` tokens as they come, then ``flush``."""
 
     def __init__(
-        self, t2w: Token2Wav, prompt: FlowPrompt, generator: torch.Generator | None
+        self,
+        t2w: Token2Wav,
+        prompt: FlowPrompt,
+        generator: torch.Generator | None,
+        schedule: ChunkSchedule = FIXED,
     ) -> None:
         self.t2w = t2w
         self.prompt = prompt
         self.generator = generator
+        self.schedule = schedule
+        self.chunks = 0  # chunks rendered
         self.tokens: list[int] = []
         self.offset = 0  # tokens whose audio has been rendered (or is held back)
         self.cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # mel, src, wav
@@ -101,8 +136,8 @@ class Token2WavStream:
         """Add speech tokens; returns the audio that is ready (possibly empty), (n,) float32."""
         self.tokens += tokens
         out = []
-        step, ahead = self.t2w.chunk_tokens, self.t2w.lookahead
-        while len(self.tokens) - self.offset >= step + ahead:
+        ahead = self.t2w.lookahead
+        while len(self.tokens) - self.offset >= (step := self.schedule.size(self.chunks)) + ahead:
             out.append(self._render(self.offset + step, finalize=False))
         return torch.cat(out) if out else torch.zeros(0)
 
@@ -137,6 +172,7 @@ class Token2WavStream:
             head = audio[:, :SOURCE_CACHE] * fade_in.to(audio) + self.cache[2] * fade_out.to(audio)
             audio = torch.cat([head, audio[:, SOURCE_CACHE:]], dim=1)
         self.offset = upto
+        self.chunks += 1
         if finalize:
             self.cache = None
             return self._emit(audio[0].float().cpu())
