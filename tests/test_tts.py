@@ -113,3 +113,37 @@ def test_play_without_an_output_device_is_named(
     code, err = tts(capsys, tiny_release_dir, tmp_path / "p.wav", "--play")
     assert code == 2 and "no usable audio output device for --play" in err
     assert not (tmp_path / "p.wav").exists()
+
+
+def test_a_long_text_renders_group_by_group_at_a_bounded_cost(voice) -> None:
+    """Each sentence group starts a fresh token2wav stream: the flow never sees more than
+    one group's speech tokens, however long the text, and every speech token is heard."""
+    import torch
+
+    text = "This is a sentence of some length, with a clause. " * 12
+    seen, groups = [], []
+    real_flow, real_groups = voice.t2w.flow.inference, voice.tokens.from_text_groups
+
+    def flow_spy(tokens, *args, **kwargs):
+        seen.append(tokens.shape[1])
+        return real_flow(tokens, *args, **kwargs)
+
+    def groups_spy(*args, **kwargs):
+        for group in real_groups(*args, **kwargs):
+            groups.append([])
+
+            def recorded(chunks=group, into=groups[-1]):
+                for chunk in chunks:
+                    into.extend(chunk)
+                    yield chunk
+
+            yield recorded()
+
+    voice.t2w.flow.inference, voice.tokens.from_text_groups = flow_spy, groups_spy
+    try:
+        audio = torch.cat(list(voice.speak(text, wording="en")))
+    finally:
+        del voice.t2w.flow.inference, voice.tokens.from_text_groups
+    assert len(groups) >= 3
+    assert max(seen) <= max(len(g) for g in groups)  # one group at most, never the whole
+    assert audio.numel() == 960 * sum(len(g) for g in groups)

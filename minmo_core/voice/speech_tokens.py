@@ -346,14 +346,24 @@ class SpeechTokenGenerator:
         """Whole text at once, cut into sentence groups synthesised one after another."""
         if not text.strip():
             raise ConfigError("nothing to say: the text is empty")
-        groups = split_sentences(text, self.tokenizer)
+        for group in self.from_text_groups(text, prompt):
+            yield from group
+
+    def from_text_groups(
+        self, text: str, prompt: LMPrompt | None = None
+    ) -> Iterator[Iterator[list[int]]]:
+        """``from_text`` one sentence group at a time: each group's speech tokens in chunks
+        of 15 (its last chunk may be shorter), so that a renderer can start afresh at each
+        group and its cost stay bounded by a group's length."""
+        if not text.strip():
+            raise ConfigError("nothing to say: the text is empty")
         prompt = prompt or LMPrompt()
+        for ids in split_sentences(text, self.tokenizer):
+            yield self._group_chunks(ids, prompt)
 
-        def tokens() -> Iterator[int]:
-            for ids in groups:
-                yield from whole_text_tokens(self.lm, ids, prompt, self.sampler)
-
-        yield from chunked(tokens(), self.chunk)
+    @torch.inference_mode()
+    def _group_chunks(self, ids: list[int], prompt: LMPrompt) -> Iterator[list[int]]:
+        yield from chunked(whole_text_tokens(self.lm, ids, prompt, self.sampler), self.chunk)
 
     @torch.inference_mode()
     def from_token_ids(

@@ -58,7 +58,8 @@ class SpeechSynthesizer:
         voice: VoiceProfile | None = None,
         wording: str = "zh",
     ) -> Iterator[torch.Tensor]:
-        """Audio chunks (n,) float32 at 24 kHz, each as soon as it exists.
+        """Audio chunks (n,) float32 at 24 kHz, each as soon as it exists; a long text
+        sentence group by sentence group (at most 80 text tokens each).
 
         A style goes to the LM as an instruction (the voice, if any, to the flow only);
         without one, a voice is cloned zero-shot (its transcript and tokens go to the LM).
@@ -71,11 +72,15 @@ class SpeechSynthesizer:
         generator = torch.Generator()
         if self.seed is not None:
             generator.manual_seed(self.seed)
-        stream = self.t2w.stream(FlowPrompt.from_voice(voice), generator)
-        for chunk in self.tokens.from_text(text, lm_prompt_):
-            audio = stream.push(chunk)
-            if audio.numel():
-                yield audio
-        tail = stream.flush()
-        if tail.numel():
-            yield tail
+        flow_prompt = FlowPrompt.from_voice(voice)
+        for group in self.tokens.from_text_groups(text, lm_prompt_):
+            # each sentence group renders from a fresh stream: the voice LM starts afresh at
+            # each group anyway, and the flow's cost per chunk stays bounded by a group
+            stream = self.t2w.stream(flow_prompt, generator)
+            for chunk in group:
+                audio = stream.push(chunk)
+                if audio.numel():
+                    yield audio
+            tail = stream.flush()
+            if tail.numel():
+                yield tail
