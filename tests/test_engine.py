@@ -382,3 +382,24 @@ def test_the_engine_picks_the_chunk_schedule(qwen_dir: Path, voice: SpeechSynthe
     assert sum(fixed) == sum(growing) and len(growing) < len(fixed)
     assert growing[0] == fixed[0]  # the first packet is as early as ever
     assert max(growing) > max(fixed)  # later chunks are larger
+
+
+def test_shutdown_drops_the_turns_still_queued(qwen_dir: Path, voice: SpeechSynthesizer) -> None:
+    """A turn queued behind the running one (heard just before the window closed) is not
+    answered: shutdown returns as soon as the running reply stops."""
+    recorder = Recorder()
+    llm = ChatLLM(qwen_dir, replace(GREEDY, max_new_tokens=200), device="cpu")
+    engine = ConversationEngine(llm, voice, recorder, EngineSettings(seed=0)).start()
+    first = engine.send_text("Tell me a long story.")
+    queued = [engine.send_text(f"And then {i}?") for i in range(3)]
+    deadline = time.monotonic() + TIMEOUT
+    while not recorder.of(AssistantTextDelta, first) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    engine.shutdown(timeout=TIMEOUT)
+    assert not any(recorder.of(UserText, t) for t in queued)  # never started
+    ended = recorder.of(TurnEnded, first)
+    assert not ended or ended[-1].interrupted  # the running reply stopped, not finished
+    engine.start()  # and it serves again after a restart
+    turn = engine.send_text("Hello again.")
+    assert engine.wait_idle(TIMEOUT) and recorder.of(TurnEnded, turn)
+    engine.shutdown()

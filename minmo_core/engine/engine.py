@@ -195,6 +195,7 @@ class ConversationEngine:
         self._last_typed = 0  # the latest typed turn handed out
         self._stop_upto = 0  # typed turns up to this one were stopped before they started
         self._in_reply = False
+        self._stopping = False  # shutdown: queued turns are dropped, a running one stops
         self._audio_until = 0.0  # when the audio made so far ends, if played as it came
         self._judging_stop = False
         self._spec_misses = 0  # speculative replies dropped in the utterance being heard
@@ -223,6 +224,7 @@ class ConversationEngine:
     # -- commands, from any thread -----------------------------------------------------
     def start(self) -> ConversationEngine:
         if self._thread is None:
+            self._stopping = False
             self._thread = threading.Thread(target=self._run, name="minmo-engine", daemon=True)
             self._thread.start()
         return self
@@ -408,8 +410,11 @@ class ConversationEngine:
         return self._idle.wait(timeout)
 
     def shutdown(self, timeout: float = 30.0) -> None:
-        """Stop the current reply and the worker; returns when the thread has ended."""
-        self._interrupt.set()
+        """Stop the current reply and the worker; returns when the thread has ended. Turns
+        still queued (a turn heard just before) are dropped, not answered."""
+        with self._hold_lock:
+            self._stopping = True
+            self._interrupt.set()
         self._commands.put(("stop",))
         if self._thread is not None:
             self._thread.join(timeout)
@@ -466,6 +471,8 @@ class ConversationEngine:
             if kind == "stop":
                 self._idle.set()
                 return
+            if self._stopping:
+                continue  # shutting down: what was queued before "stop" is dropped
             if kind == "text":
                 self._text_turn(command[1], command[2])
             elif kind == "speech":
@@ -585,7 +592,7 @@ class ConversationEngine:
         with self._hold_lock:
             self._in_reply = True
             self._interrupt.clear()
-            if turn_id <= self._stop_upto:  # stopped while it waited in the queue
+            if turn_id <= self._stop_upto or self._stopping:  # stopped while it waited
                 self._interrupt.set()
         self._paused.clear()
         self._held_s = 0.0
