@@ -85,13 +85,8 @@ class FakeHub:
             files = [{"Name": n.rsplit("/", 1)[-1], "Path": n, "Size": len(c), "Type": "blob",
                       "Sha256": hashlib.sha256(c).hexdigest()}
                      for n, c in self.repos[repo].items()]  # fmt: skip
-            body = json.dumps({"Code": 200, "Data": {"Files": files}, "Success": True}).encode()
-            handler.send_response(200)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(body)))
-            handler.end_headers()
-            handler.wfile.write(body)
-            return None
+            return self._send_json(handler, 200, {"Code": 200, "Data": {"Files": files},
+                                                  "Success": True})  # fmt: skip
         name = query.get("FilePath", [""])[0]
         if rest[2:] != ["repo"] or name not in self.repos[repo]:
             return self._error(handler, 404, "NotFound", "no such file")
@@ -105,10 +100,15 @@ class FakeHub:
         return f"{parts[0]}/{parts[1]}", unquote(parts[3]), unquote("/".join(parts[4:]))
 
     def _error(self, handler, code: int, error_code: str, message: str) -> None:
-        body = json.dumps({"error": message}).encode()
+        headers = {"X-Error-Code": error_code, "X-Error-Message": message}
+        self._send_json(handler, code, {"error": message}, headers)
+
+    @staticmethod
+    def _send_json(handler, code: int, data: object, headers: dict | None = None) -> None:
+        body = json.dumps(data).encode()
         handler.send_response(code)
-        handler.send_header("X-Error-Code", error_code)
-        handler.send_header("X-Error-Message", message)
+        for key, value in (headers or {}).items():
+            handler.send_header(key, value)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
@@ -138,14 +138,8 @@ class FakeHub:
                     sibling["lfs"] = {"size": len(content), "pointerSize": 134,
                                       "sha256": hashlib.sha256(content).hexdigest()}  # fmt: skip
                 siblings.append(sibling)
-            body = json.dumps({"id": repo, "modelId": repo, "sha": self.commit,
-                               "siblings": siblings}).encode()  # fmt: skip
-            handler.send_response(200)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(body)))
-            handler.end_headers()
-            handler.wfile.write(body)
-            return None
+            listing = {"id": repo, "modelId": repo, "sha": self.commit, "siblings": siblings}
+            return self._send_json(handler, 200, listing)
         split = self._split(path)
         if split is None or split[0] not in self.repos or split[2] not in self.repos[split[0]]:
             return self._error(handler, 404, "EntryNotFound", "Entry not found")

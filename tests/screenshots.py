@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -104,7 +103,7 @@ def conversation(app, out: Path, wait) -> None:
 
     from app.audio.events import AudioSettings
     from app.audio.fake_device import FakeSoundDevice
-    from app.bench.gui import _SoundCard
+    from app.bench.gui import RealTimeSoundCard
     from app.bench.stack import random_voice
     from app.conversation import LiveConversation
     from app.gui.session import Session
@@ -150,7 +149,7 @@ def conversation(app, out: Path, wait) -> None:
     window.show()
     while window.engine is None:
         wait(50)
-    card = _SoundCard(fake, made["live"])
+    card = RealTimeSoundCard(fake, made["live"])
     card.start()
     engine = window.engine.engine
     deadline = time.monotonic() + 180
@@ -182,7 +181,6 @@ def conversation(app, out: Path, wait) -> None:
     card.join(5)
     window.close()
     wait(200)
-    threading.Event().wait(0.1)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 
-from app.gui.session import Session, setup_text
+from app.gui.session import Session, needs_setup
 from app.gui.settings import Settings, load_settings, save_settings
 from app.gui.widgets.conversation import CUT
 from app.gui.window import MainWindow
@@ -148,10 +148,12 @@ def test_settings_round_trip_and_a_corrupt_file_is_survived(tmp_path: Path, wind
     assert w.notice.isVisibleTo(w) and "Default settings are in use" in w.notice.text()
 
 
-def test_the_first_run_says_what_to_fetch(tmp_path: Path, monkeypatch, window) -> None:
+def test_the_first_run_opens_on_the_setup_screen(tmp_path: Path, monkeypatch, window) -> None:
     monkeypatch.setenv("MINMO_MODELS_DIR", str(tmp_path / "models"))
-    text = setup_text()
-    assert "minmo models download minmo-" in text and "minmo models import DIR" in text
+    monkeypatch.delenv("MINMO_LLM_DIR", raising=False)
+    assert needs_setup(Settings())  # no LLM installed, none named
+    assert not needs_setup(Settings(llm_dir=str(tmp_path)))  # a folder named
+    assert not needs_setup(Settings(llm_backend="remote", llm_url="http://gpu-box:8000/v1"))
     w = window(None, setup=True)
     assert w.setup_panel.isVisibleTo(w) and not w.entry.isEnabled()
     assert w.pages.currentWidget().isAncestorOf(w.setup_panel)
@@ -173,43 +175,13 @@ def test_a_spoken_turn_and_a_barge_in_through_the_fake_sound_device(
 ) -> None:
     import numpy as np
 
-    from app.audio.events import AudioSettings, BargeIn, BargeInConfirmed
-    from app.audio.fake_device import FakeSoundDevice
-    from app.conversation import LiveConversation
+    from app.audio.events import BargeIn, BargeInConfirmed
     from minmo_core.common.audio import read_audio
-    from minmo_core.engine.turns import SilencePolicy
 
     question = read_audio(fixtures_dir / "audio" / "sensevoice_sample.wav", 16000)
     near = np.concatenate([np.zeros(8000, np.float32), question, np.zeros(16000 * 60, np.float32)])
-    fake = FakeSoundDevice(input_rate=16000, output_rate=24000, near_end=near, seed=0)
-    made: dict = {}
-
-    def build(bridge):
-        def engine(on_event):
-            llm = ChatLLM(qwen_dir, replace(GREEDY, max_new_tokens=30), device="cpu")
-            return ConversationEngine(llm, voice, on_event, EngineSettings(seed=0), sensevoice,
-                                      SilencePolicy(0.5))  # fmt: skip
-
-        live = LiveConversation(engine, bridge, AudioSettings(), backend=fake)
-        made["live"] = live.start(threaded=False)
-        return Session(live.engine, live)
-
-    w = window(build)
-    qtbot.waitUntil(lambda: w.engine is not None, timeout=TIMEOUT_MS)
-    live = made["live"]
-
-    def tick(seconds: float = 0.05) -> None:  # the sound card's clock moves on
-        for _ in range(round(seconds / 0.01)):
-            fake.advance(0.01)
-            live.stream.pump()
-
-    def until(condition) -> None:
-        deadline = time.monotonic() + TIMEOUT_MS / 1000
-        while not condition() and time.monotonic() < deadline:
-            tick()
-            qtbot.wait(5)
-        assert condition()
-
+    w, live, fake, tick, until = live_window(window, qtbot, qwen_dir, voice, sensevoice, near,
+                                             tokens=30)  # fmt: skip
     shown = []  # what the microphone meter showed
     w.state.mic.valueChanged.connect(shown.append)
     seen = []  # the events' kinds and states, as the window got them
@@ -279,7 +251,9 @@ def test_the_history_is_saved_as_it_happens_and_survives_a_kill(
     assert "hel ✂ ~~lo~~" in to_markdown(records)
 
 
-def live_window(window, qtbot, qwen_dir, voice, sensevoice, near, settings=None, studio=None):
+def live_window(
+    window, qtbot, qwen_dir, voice, sensevoice, near, settings=None, studio=None, tokens=12
+):
     """A window whose session runs the real audio path on the fake sound device (its clock
     moved by the test: ``tick``)."""
     from app.audio.events import AudioSettings
@@ -292,7 +266,7 @@ def live_window(window, qtbot, qwen_dir, voice, sensevoice, near, settings=None,
 
     def build(bridge):
         def engine(on_event):
-            llm = ChatLLM(qwen_dir, replace(GREEDY, max_new_tokens=12), device="cpu")
+            llm = ChatLLM(qwen_dir, replace(GREEDY, max_new_tokens=tokens), device="cpu")
             return ConversationEngine(llm, voice, on_event, EngineSettings(seed=0), sensevoice,
                                       SilencePolicy(0.5))  # fmt: skip
 

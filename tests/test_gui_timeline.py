@@ -161,6 +161,7 @@ def test_a_long_conversation_keeps_the_model_bounded() -> None:
         clock.t += 1.5
     assert len(model.user) < 100 and len(model.assistant) < 100 and len(model.gaps) < 100
     assert len(model.markers) < 300
+    assert len(model._user_turn_end) < 100 and len(model._ended) < 100
 
 
 def test_a_turn_says_how_its_speculation_went() -> None:

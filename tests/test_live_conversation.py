@@ -83,21 +83,29 @@ def test_a_spoken_question_through_the_audio_path_is_answered_aloud(
     )
 
 
-def live_reply(qwen_dir, voice, ears_dir):
-    """A typed question answered aloud through the fake device. Returns the conversation,
-    its recorder, the fake device and the reply's turn id; the whole reply is queued and the
-    test's clock decides what is played."""
+def live_conversation(qwen_dir, voice, ears_dir, tokens: int, near=None):
+    """The engine (tiny models, the silence rule) and the audio path on the fake device,
+    16 kHz in and 24 kHz out, ``near`` the user's side: (conversation, recorder, fake)."""
     ears = SenseVoice.from_folder(ears_dir, allow_unpinned=True)
-    fake = FakeSoundDevice(input_rate=16000, output_rate=24000, seed=0)
+    fake = FakeSoundDevice(input_rate=16000, output_rate=24000, near_end=near,
+                           near_end_rate=16000, seed=0)  # fmt: skip
     recorder = Recorder()
 
     def engine(on_event):
-        llm = ChatLLM(qwen_dir, replace(GREEDY, max_new_tokens=30), device="cpu")
+        llm = ChatLLM(qwen_dir, replace(GREEDY, max_new_tokens=tokens), device="cpu")
         return ConversationEngine(llm, voice, on_event, EngineSettings(seed=0), ears,
                                   SilencePolicy(0.5))  # fmt: skip
 
     live = LiveConversation(engine, recorder, AudioSettings(), backend=fake)
     live.start(threaded=False)
+    return live, recorder, fake
+
+
+def live_reply(qwen_dir, voice, ears_dir):
+    """A typed question answered aloud through the fake device. Returns the conversation,
+    its recorder, the fake device and the reply's turn id; the whole reply is queued and the
+    test's clock decides what is played."""
+    live, recorder, fake = live_conversation(qwen_dir, voice, ears_dir, tokens=30)
     turn = live.engine.send_text("Tell me a long story about the sea.")
     assert live.engine.wait_idle(TIMEOUT)
     return live, recorder, fake, turn
@@ -183,18 +191,7 @@ def test_push_to_talk_answers_on_release_and_ignores_speech_without_the_key(
     # the user says it twice: first without the key (talking to someone else), then holding it
     user = np.concatenate([gap, question, gap, gap, question, np.zeros(16000 * 30, np.float32)])
     second = (3 * gap.size + question.size) / 16000  # where the second time begins
-    fake = FakeSoundDevice(input_rate=16000, output_rate=24000, near_end=user,
-                           near_end_rate=16000, seed=0)  # fmt: skip
-    ears = SenseVoice.from_folder(tiny_sensevoice_dir, allow_unpinned=True)
-    recorder = Recorder()
-
-    def engine(on_event):
-        llm = ChatLLM(qwen_dir, replace(GREEDY, max_new_tokens=8), device="cpu")
-        return ConversationEngine(llm, voice, on_event, EngineSettings(seed=0), ears,
-                                  SilencePolicy(0.5))  # fmt: skip
-
-    live = LiveConversation(engine, recorder, AudioSettings(), backend=fake)
-    live.start(threaded=False)
+    live, recorder, fake = live_conversation(qwen_dir, voice, tiny_sensevoice_dir, 8, user)
     live.set_push_to_talk(True)
     try:
         advance(live, fake, second - 0.1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from pathlib import Path
@@ -41,6 +42,23 @@ def lm(fixtures_dir: Path) -> VoiceTokenLM:
     model = VoiceTokenLM(VoiceTokenLMConfig.tiny(), Qwen2Config(**cfg["qwen2_config"])).eval()
     model.load_state_dict(load_file(str(fixtures_dir / "cosyvoice2_llm" / "weights.safetensors")))
     return model
+
+
+@contextlib.contextmanager
+def recorded_decoders(lm: VoiceTokenLM):
+    """Every decoding session (KV cache) the LM opens inside the block, in order."""
+    decoders = []
+    original = lm.decoder
+
+    def spy():
+        decoders.append(original())
+        return decoders[-1]
+
+    lm.decoder = spy
+    try:
+        yield decoders
+    finally:
+        del lm.decoder
 
 
 class Recorder:
@@ -285,20 +303,10 @@ def test_long_text_is_cut_at_sentence_boundaries_and_synthesised_group_by_group(
     assert list(itertools.chain.from_iterable(groups)) == ids  # nothing lost but the trailing space
     period = tokenizer(".", add_special_tokens=False)["input_ids"][0]
     assert all(g[-1] == period or g[-2] == period for g in groups[:-1])
-    decoders = []
-    original = lm.decoder
-
-    def spy():
-        decoders.append(original())
-        return decoders[-1]
-
-    lm.decoder = spy
-    try:
+    with recorded_decoders(lm) as decoders:
         stop_early = lambda logits, decoded: lm.cfg.eos_token if torch.isfinite(logits[S]) else 1  # noqa: E731
         generator = SpeechTokenGenerator(lm, tokenizer, stop_early)
         tokens = list(itertools.chain.from_iterable(generator.from_text(text)))
-    finally:
-        del lm.decoder
     assert len(decoders) == len(groups)  # one fresh cache per group: memory stays bounded
     assert max(d.length for d in decoders) <= 1 + 80 + 1 + 2 * 80
     assert len(tokens) == 2 * len(ids)  # min_token_text_ratio 2, then eos
@@ -392,31 +400,15 @@ def test_bi_streaming_restarts_at_sentence_ends_with_a_bounded_cache(
     """A long streamed text: each sentence group is a fresh 5:15 session carrying the
     prompt (token for token what that group streamed alone gives), and the voice LM's cache
     never holds more than the prompt and one group."""
-    from minmo_core.voice.speech_tokens import (
-        MAX_STREAM_TOKENS,
-        LMPrompt,
-        sentence_groups,
-    )
+    from minmo_core.voice.speech_tokens import MAX_STREAM_TOKENS, sentence_groups
 
     _, tokenizer = load_voice_lm(tiny_cosyvoice_dir, allow_unpinned=True)
     text = "This is a sentence of some length, with a clause. " * 12 + "And the end"
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     prompt = LMPrompt(tokenizer("a prompt", add_special_tokens=False)["input_ids"], [5] * 20)
     generator = SpeechTokenGenerator(lm, tokenizer, greedy_sampler)
-    decoders = []
-    original = lm.decoder
-
-    def spy():
-        decoders.append(original())
-        return decoders[-1]
-
-    lm.decoder = spy
-    try:
-        with torch.no_grad():
-            streamed = list(itertools.chain.from_iterable(
-                generator.from_token_ids(iter(ids), prompt)))  # fmt: skip
-    finally:
-        del lm.decoder
+    with recorded_decoders(lm) as decoders, torch.no_grad():
+        streamed = list(itertools.chain.from_iterable(generator.from_token_ids(iter(ids), prompt)))
     groups = [list(g) for g in sentence_groups(iter(ids), generator.piece)]
     assert len(groups) > 3 and len(decoders) == len(groups)  # one fresh cache per group
     expected = []

@@ -42,7 +42,7 @@ def user_script(turns: int, seed: int = 0) -> np.ndarray:
     return np.concatenate(parts)
 
 
-class _SoundCard(threading.Thread):
+class RealTimeSoundCard(threading.Thread):
     """Moves the fake device's clock with the wall clock, 10 ms at a time, and runs the
     stream's work, as the real callbacks and stream thread would."""
 
@@ -121,7 +121,7 @@ def bench_gui(turns: int = 4, seed: int = 0) -> Table:
             raise RuntimeError("the bench's tiny models did not load")
         events: list = []
         window.bridge.event.connect(events.append)
-        card = _SoundCard(fake, made["live"])
+        card = RealTimeSoundCard(fake, made["live"])
         lateness: list[float] = []
         due = [time.monotonic() + BEAT_MS / 1000]
 

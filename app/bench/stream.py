@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from app.bench.record import Table, machine_name
+from minmo_core.voice.token2wav import FlowPrompt
 
 REPORTED = (1, 2, 5, 10, 20, 40)  # chunks whose time is a column
 SENTENCE = "This is a sentence of a long answer, with a clause and a few more words. "
@@ -28,7 +29,7 @@ def chunk_times(voice, ids: list[int], tokens: int, device: torch.device, schedu
     LM's share included (the LM runs lazily, so a chunk's time spans its tokens and its
     rendering)."""
     generator = torch.Generator().manual_seed(0)
-    stream = voice.t2w.stream(_empty_prompt(voice), generator, schedule)
+    stream = voice.t2w.stream(FlowPrompt.from_voice(None), generator, schedule)
     times: list[float] = []
     started = time.perf_counter()
     speech = voice.tokens.from_token_ids(iter(ids))
@@ -49,12 +50,6 @@ def chunk_times(voice, ids: list[int], tokens: int, device: torch.device, schedu
     if stream.offset < tokens:
         raise RuntimeError(f"the reply gave {stream.offset} speech tokens, not {tokens}")
     return times
-
-
-def _empty_prompt(voice):
-    from minmo_core.voice.token2wav import FlowPrompt
-
-    return FlowPrompt.from_voice(None)
 
 
 def bench_stream(preset: str = "real", device: str = "cpu", chunks: int = 40) -> Table:

@@ -117,24 +117,6 @@ class Session:
             self.engine.shutdown()
 
 
-def setup_text() -> str | None:
-    """With no LLM installed: what fits this machine and how to get it; else None."""
-    from minmo_core.manager.planner import plan, this_machine
-    from minmo_core.manager.store import installed_llm
-
-    if installed_llm() is not None:
-        return None
-    memory, device = this_machine()
-    result = plan(memory, device)
-    if result.choice is None:
-        return f"No model pack fits this machine: {result.reason()}"
-    return (
-        "No models are installed yet. For this machine the planner recommends "
-        f"{result.reason()}.\nFetch them with:  minmo models download {result.choice.pack}\n"
-        "or bring a folder you already have with:  minmo models import DIR"
-    )
-
-
 def needs_setup(settings: Settings) -> bool:
     """No local LLM to run and no remote one named: the window opens on its setup screen."""
     from minmo_core.manager.store import installed_llm
@@ -216,7 +198,6 @@ def default_factory(settings: Settings, backend=None, allow_unpinned: bool = Fal
         from minmo_core.voice.library import VoiceLibrary, VoiceStudio
 
         remote = settings.llm_backend == "remote" and bool(settings.llm_url)
-        apply_models_dir(settings)
         llm_dir = settings.llm_dir or pack_llm_dir(settings)
         spec = StackSpec(
             device=settings.device, llm_dir=None if remote else llm_dir,

@@ -243,6 +243,9 @@ class TimelineModel:
             self.markers = [m for m in self.markers if m.t >= old]
         if len(self._ended) > 64:
             self._ended = set(sorted(self._ended)[-32:])
+        if len(self._user_turn_end) > 64:
+            keep = sorted(self._user_turn_end)[-32:]
+            self._user_turn_end = {turn: self._user_turn_end[turn] for turn in keep}
         if len(self.gaps) > 64:
             for turn in [k for k, g in self.gaps.items() if g.end < old]:
                 self.gaps.pop(turn, None)
