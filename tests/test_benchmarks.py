@@ -232,13 +232,23 @@ def test_stream_bench_times_each_chunk_of_a_long_reply(tmp_path: Path) -> None:
     header = next(line for line in text.splitlines() if line.startswith("| date"))
     columns = [c.strip() for c in header.strip("|").split("|")]
     lines = [line for line in text.splitlines() if line.startswith("| 20")]
-    fixed, growing = (
+    rows = [
         dict(zip(columns, (c.strip() for c in line.strip("|").split("|")), strict=True))
         for line in lines
-    )
-    assert (fixed["chunk tokens"], growing["chunk tokens"]) == ("fixed 15", "15, 25, then 50")
+    ]
+    assert [(r["scheme"], r["chunk tokens"]) for r in rows] == [
+        ("re-encode (release)", "fixed 15"),
+        ("re-encode, restarts", "fixed 15"),
+        ("incremental", "fixed 15"),
+        ("re-encode (release)", "15, 25, then 50"),
+        ("incremental", "15, 25, then 50"),
+    ]
+    fixed, growing = rows[2], rows[4]
     assert fixed["chunks"] == "6" and growing["chunks"] == "3"  # 90 tokens: 15 + 25 + 50
     assert fixed["chunk 10 ms"] == "—" and growing["chunk 5 ms"] == "—"
+    assert fixed["chunk 40 / chunk 2"] == "—"  # not that many chunks
+    assert rows[0]["release / this (×)"] == "1.00"
     firsts = [float(fixed[f"chunk {n} ms"]) for n in (1, 2, 5)]
     assert all(t > 0 for t in firsts) and float(fixed["reply s"]) == pytest.approx(3.6)
+    assert float(fixed["slowest chunk ms"]) >= max(firsts)
     assert float(fixed["total compute s"]) >= sum(firsts) / 1000

@@ -316,6 +316,7 @@ def test_push_to_talk_with_space(window, qtbot, qwen_dir, voice, sensevoice, fix
     until(lambda: any(role == "user" and t.plain and not t.plain.endswith("…")
                       for (_, role), t in w.conversation.turns.items()))  # fmt: skip
     until(lambda: w.engine.engine.turns)
+    until(lambda: w.timeline.model.stages)  # the timings reach the window by a queued signal
     (timings,) = [t for t in w.timeline.model.stages.values()]
     assert timings.timings.policy == "push-to-talk"
     # Space typed into the message box is a space, not talking

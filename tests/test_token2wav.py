@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from minmo_core.common.checkpoints import load_into, load_state_dict
 from minmo_core.config import HiFTConfig
-from minmo_core.voice.flow import FlowDecoder
+from minmo_core.voice.flow import ATTENTION_CHUNK_TOKENS, FlowDecoder
 from minmo_core.voice.hift import HiFTVocoder, load_hift_state
 from minmo_core.voice.token2wav import HOP, SOURCE_CACHE, FlowPrompt, Token2Wav
 from tests.test_flow import release_config
@@ -171,19 +171,23 @@ def test_a_growing_chunk_schedule_renders_fewer_larger_chunks_of_the_same_audio(
     from minmo_core.voice.token2wav import FIXED, GROWING, ChunkSchedule
 
     tokens = [(37 * i + 11) % 256 for i in range(15 + 25 + 50 + 50 + 3)]
+    from minmo_core.voice.flow import FlowStream
+
     rendered = []
-    real = t2w.flow.inference
+    real = FlowStream.mel
 
-    def spy(seen, *args, **kwargs):
+    def spy(self, seen, *args, **kwargs):
         rendered.append(seen.shape[1])
-        return real(seen, *args, **kwargs)
+        return real(self, seen, *args, **kwargs)
 
-    t2w.flow.inference = spy
+    FlowStream.mel = spy
     try:
         audio = {}
         for schedule in (FIXED, GROWING):
             rendered.clear()
-            stream = t2w.stream(prompt, torch.Generator().manual_seed(0), schedule)
+            # a clock that stands still: rendering costs nothing, playback has every lead
+            frozen = t2w.stream(prompt, torch.Generator().manual_seed(0), schedule, clock=float)
+            stream = frozen
             pieces = [stream.push(tokens[i : i + 7]) for i in range(0, len(tokens), 7)]
             audio[schedule.name] = torch.cat([*pieces, stream.flush()])
             calls = list(rendered)
@@ -192,10 +196,184 @@ def test_a_growing_chunk_schedule_renders_fewer_larger_chunks_of_the_same_audio(
             else:
                 assert calls == [18 + 15 * i for i in range(9)] + [143]
     finally:
-        del t2w.flow.inference
+        FlowStream.mel = real
     fixed, growing = audio[FIXED.name], audio[GROWING.name]
     assert fixed.shape == growing.shape == (2 * HOP * len(tokens),)
     # the same speech: the mel is the same frame for frame up to the chunk edges
     assert torch.corrcoef(torch.stack([fixed, growing]))[0, 1] > 0.9
     with pytest.raises(ValueError, match="positive"):
         ChunkSchedule((15, 0))
+
+
+def test_chunks_grow_only_while_playback_has_a_lead(t2w: Token2Wav, prompt: FlowPrompt) -> None:
+    """On a machine slower than real time the growing schedule stays at 15 tokens (larger
+    chunks would starve playback longer); once rendering is fast again it grows."""
+    from minmo_core.voice.token2wav import GROWING
+
+    now = [0.0]
+    per_token = [0.1]  # a chunk of 15 tokens (0.6 s of audio) takes 1.5 s: slower than real time
+    real_render = type(t2w.vocoder).inference
+
+    def slow_vocoder(self, mel, cache_source=None, generator=None):
+        now[0] += per_token[0] * 15
+        return real_render(self, mel, cache_source, generator)
+
+    type(t2w.vocoder).inference = slow_vocoder
+    try:
+        stream = t2w.stream(prompt, torch.Generator().manual_seed(0), GROWING, clock=lambda: now[0])
+        tokens = [(37 * i + 11) % 256 for i in range(400)]
+        sizes = []
+        for i in range(0, 150, 5):
+            before = stream.offset
+            stream.push(tokens[i : i + 5])
+            if stream.offset != before:
+                sizes.append(stream.offset - before)
+        assert sizes and set(sizes) == {15}
+        per_token[0] = 0.0  # fast again: the audio piles up ahead of playback
+        grown = []
+        for i in range(150, 400, 5):
+            before = stream.offset
+            stream.push(tokens[i : i + 5])
+            if stream.offset != before:
+                grown.append(stream.offset - before)
+        assert grown[:3] == [15, 25, 50] and stream.level == 2
+    finally:
+        type(t2w.vocoder).inference = real_render
+
+
+def test_incremental_audio_equals_the_reencode_schemes(t2w: Token2Wav, prompt: FlowPrompt) -> None:
+    """The flow's bounded-cost stream changes the cost, not the sound: every chunk's mel
+    into the vocoder equals the release's scheme's within 1e-5, for both chunk schedules,
+    and so does the audio, up to the vocoder's gain on that float noise (measured: mel
+    2.5e-6, audio 2.2e-5 at a peak of 0.15)."""
+    from minmo_core.voice.token2wav import FIXED, GROWING
+
+    tokens = [(37 * i + 11) % 256 for i in range(15 * 12 + 7)]
+    real = t2w.vocoder.inference
+    for schedule in (FIXED, GROWING):
+        audio, mels = {}, {}
+        for reencode in (False, True):
+            mels[reencode] = []
+
+            def spy(mel, cache_source=None, generator=None, into=mels[reencode]):
+                into.append(mel.clone())
+                return real(mel, cache_source, generator)
+
+            t2w.vocoder.inference = spy
+            try:
+                stream = t2w.stream(prompt, torch.Generator().manual_seed(0), schedule, reencode)
+                pieces = [stream.push(tokens[i : i + 9]) for i in range(0, len(tokens), 9)]
+                audio[reencode] = torch.cat([*pieces, stream.flush()])
+            finally:
+                del t2w.vocoder.inference
+            assert (stream.flow is None) == reencode
+        assert len(mels[False]) == len(mels[True]) >= 5
+        for ours, release in zip(mels[False], mels[True], strict=True):
+            torch.testing.assert_close(ours, release, atol=1e-5, rtol=0)
+        assert audio[False].shape == (2 * HOP * len(tokens),)
+        torch.testing.assert_close(audio[False], audio[True], atol=1e-4, rtol=0)
+
+
+def test_a_group_end_starts_the_flow_afresh_and_the_join_does_not_click(
+    t2w: Token2Wav, prompt: FlowPrompt
+) -> None:
+    from minmo_core.voice.flow import FlowStream
+
+    first, second = TOKENS[:40], TOKENS[40:]
+    calls = []
+    real = FlowStream.mel
+
+    def spy(self, tokens, finalize=False):
+        mel, start = real(self, tokens, finalize)
+        calls.append((self, tokens.shape[1], finalize, mel, start))
+        return mel, start
+
+    FlowStream.mel = spy
+    try:
+        stream = t2w.stream(prompt, torch.Generator().manual_seed(0))
+        pieces = [stream.push(first)]
+        old_flow = stream.flow
+        pieces.append(stream.end_group())
+        assert stream.groups == 1 and stream.tokens == [] and stream.flow is not old_flow
+        pieces += [stream.push(second), stream.flush()]
+    finally:
+        FlowStream.mel = real
+    audio = torch.cat(pieces)
+    assert audio.numel() == len(TOKENS) * 2 * HOP  # every token heard once
+    assert [c[1:3] for c in calls] == [
+        (18, False),
+        (33, False),
+        (40, True),
+        (18, False),
+        (24, True),
+    ]
+    # the second group renders as a fresh utterance: its first frames are those of the
+    # release's flow over the second group's tokens alone
+    flow_of_second, _, _, mel, start = calls[3]
+    assert flow_of_second is not old_flow and start == 0
+    fresh = t2w.flow.inference(torch.tensor([second[:18]]), *prompt_args(prompt), True, False)
+    torch.testing.assert_close(mel, fresh, atol=1e-5, rtol=0)
+    # the vocoder ran on: the group join is cross-faded like every chunk join
+    jumps = (audio[1:] - audio[:-1]).abs()
+    near = torch.zeros_like(jumps, dtype=torch.bool)
+    for join in stream.chunk_joins:
+        near[max(0, join - 64) : join + SOURCE_CACHE + 64] = True
+    typical = torch.quantile(jumps[~near], 0.999)
+    assert jumps[near].max() <= 1.5 * typical, (float(jumps[near].max()), float(typical))
+
+
+def prompt_args(prompt: FlowPrompt) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return prompt.tokens, prompt.mel, prompt.embedding
+
+
+def test_a_group_without_an_end_is_cut_at_the_cap(
+    t2w: Token2Wav, prompt: FlowPrompt, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing may grow the flow's keep without bound (MinMo's aligned mode has no
+    sentence groups): past MAX_GROUP_TOKENS the flow starts afresh by itself."""
+    import minmo_core.voice.token2wav as module
+
+    monkeypatch.setattr(module, "MAX_GROUP_TOKENS", 40)
+    tokens = [(37 * i + 11) % 256 for i in range(130)]
+    stream = t2w.stream(prompt, torch.Generator().manual_seed(0))
+    longest = 0
+    pieces = []
+    for i in range(0, len(tokens), 7):
+        pieces.append(stream.push(tokens[i : i + 7]))
+        longest = max(longest, len(stream.tokens))
+    pieces.append(stream.flush())
+    assert stream.groups == 3 and longest <= 40
+    assert torch.cat(pieces).numel() == len(tokens) * 2 * HOP
+
+
+def test_a_ten_minute_reply_streams_at_a_flat_cost() -> None:
+    """600 s of speech tokens (past the release's 300 s noise table) through one stream:
+    no error, every token heard, and the flow never computes more than a bounded region."""
+    from minmo_core.config import FlowConfig
+    from minmo_core.voice.flow import FlowStream
+    from minmo_core.voice.token2wav import GROWING, MAX_GROUP_TOKENS
+
+    torch.manual_seed(0)
+    flow = FlowDecoder(FlowConfig.tiny()).eval()
+    vocoder = HiFTVocoder(HiFTConfig.tiny()).eval()
+    t2w = Token2Wav(flow, vocoder)
+    n = 600 * 25
+    tokens = torch.randint(0, flow.cfg.vocab_size, (n,)).tolist()
+    regions = []
+    real = FlowStream.mel
+
+    def spy(self, tokens, finalize=False):
+        mel, start = real(self, tokens, finalize)
+        regions.append(mel.size(2))
+        return mel, start
+
+    FlowStream.mel = spy
+    try:
+        stream = t2w.stream(FlowPrompt.from_voice(None, flow.cfg.spk_embed_dim), None, GROWING)
+        total = sum(stream.push(tokens[i : i + 50]).numel() for i in range(0, n, 50))
+        total += stream.flush().numel()
+    finally:
+        FlowStream.mel = real
+    assert total == n * 2 * HOP
+    assert stream.groups == n // MAX_GROUP_TOKENS - 1
+    assert max(regions) <= 2 * (ATTENTION_CHUNK_TOKENS - 1 + 50)

@@ -116,17 +116,19 @@ def test_play_without_an_output_device_is_named(
 
 
 def test_a_long_text_renders_group_by_group_at_a_bounded_cost(voice) -> None:
-    """Each sentence group starts a fresh token2wav stream: the flow never sees more than
-    one group's speech tokens, however long the text, and every speech token is heard."""
+    """Each sentence group starts a fresh flow stream: the flow never sees more than one
+    group's speech tokens, however long the text, and every speech token is heard."""
     import torch
+
+    from minmo_core.voice.flow import FlowStream
 
     text = "This is a sentence of some length, with a clause. " * 12
     seen, groups = [], []
-    real_flow, real_groups = voice.t2w.flow.inference, voice.tokens.from_text_groups
+    real_flow, real_groups = FlowStream.mel, voice.tokens.from_text_groups
 
-    def flow_spy(tokens, *args, **kwargs):
+    def flow_spy(self, tokens, *args, **kwargs):
         seen.append(tokens.shape[1])
-        return real_flow(tokens, *args, **kwargs)
+        return real_flow(self, tokens, *args, **kwargs)
 
     def groups_spy(*args, **kwargs):
         for group in real_groups(*args, **kwargs):
@@ -139,11 +141,12 @@ def test_a_long_text_renders_group_by_group_at_a_bounded_cost(voice) -> None:
 
             yield recorded()
 
-    voice.t2w.flow.inference, voice.tokens.from_text_groups = flow_spy, groups_spy
+    FlowStream.mel, voice.tokens.from_text_groups = flow_spy, groups_spy
     try:
         audio = torch.cat(list(voice.speak(text, wording="en")))
     finally:
-        del voice.t2w.flow.inference, voice.tokens.from_text_groups
+        FlowStream.mel = real_flow
+        del voice.tokens.from_text_groups
     assert len(groups) >= 3
     assert max(seen) <= max(len(g) for g in groups)  # one group at most, never the whole
     assert audio.numel() == 960 * sum(len(g) for g in groups)

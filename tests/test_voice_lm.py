@@ -428,3 +428,39 @@ def test_an_empty_text_streams_as_it_did_before_the_restarts(lm: VoiceTokenLM) -
         streamed = list(itertools.chain.from_iterable(generator.from_token_ids(iter([]))))
         alone = list(interleaved_tokens(lm, iter(()), LMPrompt(), greedy_sampler))
     assert streamed == alone and streamed  # one empty session, not silence
+
+
+def test_the_semantic_path_restarts_at_sentence_ends_after_the_same_query(
+    lm: VoiceTokenLM,
+) -> None:
+    """MinMo's path keeps a bounded cache too: each sentence group is a fresh session
+    [sos][query] + its vectors, and an empty chunk marks where each group's speech ends."""
+    torch.manual_seed(0)
+    d_llm = 24
+    projector = OutputProjector(OutputProjectorConfig(d_in=2 * d_llm, d_out=896)).eval()
+    words = [" word"] * 21 + [" end."] + [" more"] * 21 + [" done."]
+    steps = [SemanticStep(torch.randn(d_llm), torch.randn(d_llm), w) for w in words]
+    generator = SpeechTokenGenerator(lm, tokenizer=None, sampler=greedy_sampler)
+    sessions: list[int] = []
+    real = lm.decoder
+
+    def counting_decoder(*args, **kwargs):
+        sessions.append(1)
+        return real(*args, **kwargs)
+
+    lm.decoder = counting_decoder
+    try:
+        with torch.no_grad():
+            user, first = torch.randn(d_llm), torch.randn(d_llm)
+            chunks = list(generator.from_semantic(iter(steps), projector, user, first))
+            each = [
+                list(generator.from_semantic(iter(part), projector, user, first))
+                for part in (steps[:22], steps[22:])
+            ]
+    finally:
+        del lm.decoder
+    assert len(sessions) == 4  # two groups, then each group on its own
+    ends = [i for i, chunk in enumerate(chunks) if not chunk]
+    assert len(ends) == 2 and ends[-1] == len(chunks) - 1
+    # each group speaks exactly what it would as a whole reply of its own
+    assert chunks == each[0] + each[1]

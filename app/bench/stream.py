@@ -4,8 +4,14 @@ through token2wav (flow + HiFT), and each chunk's time is taken from the previou
 audio to this one's. MinMo's first-packet formula holds for chunk 1 only if later chunks
 cost no more; here is how much more they cost.
 
-Schemes: ``re-encode`` is the release's (every chunk re-runs the flow over all tokens so
-far). The incremental flow of issue 12 will add its row beside it, in the same run.
+Schemes, side by side in one run:
+
+- ``re-encode (release)``: every chunk re-runs the flow over all tokens so far, one flow
+  for the whole reply (the release's token2wav, and ours before the incremental flow);
+- ``re-encode, restarts``: the same, but the flow starts afresh at each sentence group, as
+  the voice LM does (what the restarts alone save);
+- ``incremental``: the flow keeps what complete chunks produced and computes only the open
+  chunk (``FlowStream``), restarting at each sentence group: the app's scheme.
 """
 
 from __future__ import annotations
@@ -24,18 +30,35 @@ REPORTED = (1, 2, 5, 10, 20, 40)  # chunks whose time is a column
 SENTENCE = "This is a sentence of a long answer, with a clause and a few more words. "
 
 
-def chunk_times(voice, ids: list[int], tokens: int, device: torch.device, schedule=None):
+SCHEMES = (  # name, the release's flow, restart at sentence groups
+    ("re-encode (release)", True, False),
+    ("re-encode, restarts", True, True),
+    ("incremental", False, True),
+)
+
+
+def chunk_times(
+    voice,
+    ids: list[int],
+    tokens: int,
+    device: torch.device,
+    schedule=None,
+    reencode: bool = False,
+    restarts: bool = True,
+):
     """Seconds for each chunk of audio until ``tokens`` speech tokens are rendered, the voice
     LM's share included (the LM runs lazily, so a chunk's time spans its tokens and its
     rendering)."""
     generator = torch.Generator().manual_seed(0)
-    stream = voice.t2w.stream(FlowPrompt.from_voice(None), generator, schedule)
+    stream = voice.t2w.stream(FlowPrompt.from_voice(None), generator, schedule, reencode)
     times: list[float] = []
     started = time.perf_counter()
     speech = voice.tokens.from_token_ids(iter(ids))
     try:
         for piece in speech:
-            audio = stream.push(piece)
+            if not piece and not restarts:
+                continue  # a sentence group's end: the release's flow runs on
+            audio = stream.push(piece) if piece else stream.end_group()
             if not audio.numel():
                 continue  # the look-ahead is not there yet: the time runs on
             if device.type == "cuda":
@@ -50,6 +73,10 @@ def chunk_times(voice, ids: list[int], tokens: int, device: torch.device, schedu
     if stream.offset < tokens:
         raise RuntimeError(f"the reply gave {stream.offset} speech tokens, not {tokens}")
     return times
+
+
+def _ratio(times: list[float], late: int, early: int) -> str:
+    return f"{times[late - 1] / times[early - 1]:.2f}" if len(times) >= late else "—"
 
 
 def bench_stream(preset: str = "real", device: str = "cpu", chunks: int = 40) -> Table:
@@ -68,19 +95,27 @@ def bench_stream(preset: str = "real", device: str = "cpu", chunks: int = 40) ->
     chunk_times(voice, ids[:40], 30, dev)  # warm up
     audio_s = 15 / 25 * chunks  # 15 speech tokens = 0.6 s
     rows = []
+    machine = machine_name(
+        dev.type, torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
+    )
     for schedule in (FIXED, GROWING):
-        times = chunk_times(voice, ids, 15 * chunks, dev, schedule)
-        cells = [f"{times[n - 1] * 1000:.0f}" if n <= len(times) else "—" for n in REPORTED]
-        rows.append((
-            dt.date.today().isoformat(),
-            machine_name(dev.type, torch.cuda.get_device_name(dev) if dev.type == "cuda"
-                         else None),
-            preset, "re-encode (release)", schedule.name, str(len(times)), *cells,
-            f"{times[-1] / times[1]:.2f}", f"{audio_s:.1f}", f"{sum(times):.1f}",
-            f"{audio_s / sum(times):.2f}",
-        ))  # fmt: skip
+        release_total = None
+        for scheme, reencode, restarts in SCHEMES:
+            if restarts and reencode and schedule is not FIXED:
+                continue  # the restarts' share, once is enough
+            times = chunk_times(voice, ids, 15 * chunks, dev, schedule, reencode, restarts)
+            total = sum(times)
+            release_total = release_total or total
+            cells = [f"{times[n - 1] * 1000:.0f}" if n <= len(times) else "—" for n in REPORTED]
+            rows.append((
+                dt.date.today().isoformat(), machine, preset, scheme, schedule.name,
+                str(len(times)), *cells, _ratio(times, 40, 2), f"{max(times) * 1000:.0f}",
+                f"{audio_s:.1f}", f"{total:.1f}",
+                f"{release_total / total:.2f}", f"{audio_s / total:.2f}",
+            ))  # fmt: skip
     columns = ("date", "machine", "preset", "scheme", "chunk tokens", "chunks",
-               *[f"chunk {n} ms" for n in REPORTED], "last / chunk 2", "reply s",
-               "total compute s", "real-time factor (×)")  # fmt: skip
+               *[f"chunk {n} ms" for n in REPORTED], "chunk 40 / chunk 2", "slowest chunk ms",
+               "reply s", "total compute s", "release / this (×)",
+               "real-time factor (×)")  # fmt: skip
     key = ("date", "machine", "preset", "scheme", "chunk tokens")
     return Table("## Streaming cost per chunk (voice LM + flow + HiFT)", columns, rows, key)

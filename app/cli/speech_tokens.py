@@ -71,5 +71,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         chunks = generator.from_text(text, lm_prompt_)
     for chunk in chunks:
-        print(" ".join(map(str, chunk)), flush=True)
+        if chunk:  # an empty chunk only marks a sentence group's end
+            print(" ".join(map(str, chunk)), flush=True)
     return 0

@@ -3,6 +3,7 @@
     LLM text deltas ─► screen (AssistantTextDelta)
          └─► SpeakableStream ─► the voice LM's tokenizer ─► 5 text : 15 speech interleave
                  ─► chunks of 15 speech tokens ─► Token2WavStream ─► AssistantAudio
+                    (at each sentence group's end the voice LM and the flow start afresh)
 
 Everything is pulled by the voice path (MinMo's order: 5 text tokens, then 15 speech tokens,
 then their audio), so the first audio costs 5·d_llm + 15·d_lm + 15·d_syn. A stop request is
@@ -164,7 +165,7 @@ def run_reply(
             if event.token_id in stop_ids:
                 continue
             consumed = len(out.text)
-            yield SemanticStep(llm.embed([event.token_id])[0], event.hidden)
+            yield SemanticStep(llm.embed([event.token_id])[0], event.hidden, event.text)
 
     if voice is None:
         for _ in llm_events():
@@ -191,11 +192,11 @@ def run_reply(
             out.lm_s += time.perf_counter() - tick - (out.llm_s - llm_before)
             if chunk is None or stop.is_set():
                 break
-            if out.first_speech_token_s is None:
+            if out.first_speech_token_s is None and chunk:
                 out.first_speech_token_s = time.perf_counter() - started
             out.speech_tokens += len(chunk)
             tick = time.perf_counter()
-            audio = stream.push(chunk)
+            audio = stream.push(chunk) if chunk else stream.end_group()  # empty: group ends
             out.syn_s += time.perf_counter() - tick
             span_start = _emit_audio(out, audio, (span_start, consumed), emit, turn_id, started)
         if not stop.is_set():
@@ -219,7 +220,7 @@ def _semantic_chunks(
 
     def projected() -> Iterator[SemanticStep]:
         for step in steps:
-            yield SemanticStep(step.text_embedding.to(dtype), step.hidden.to(dtype))
+            yield SemanticStep(step.text_embedding.to(dtype), step.hidden.to(dtype), step.text)
 
     vectors = projected()
     try:

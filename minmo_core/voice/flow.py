@@ -9,13 +9,18 @@ the first frames of the ``cond`` input. Parameter names are those of the release
 ``flow.pt`` (``input_embedding``, ``spk_embed_affine_layer``, ``encoder.*``,
 ``encoder_proj``, ``decoder.estimator.*``); see ``flow_encoder`` and ``flow_decoder``.
 
-Streaming, as the release does it: every call re-encodes all tokens so far (prompt
-included) and re-samples the whole mel; ``streaming=True`` makes the attention chunked
-(25 tokens / 50 frames, each chunk sees itself and the past), ``finalize=False`` holds the
-last ``pre_lookahead_len`` (3) tokens back as look-ahead context that yields no frames. The
-caller keeps only the frames it has not played yet. Because the starting noise is fixed per
-frame index, a streamed call's frames of complete chunks equal those of a later streamed call
-over more tokens.
+Streaming, as the release does it (``inference``): every call re-encodes all tokens so far
+(prompt included) and re-samples the whole mel; ``streaming=True`` makes the attention
+chunked (25 tokens / 50 frames, each chunk sees itself and the past), ``finalize=False``
+holds the last ``pre_lookahead_len`` (3) tokens back as look-ahead context that yields no
+frames. The caller keeps only the frames it has not played yet. Because the starting noise
+is fixed per frame index, a streamed call's frames of complete chunks equal those of a later
+streamed call over more tokens.
+
+Streaming at a bounded cost (``stream``, a ``FlowStream``): since complete chunks never
+change, every layer keeps what they produced (attention keys and values, convolution
+context; per Euler step, both guidance branches) and each call computes only the open
+chunk, its new tokens and their look-ahead. Its frames equal ``inference``'s.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from minmo_core.config import FlowConfig
 from minmo_core.errors import CheckpointError, ConfigError
 from minmo_core.voice.flow_decoder import Estimator, FlowMatching
 from minmo_core.voice.flow_encoder import FlowEncoder
+from minmo_core.voice.prefix import Prefix
 
 ATTENTION_CHUNK_TOKENS = 25  # the encoder's static_chunk_size (1 s); x token_mel_ratio after
 
@@ -141,6 +147,104 @@ class FlowDecoder(nn.Module):
         cond[:, :, :n_prompt] = prompt_feat.to(device, dtype).transpose(1, 2)
         mel = self.decoder(mu, spks, cond, streaming)  # (1, 80, T_mel)
         return mel[:, :, n_prompt:]
+
+    def stream(
+        self, prompt_tokens: torch.Tensor, prompt_feat: torch.Tensor, embedding: torch.Tensor
+    ) -> FlowStream:
+        """An incremental stream for one utterance in the prompt's voice (shapes as in
+        ``inference``)."""
+        return FlowStream(self, prompt_tokens, prompt_feat, embedding)
+
+
+class FlowStream:
+    """One utterance's mel, computed a region at a time (see ``minmo_core.voice.prefix``).
+
+    Each call passes the reply's tokens so far; the flow keeps, per layer, what the
+    complete 25-token chunks produced, and computes only from the first incomplete chunk
+    on. So a call costs the same however long the utterance already is (its attention
+    reads the kept keys: a small share that grows), and gives the frames ``inference``
+    would give for the same tokens (streaming). Memory grows with the utterance: a
+    renderer starts a new stream at each sentence group.
+    """
+
+    def __init__(
+        self,
+        flow: FlowDecoder,
+        prompt_tokens: torch.Tensor,
+        prompt_feat: torch.Tensor,
+        embedding: torch.Tensor,
+    ) -> None:
+        cfg = flow.cfg
+        if prompt_feat.size(1) != cfg.token_mel_ratio * prompt_tokens.size(1):
+            raise ValueError(
+                f"prompt_feat has {prompt_feat.size(1)} frames for {prompt_tokens.size(1)} "
+                f"prompt tokens; the flow needs exactly {cfg.token_mel_ratio} frames per token"
+            )
+        weight = flow.spk_embed_affine_layer.weight
+        self.device, self.dtype = weight.device, weight.dtype
+        self.flow = flow
+        self.prompt_tokens = prompt_tokens.to(self.device).long()  # (1, P)
+        self.prompt_mel = prompt_feat.to(self.device, self.dtype).transpose(1, 2)  # (1, 80, 2P)
+        with torch.inference_mode():
+            self.spks = flow.spk_embed_affine_layer(
+                F.normalize(embedding.to(self.device, self.dtype), dim=1)
+            )  # (1, 80)
+        self.done = 0  # tokens (prompt included) in complete chunks, kept by every layer
+        self.finished = False
+        self._ids = self.prompt_tokens  # (1, P + L) the tokens of the last call
+        self._kept: tuple[dict, dict] = ({}, {})  # the encoder's, by token and by frame
+        self._kept_steps: list[dict] = [{} for _ in range(flow.decoder.n_steps)]
+
+    @torch.inference_mode()
+    def mel(self, tokens: torch.Tensor, finalize: bool = False) -> tuple[torch.Tensor, int]:
+        """The newest frames for the reply so far.
+
+        tokens : torch.Tensor, shape = (1, L)
+            every speech token of the reply so far (earlier calls' tokens first)
+        finalize : bool
+            the utterance is complete: its last tokens need no look-ahead; the stream
+            ends here
+
+        Returns (mel, first): float32 mel of shape (1, 80, F) holding the reply's frames
+        ``first`` to ``first + F`` (all the frames ``inference`` would give from ``first``
+        on), where ``first`` is at most the first frame no earlier call returned.
+        """
+        cfg = self.flow.cfg
+        ratio, lookahead, chunk = cfg.token_mel_ratio, cfg.pre_lookahead_len, ATTENTION_CHUNK_TOKENS
+        if self.finished:
+            raise RuntimeError("this flow stream was finalised; start a new one")
+        if tokens.dim() != 2 or tokens.size(0) != 1:
+            raise ValueError(f"tokens must be (1, L), got {tuple(tokens.shape)}")
+        ids = torch.cat([self.prompt_tokens, tokens.to(self.device).long()], dim=1)  # (1, n)
+        n = ids.size(1)
+        end = n if finalize else n - lookahead  # tokens that yield frames now
+        start = self.done
+        if end <= start:
+            raise ValueError(
+                f"a flow stream call needs new tokens past the {start - self.prompt_tokens.size(1)}"
+                f" kept and the {0 if finalize else lookahead} of look-ahead; got {tokens.size(1)}"
+            )
+        if not torch.equal(ids[:, :start], self._ids[:, :start]):
+            raise ValueError("the tokens changed where the flow already kept them")
+        keep = 0 if finalize else max(0, end // chunk * chunk - start)
+        embed = self.flow.input_embedding
+        x = embed(ids[:, start:end].clamp(min=0))  # (1, end - start, D)
+        context = None if finalize else embed(ids[:, end:].clamp(min=0))  # (1, 3, D)
+        by_token = Prefix(start, keep, self._kept[0])
+        by_frame = Prefix(ratio * start, ratio * keep, self._kept[1])
+        h = self.flow.encoder(x, context, streaming=True, prefix=(by_token, by_frame))
+        mu = self.flow.encoder_proj(h).transpose(1, 2)  # (1, 80, ratio * (end - start))
+        first = ratio * start  # the region's first frame, prompt included
+        n_prompt = self.prompt_mel.size(2)
+        cond = torch.zeros_like(mu)  # (1, 80, region frames)
+        if first < n_prompt:
+            cond[:, :, : n_prompt - first] = self.prompt_mel[:, :, first:]
+        steps = [Prefix(first, ratio * keep, kept) for kept in self._kept_steps]
+        mel = self.flow.decoder(mu, self.spks, cond, streaming=True, prefixes=steps)
+        self.done, self._ids, self.finished = start + keep, ids, finalize
+        if first < n_prompt:
+            return mel[:, :, n_prompt - first :], 0
+        return mel, first - n_prompt
 
 
 def load_flow(

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minmo_core.voice.flow_encoder import chunk_mask
+from minmo_core.voice.prefix import Prefix, chunk_mask
 
 NOISE_FRAMES = 50 * 300  # 15000: 300 s of 50 Hz mel frames of fixed noise, as the release draws
 NOISE_SEED = 0
@@ -39,11 +39,12 @@ def _noise_table(n_mels: int) -> torch.Tensor:
     return torch.randn(1, n_mels, NOISE_FRAMES, generator=generator)  # (1, n_mels, 15000)
 
 
-def fixed_noise(n_mels: int, n_frames: int) -> torch.Tensor:
-    """The release's starting noise for a mel of ``n_frames``: shape (1, n_mels, n_frames).
+def fixed_noise(n_mels: int, n_frames: int, start: int = 0) -> torch.Tensor:
+    """The release's starting noise for mel frames [start, start + n_frames): shape
+    (1, n_mels, n_frames).
 
     The release draws ``torch.manual_seed(0); torch.randn(1, 80, 15000)`` once and every call
-    starts from its first ``n_frames`` columns: frame f always gets the same noise, which keeps
+    starts from its first columns: frame f always gets the same noise, which keeps
     streamed chunks consistent with each other. Here it comes from a private generator (the
     same values), so the global RNG state neither matters nor changes.
 
@@ -51,10 +52,10 @@ def fixed_noise(n_mels: int, n_frames: int) -> torch.Tensor:
     the same noise for the same frame on every call, so long replies keep streaming.
     """
     table = _noise_table(n_mels)
-    if n_frames <= NOISE_FRAMES:
-        return table[:, :, :n_frames].clone()
-    repeats = -(-n_frames // NOISE_FRAMES)
-    return table.repeat(1, 1, repeats)[:, :, :n_frames]
+    if start + n_frames <= NOISE_FRAMES:
+        return table[:, :, start : start + n_frames].clone()
+    columns = torch.arange(start, start + n_frames) % NOISE_FRAMES  # (n_frames,)
+    return table[:, :, columns]
 
 
 def cosine_t_span(n_steps: int) -> torch.Tensor:
@@ -72,9 +73,12 @@ class Transpose(nn.Module):
 class CausalConv1d(nn.Conv1d):
     """A stride-1 convolution whose output at frame f reads frames <= f only."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x : (B, C_in, T) -> (B, C_out, T)"""
-        return super().forward(F.pad(x, (self.kernel_size[0] - 1, 0)))
+    def forward(self, x: torch.Tensor, prefix: Prefix | None = None) -> torch.Tensor:
+        """x : (B, C_in, T) -> (B, C_out, T); before x, the kept frames or zeros"""
+        T, k = x.size(2), self.kernel_size[0] - 1
+        if prefix is not None:
+            x = prefix.history(self, x, k, dim=2)  # (B, C_in, <= k + T)
+        return super().forward(F.pad(x, (k + T - x.size(2), 0)))
 
 
 class CausalBlock(nn.Module):
@@ -88,9 +92,12 @@ class CausalBlock(nn.Module):
             nn.Mish(),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, prefix: Prefix | None = None) -> torch.Tensor:
         """x : (B, dim, T) -> (B, dim_out, T)"""
-        return self.block(x)
+        x = self.block[0](x, prefix)
+        for layer in self.block[1:]:
+            x = layer(x)
+        return x
 
 
 class CausalResnet(nn.Module):
@@ -103,10 +110,12 @@ class CausalResnet(nn.Module):
         self.block2 = CausalBlock(dim_out, dim_out)
         self.res_conv = nn.Conv1d(dim, dim_out, 1)
 
-    def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t_emb: torch.Tensor, prefix: Prefix | None = None
+    ) -> torch.Tensor:
         """x : (B, dim, T); t_emb : (B, time_dim) -> (B, dim_out, T)"""
-        h = self.block1(x) + self.mlp(t_emb)[:, :, None]
-        return self.block2(h) + self.res_conv(x)
+        h = self.block1(x, prefix) + self.mlp(t_emb)[:, :, None]
+        return self.block2(h, prefix) + self.res_conv(x)
 
 
 class Attention(nn.Module):
@@ -121,13 +130,19 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(dim, inner, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner, dim))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """x : (B, T, dim); mask : (T, T) bool or None -> (B, T, dim)"""
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, prefix: Prefix | None = None
+    ) -> torch.Tensor:
+        """x : (B, T, dim); mask : (T, S + T) bool or None -> (B, T, dim), S the kept frames
+        whose keys and values come from ``prefix`` (none without one)"""
         B, T, _ = x.shape
         q, k, v = (
             proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
             for proj in (self.to_q, self.to_k, self.to_v)
         )
+        if prefix is not None:
+            k = prefix.extend(self, "k", k, dim=2)  # (B, H, S + T, Dh)
+            v = prefix.extend(self, "v", v, dim=2)  # (B, H, S + T, Dh)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, Dh)
         return self.to_out(out.transpose(1, 2).reshape(B, T, -1))
 
@@ -164,9 +179,11 @@ class TransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, prefix: Prefix | None = None
+    ) -> torch.Tensor:
         """x : (B, T, dim) -> (B, T, dim)"""
-        x = x + self.attn1(self.norm1(x), mask)
+        x = x + self.attn1(self.norm1(x), mask, prefix)
         return x + self.ff(self.norm3(x))
 
 
@@ -230,8 +247,9 @@ class Estimator(nn.Module):
         spks: torch.Tensor,
         cond: torch.Tensor,
         streaming: bool = False,
+        prefix: Prefix | None = None,
     ) -> torch.Tensor:
-        """Velocity at time t for unpadded sequences.
+        """Velocity at time t for unpadded sequences, or for a region after a kept prefix.
 
         x, mu, cond : torch.Tensor, shape = (B, n_mels, T)
             current sample, encoder output, prompt mel (zeros past the prompt)
@@ -240,29 +258,35 @@ class Estimator(nn.Module):
             projected speaker embedding
         streaming : bool
             50-frame chunked attention instead of full attention
+        prefix : Prefix or None
+            what earlier passes at this time step kept (chunk-aligned start; streaming
+            only): x, mu and cond then hold the region's frames only
 
         Returns dx/dt, shape = (B, n_mels, T).
         """
         T = x.size(2)
+        S = prefix.start if prefix is not None else 0
+        if S and not streaming:
+            raise ValueError("a region after a kept prefix needs chunked (streaming) attention")
         t_emb = self.time_mlp(t)  # (B, 4C)
         h = torch.cat([x, mu, spks[:, :, None].expand(-1, -1, T), cond], dim=1)  # (B, 4 n_mels, T)
-        mask = chunk_mask(T, self.chunk_frames, x.device) if streaming else None  # (T, T)
+        mask = chunk_mask(T, self.chunk_frames, x.device, S) if streaming else None  # (T, S + T)
 
         def stage(blocks: nn.ModuleList, h: torch.Tensor) -> torch.Tensor:
-            h = blocks[0](h, t_emb)  # (B, C, T)
+            h = blocks[0](h, t_emb, prefix)  # (B, C, T)
             h = h.transpose(1, 2)  # (B, T, C)
             for block in blocks[1]:
-                h = block(h, mask)
+                h = block(h, mask, prefix)
             return h.transpose(1, 2)  # (B, C, T)
 
         (down,) = self.down_blocks
         skip = stage(down, h)  # (B, C, T)
-        h = down[2](skip)
+        h = down[2](skip, prefix)
         for mid in self.mid_blocks:
             h = stage(mid, h)
         (up,) = self.up_blocks
-        h = up[2](stage(up, torch.cat([h, skip], dim=1)))  # (B, C, T)
-        return self.final_proj(self.final_block(h))  # (B, n_mels, T)
+        h = up[2](stage(up, torch.cat([h, skip], dim=1)), prefix)  # (B, C, T)
+        return self.final_proj(self.final_block(h, prefix))  # (B, n_mels, T)
 
 
 class FlowMatching(nn.Module):
@@ -274,22 +298,31 @@ class FlowMatching(nn.Module):
         self.n_mels, self.n_steps, self.cfg_rate = n_mels, n_steps, cfg_rate
 
     def forward(
-        self, mu: torch.Tensor, spks: torch.Tensor, cond: torch.Tensor, streaming: bool = False
+        self,
+        mu: torch.Tensor,
+        spks: torch.Tensor,
+        cond: torch.Tensor,
+        streaming: bool = False,
+        prefixes: list[Prefix] | None = None,
     ) -> torch.Tensor:
-        """Sample a mel.
+        """Sample a mel, or the region of one after a kept prefix.
 
         mu : torch.Tensor, shape = (1, n_mels, T)
             encoder output projected to mel size
         spks : torch.Tensor, shape = (1, n_mels)
         cond : torch.Tensor, shape = (1, n_mels, T)
             prompt mel in its first frames, zeros after
+        prefixes : list of n_steps Prefix, or None
+            what earlier passes kept at each Euler step, all with the same start: mu and
+            cond are then the region's frames, and so is the result
 
         Returns float32 (1, n_mels, T). Each step evaluates a batch of 2, conditional and
         unconditional (zero mu, spks and cond), and moves along
         (1 + cfg_rate) v_cond - cfg_rate v_uncond.
         """
         T = mu.size(2)
-        x = fixed_noise(self.n_mels, T).to(mu.device)  # (1, n_mels, T) float32
+        start = prefixes[0].start if prefixes is not None else 0
+        x = fixed_noise(self.n_mels, T, start).to(mu.device)  # (1, n_mels, T) float32
         mu_in = torch.cat([mu, torch.zeros_like(mu)])  # (2, n_mels, T)
         spks_in = torch.cat([spks, torch.zeros_like(spks)])  # (2, n_mels)
         cond_in = torch.cat([cond, torch.zeros_like(cond)])  # (2, n_mels, T)
@@ -297,7 +330,10 @@ class FlowMatching(nn.Module):
         t, dt = t_span[0], t_span[1] - t_span[0]
         for step in range(1, self.n_steps + 1):
             x_in = x.to(mu.dtype).expand(2, -1, -1)  # (2, n_mels, T)
-            v = self.estimator(x_in, mu_in, t.to(mu.dtype).expand(2), spks_in, cond_in, streaming)
+            prefix = prefixes[step - 1] if prefixes is not None else None
+            v = self.estimator(
+                x_in, mu_in, t.to(mu.dtype).expand(2), spks_in, cond_in, streaming, prefix
+            )
             v_cond, v_uncond = v.float().chunk(2)  # (1, n_mels, T) each
             x = x + dt * ((1.0 + self.cfg_rate) * v_cond - self.cfg_rate * v_uncond)
             t = t + dt  # the release steps t by accumulated dt, not by indexing t_span

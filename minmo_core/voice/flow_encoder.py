@@ -26,25 +26,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def chunk_mask(size: int, chunk: int, device: torch.device) -> torch.Tensor:
-    """(size, size) bool: query i may attend key j iff j lies in i's chunk or an earlier one."""
-    pos = torch.arange(size, device=device)
-    chunk_end = (pos // chunk + 1) * chunk  # (size,) first position after i's chunk
-    return pos[None, :] < chunk_end[:, None]
+from minmo_core.voice.prefix import Prefix, chunk_mask
 
 
-def relative_positions(size: int, dim: int, device: torch.device) -> torch.Tensor:
-    """ESPnet's relative sinusoidal encodings for distances size-1 down to -(size-1).
+def relative_positions(
+    size: int, dim: int, device: torch.device, queries: int | None = None
+) -> torch.Tensor:
+    """ESPnet's relative sinusoidal encodings for distances size-1 down to -(queries-1).
 
-    Returns shape (1, 2 * size - 1, dim); row r encodes the distance size - 1 - r.
-    Computed on every call (no table buffer to keep initialised).
+    ``queries`` (default ``size``) are the last of ``size`` positions: a region after a
+    kept prefix. Returns shape (1, size + queries - 1, dim); row r encodes the distance
+    size - 1 - r. Computed on every call (no table buffer to keep initialised).
     """
-    distance = torch.arange(size - 1, -size, -1, device=device, dtype=torch.float32)[:, None]
+    queries = size if queries is None else queries
+    distance = torch.arange(size - 1, -queries, -1, device=device, dtype=torch.float32)[:, None]
     freq = torch.exp(
         torch.arange(0, dim, 2, device=device, dtype=torch.float32) * -(math.log(10000.0) / dim)
     )  # (dim / 2,)
-    pe = torch.empty(2 * size - 1, dim, device=device)
+    pe = torch.empty(size + queries - 1, dim, device=device)
     pe[:, 0::2] = torch.sin(distance * freq)
     pe[:, 1::2] = torch.cos(distance * freq)
     return pe[None]
@@ -76,15 +75,24 @@ class PreLookahead(nn.Module):
         self.conv1 = nn.Conv1d(dim, dim, kernel_size=lookahead + 1)
         self.conv2 = nn.Conv1d(dim, dim, kernel_size=3)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """x : (B, T, D); context : (B, Tc <= lookahead, D) or None -> (B, T, D)"""
-        h = x.transpose(1, 2)  # (B, D, T)
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, prefix: Prefix | None = None
+    ) -> torch.Tensor:
+        """x : (B, T, D); context : (B, Tc <= lookahead, D) or None -> (B, T, D)
+
+        With a ``prefix``, the two tokens before ``x`` (kept from earlier passes) feed the
+        causal half, as they would in one pass over the whole sequence.
+        """
+        T = x.size(1)
+        if prefix is not None:
+            x = prefix.history(self, x, 2, dim=1)  # (B, Th + T, D), Th <= 2 kept tokens
+        h = x.transpose(1, 2)  # (B, D, Th + T)
         if context is not None:
-            h = torch.cat([h, context.transpose(1, 2)], dim=2)  # (B, D, T + Tc)
-        h = F.pad(h, (0, self.lookahead + x.size(1) - h.size(2)))  # (B, D, T + lookahead)
-        h = F.leaky_relu(self.conv1(h))  # (B, D, T)
-        h = self.conv2(F.pad(h, (2, 0)))  # (B, D, T), causal
-        return x + h.transpose(1, 2)
+            h = torch.cat([h, context.transpose(1, 2)], dim=2)  # (B, D, Th + T + Tc)
+        h = F.pad(h, (0, self.lookahead + x.size(1) - h.size(2)))  # (B, D, Th + T + lookahead)
+        h = F.leaky_relu(self.conv1(h))  # (B, D, Th + T)
+        h = self.conv2(F.pad(h, (2 + T - x.size(1), 0)))[:, :, -T:]  # (B, D, T), causal
+        return x[:, -T:] + h.transpose(1, 2)
 
 
 class Upsample(nn.Module):
@@ -95,10 +103,13 @@ class Upsample(nn.Module):
         self.stride = stride
         self.conv = nn.Conv1d(dim, dim, kernel_size=2 * stride + 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x : (B, D, T) -> (B, D, stride * T)"""
+    def forward(self, x: torch.Tensor, prefix: Prefix | None = None) -> torch.Tensor:
+        """x : (B, D, T) -> (B, D, stride * T); ``prefix`` at the upsampled rate"""
         x = F.interpolate(x, scale_factor=float(self.stride), mode="nearest")
-        return self.conv(F.pad(x, (2 * self.stride, 0)))
+        T, k = x.size(2), 2 * self.stride
+        if prefix is not None:
+            x = prefix.history(self, x, k, dim=2)  # (B, D, <= k + T)
+        return self.conv(F.pad(x, (k + T - x.size(2), 0)))
 
 
 class RelPositionAttention(nn.Module):
@@ -119,23 +130,34 @@ class RelPositionAttention(nn.Module):
         self.pos_bias_v = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_heads, self.head_dim)))
 
     def forward(
-        self, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor,
+        mask: torch.Tensor | None,
+        prefix: Prefix | None = None,
     ) -> torch.Tensor:
-        """x : (B, T, D); pos : (1, 2T - 1, D); mask : (T, T) bool or None -> (B, T, D)"""
+        """x : (B, T, D), the region; pos : (1, S + 2T - 1, D) for distances S + T - 1 down
+        to -(T - 1); mask : (T, S + T) bool or None -> (B, T, D). S = ``prefix.start``
+        keys and values come from the prefix (S = 0 without one)."""
         B, T, D = x.shape
         H, Dh = self.n_heads, self.head_dim
         q = self.linear_q(x).view(B, T, H, Dh)
         k = self.linear_k(x).view(B, T, H, Dh).transpose(1, 2)  # (B, H, T, Dh)
         v = self.linear_v(x).view(B, T, H, Dh).transpose(1, 2)  # (B, H, T, Dh)
-        p = self.linear_pos(pos).view(1, 2 * T - 1, H, Dh).transpose(1, 2)  # (1, H, 2T-1, Dh)
+        if prefix is not None:
+            k = prefix.extend(self, "k", k, dim=2)  # (B, H, S + T, Dh)
+            v = prefix.extend(self, "v", v, dim=2)  # (B, H, S + T, Dh)
+        S = k.size(2) - T
+        p = self.linear_pos(pos).view(1, -1, H, Dh).transpose(1, 2)  # (1, H, S + 2T - 1, Dh)
         q_u = (q + self.pos_bias_u).transpose(1, 2)  # (B, H, T, Dh)
         q_v = (q + self.pos_bias_v).transpose(1, 2)  # (B, H, T, Dh)
-        by_distance = q_v @ p.transpose(-2, -1)  # (B, H, T, 2T-1), column r: distance T-1-r
-        steps = torch.arange(T, device=x.device)
-        column = (T - 1) - steps[:, None] + steps[None, :]  # (T, T): distance i - j
-        bias = by_distance.gather(-1, column.expand(B, H, T, T)) / math.sqrt(Dh)  # (B, H, T, T)
+        by_distance = q_v @ p.transpose(-2, -1)  # (B, H, T, S + 2T - 1): S + T - 1 - r
+        queries = torch.arange(T, device=x.device)
+        keys = torch.arange(S + T, device=x.device)
+        column = (T - 1) - queries[:, None] + keys[None, :]  # (T, S + T): distance i - j
+        bias = by_distance.gather(-1, column.expand(B, H, T, S + T)) / math.sqrt(Dh)
         if mask is not None:
-            bias = bias.masked_fill(~mask, float("-inf"))
+            bias = bias.masked_fill(~mask, float("-inf"))  # (B, H, T, S + T)
         out = F.scaled_dot_product_attention(q_u, k, v, attn_mask=bias)  # (B, H, T, Dh)
         return self.linear_out(out.transpose(1, 2).reshape(B, T, D))
 
@@ -161,10 +183,14 @@ class ConformerLayer(nn.Module):
         self.norm_mha = nn.LayerNorm(dim, eps=1e-12)
 
     def forward(
-        self, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor,
+        mask: torch.Tensor | None,
+        prefix: Prefix | None = None,
     ) -> torch.Tensor:
         """x : (B, T, D) -> (B, T, D)"""
-        x = x + self.self_attn(self.norm_mha(x), pos, mask)
+        x = x + self.self_attn(self.norm_mha(x), pos, mask, prefix)
         return x + self.feed_forward(self.norm_ff(x))
 
 
@@ -195,37 +221,52 @@ class FlowEncoder(nn.Module):
         self.after_norm = nn.LayerNorm(dim, eps=1e-5)
 
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None = None, streaming: bool = False
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        streaming: bool = False,
+        prefix: tuple[Prefix, Prefix] | None = None,
     ) -> torch.Tensor:
-        """Encode one unpadded sequence.
+        """Encode one unpadded sequence, or its region after a kept prefix.
 
         x : torch.Tensor, shape = (B, T, D)
-            embedded tokens
+            embedded tokens (with ``prefix``: the region's)
         context : torch.Tensor, shape = (B, Tc, D), or None
             embedded look-ahead tokens after ``x`` (a stream's unfinished tail)
         streaming : bool
             chunked attention (causal at chunk granularity) instead of full attention
+        prefix : (Prefix, Prefix), or None
+            what earlier passes kept, at the token rate and at the mel-frame rate
+            (chunk-aligned starts; streaming only)
 
         Returns (B, stride * T, D).
         """
+        tokens, frames = prefix if prefix is not None else (None, None)
         x = self.embed(x)  # (B, T, D)
         if context is not None:
             context = self.embed(context)  # (B, Tc, D)
-        x = self.pre_lookahead_layer(x, context)
-        x = self._layers(self.encoders, x, self.chunk_tokens, streaming)
-        x = self.up_layer(x.transpose(1, 2)).transpose(1, 2)  # (B, stride * T, D)
+        x = self.pre_lookahead_layer(x, context, tokens)
+        x = self._layers(self.encoders, x, self.chunk_tokens, streaming, tokens)
+        x = self.up_layer(x.transpose(1, 2), frames).transpose(1, 2)  # (B, stride * T, D)
         x = self.up_embed(x)
         stride = self.up_layer.stride
-        x = self._layers(self.up_encoders, x, stride * self.chunk_tokens, streaming)
+        x = self._layers(self.up_encoders, x, stride * self.chunk_tokens, streaming, frames)
         return self.after_norm(x)
 
     @staticmethod
     def _layers(
-        layers: nn.ModuleList, x: torch.Tensor, chunk: int, streaming: bool
+        layers: nn.ModuleList,
+        x: torch.Tensor,
+        chunk: int,
+        streaming: bool,
+        prefix: Prefix | None,
     ) -> torch.Tensor:
         T = x.size(1)
-        pos = relative_positions(T, x.size(2), x.device).to(x.dtype)  # (1, 2T - 1, D)
-        mask = chunk_mask(T, chunk, x.device) if streaming else None  # (T, T)
+        S = prefix.start if prefix is not None else 0
+        if S and not streaming:
+            raise ValueError("a region after a kept prefix needs chunked (streaming) attention")
+        pos = relative_positions(S + T, x.size(2), x.device, T).to(x.dtype)  # (1, S + 2T - 1, D)
+        mask = chunk_mask(T, chunk, x.device, S) if streaming else None  # (T, S + T)
         for layer in layers:
-            x = layer(x, pos, mask)
+            x = layer(x, pos, mask, prefix)
         return x

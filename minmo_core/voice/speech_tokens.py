@@ -58,6 +58,7 @@ class SemanticStep:
 
     text_embedding: torch.Tensor  # (D_llm,) the LLM's input embedding of the sampled token
     hidden: torch.Tensor  # (D_llm,) the LLM's last hidden state that chose it
+    text: str = ""  # the token's characters: where sentences end
 
 
 Trace = list[tuple[str, int]]  # (kind, index) of every input position, for tests and debugging
@@ -374,19 +375,22 @@ class SpeechTokenGenerator:
         The voice LM restarts at sentence ends (``sentence_groups``), each group a fresh
         5:15 session carrying the prompt, as the whole-text path synthesises sentence
         groups: its cache, and so the cost of each speech token, stays bounded however
-        long the reply."""
+        long the reply. Each group's speech comes in chunks of 15 (its last may be
+        shorter) followed by an empty chunk: a renderer may start afresh there
+        (``Token2WavStream.end_group``); to anyone else it adds no token."""
         prompt = prompt or LMPrompt()
-
-        def tokens() -> Iterator[int]:
-            groups = 0
-            for group in sentence_groups(ids, self.piece):
-                groups += 1
-                vectors = (self.lm.embed_text([i]) for i in group)
-                yield from interleaved_tokens(self.lm, vectors, prompt, self.sampler)
-            if not groups:  # no text at all: one empty session, as before the restarts
-                yield from interleaved_tokens(self.lm, iter(()), prompt, self.sampler)
-
-        yield from chunked(tokens(), self.chunk)
+        groups = 0
+        for group in sentence_groups(ids, self.piece):
+            groups += 1
+            vectors = (self.lm.embed_text([i]) for i in group)
+            yield from chunked(
+                interleaved_tokens(self.lm, vectors, prompt, self.sampler), self.chunk
+            )
+            yield []  # the group's speech is complete
+        if not groups:  # no text at all: one empty session, as before the restarts
+            yield from chunked(
+                interleaved_tokens(self.lm, iter(()), prompt, self.sampler), self.chunk
+            )
 
     def from_llm(
         self,
@@ -415,15 +419,35 @@ class SpeechTokenGenerator:
 
         The query is projector([user_embedding ; first_hidden]) (both (D_llm,)); each step
         becomes projector([text_embedding ; hidden]). The end of ``steps`` is the LLM's end
-        of turn: task_id goes in and speech runs to end-of-speech.
+        of turn: task_id goes in and speech runs to end-of-speech. As on the text path, the
+        voice LM restarts at sentence ends (judged by each step's ``text``), each group a
+        fresh session after the same query, and an empty chunk follows each group.
         """
         query = projector(torch.cat([user_embedding, first_hidden], -1))
+        texts: dict[int, str] = {}
+        pending: dict[int, SemanticStep] = {}
 
-        def vectors() -> Iterator[torch.Tensor]:
-            for s in steps:
-                yield projector(torch.cat([s.text_embedding, s.hidden], -1))[None]
+        def numbered() -> Iterator[int]:
+            for i, step in enumerate(steps):
+                texts[i], pending[i] = step.text, step
+                yield i
 
-        tokens = interleaved_tokens(
-            self.lm, vectors(), LMPrompt(query=query), self.sampler, self.lm.sos[:0]
-        )
-        yield from chunked(tokens, self.chunk)
+        def session(indices: Iterable[int]) -> Iterator[list[int]]:
+            vectors = (
+                projector(torch.cat([s.text_embedding, s.hidden], -1))[None]
+                for s in (pending.pop(i) for i in indices)
+            )
+            tokens = interleaved_tokens(
+                self.lm, vectors, LMPrompt(query=query), self.sampler, self.lm.sos[:0]
+            )
+            return chunked(tokens, self.chunk)
+
+        groups = 0
+        for group in sentence_groups(numbered(), texts.__getitem__):
+            groups += 1
+            yield from session(group)
+            yield []  # the group's speech is complete
+            for i in [i for i in texts if i not in pending]:  # spoken (one may be peeked)
+                del texts[i]
+        if not groups:
+            yield from session(())

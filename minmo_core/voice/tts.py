@@ -73,14 +73,18 @@ class SpeechSynthesizer:
         if self.seed is not None:
             generator.manual_seed(self.seed)
         flow_prompt = FlowPrompt.from_voice(voice)
+        # one stream: at each sentence group's end the flow starts afresh (the voice LM starts
+        # afresh there anyway, and the flow's cost per chunk stays bounded by a group) while
+        # the vocoder runs on, so the groups join without a click
+        stream = self.t2w.stream(flow_prompt, generator)
         for group in self.tokens.from_text_groups(text, lm_prompt_):
-            # each sentence group renders from a fresh stream: the voice LM starts afresh at
-            # each group anyway, and the flow's cost per chunk stays bounded by a group
-            stream = self.t2w.stream(flow_prompt, generator)
             for chunk in group:
                 audio = stream.push(chunk)
                 if audio.numel():
                     yield audio
-            tail = stream.flush()
-            if tail.numel():
-                yield tail
+            audio = stream.end_group()
+            if audio.numel():
+                yield audio
+        tail = stream.flush()
+        if tail.numel():
+            yield tail
