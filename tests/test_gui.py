@@ -487,11 +487,13 @@ def test_settings_from_the_window_apply_and_a_reload_keeps_the_conversation(
     w.open_settings()
     (dialog,) = [d for d in w._dialogs if isinstance(d, SettingsDialog)]
     dialog.prompt_edit.setPlainText("Answer like a pirate.")
+    dialog.schedule_combo.setCurrentIndex(dialog.schedule_combo.findData("growing"))
     dialog.accept_settings()
     qtbot.waitUntil(lambda: w.engine.engine.settings.system_prompt == "Answer like a pirate.",
                     timeout=TIMEOUT_MS)  # fmt: skip
     assert load_settings()[0].system_prompt == "Answer like a pirate."
-    assert not w.notice.isVisibleTo(w)  # a prompt needs no reload
+    assert w.engine.engine.settings.voice.chunk_schedule == "growing"  # from the next reply
+    assert not w.notice.isVisibleTo(w)  # neither needs a reload
     changed = replace(w.settings, vad_sensitivity=3)
     w.settings_applied(changed)  # as the dialog's OK does
     assert w.notice.isVisibleTo(w) and w.notice.action.text() == "Reload now"

@@ -136,6 +136,7 @@ def test_changed_values_round_trip_through_the_dialog_to_disk(qtbot, dialog, tmp
     qtbot.keyClicks(d.models_edit, str(tmp_path / "models"))
     choose(d.device_combo, "cpu")
     choose(d.precision_combo, "int8")
+    choose(d.schedule_combo, "growing")
     tab(qtbot, d, "Assistant")
     assert not d.url_edit.isEnabled()  # only for a remote server
     click(qtbot, d.remote_radio)
@@ -152,7 +153,8 @@ def test_changed_values_round_trip_through_the_dialog_to_disk(qtbot, dialog, tmp
         given, input_device="Laptop Microphone", output_device="Laptop Speakers",
         echo_cancellation=False, vad_sensitivity=3, bargein_sensitivity="high", pack="minmo-3b",
         models_dir=str(tmp_path / "models"), device="cpu", precision="int8",
-        llm_backend="remote", llm_url="http://127.0.0.1:8000/v1", llm_model="qwen2.5-7b",
+        chunk_schedule="growing", llm_backend="remote", llm_url="http://127.0.0.1:8000/v1",
+        llm_model="qwen2.5-7b",
         turn_policy="silence", system_prompt="Be brief.", save_audio=True,
     )  # fmt: skip
     loaded, notice = load_settings()

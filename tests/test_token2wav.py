@@ -377,3 +377,10 @@ def test_a_ten_minute_reply_streams_at_a_flat_cost() -> None:
     assert total == n * 2 * HOP
     assert stream.groups == n // MAX_GROUP_TOKENS - 1
     assert max(regions) <= 2 * (ATTENTION_CHUNK_TOKENS - 1 + 50)
+
+
+def test_a_first_group_of_a_few_tokens_ends_cleanly(t2w: Token2Wav, prompt: FlowPrompt) -> None:
+    stream = t2w.stream(prompt, torch.Generator().manual_seed(0))
+    pieces = [stream.push(TOKENS[:2]), stream.end_group(), stream.push(TOKENS[2:40])]
+    pieces += [stream.end_group(), stream.push(TOKENS[40:42]), stream.end_group(), stream.flush()]
+    assert torch.cat(pieces).numel() == 42 * 2 * HOP and stream.groups == 3

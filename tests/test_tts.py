@@ -64,6 +64,13 @@ def test_speaks_into_a_24khz_wav_as_long_as_its_speech_tokens(
     assert audio.size == n_tokens * 2 * 480  # 25 tokens/s -> 50 mel frames/s -> 480 samples
     assert np.abs(audio).max() <= 0.99 and np.abs(audio).max() > 0.01
     assert not (tmp_path / "hello.wav.partial").exists()
+    # MinMo's fixed 15-token chunks (the default grows them while ahead of playback): the
+    # same speech tokens, the same length, and close to the same sound
+    fixed = tmp_path / "fixed.wav"
+    code, err = tts(capsys, tiny_release_dir, fixed, "--chunks", "fixed")
+    assert code == 0, err
+    same, _ = sf.read(fixed)
+    assert same.size == audio.size and np.corrcoef(same, audio)[0, 1] > 0.9
 
 
 def test_a_style_changes_what_is_said(

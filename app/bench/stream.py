@@ -66,12 +66,12 @@ def chunk_times(
             now = time.perf_counter()
             times.append(now - started)
             started = now
-            if stream.offset >= tokens:
+            if stream.rendered >= tokens:
                 break
     finally:
         speech.close()
-    if stream.offset < tokens:
-        raise RuntimeError(f"the reply gave {stream.offset} speech tokens, not {tokens}")
+    if stream.rendered < tokens:
+        raise RuntimeError(f"the reply gave {stream.rendered} speech tokens, not {tokens}")
     return times
 
 

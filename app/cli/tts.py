@@ -55,6 +55,13 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     p.add_argument("--play", action="store_true", help="also play through the speakers")
     p.add_argument("--greedy", action="store_true", help="arg-max instead of sampling")
     p.add_argument("--seed", type=int, default=None, help="sampling seed")
+    p.add_argument(
+        "--chunks",
+        choices=["fixed", "growing"],
+        default="growing",
+        help="speech per synthesis step: growing (default: 15 tokens, then 25 and 50 while "
+        "the audio is ahead of playback; the first audio is as early) or fixed 15",
+    )
     add_device(p)
     add_allow_unpinned(p)
     p.set_defaults(func=run)
@@ -134,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
     from minmo_core.common.devices import resolve_device
     from minmo_core.voice.styles import VoiceStyle, check_style
+    from minmo_core.voice.token2wav import SCHEDULES
     from minmo_core.voice.tts import SAMPLE_RATE, SpeechSynthesizer
 
     text = text_argument(args.text)
@@ -153,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
     partial = args.output.with_name(args.output.name + ".partial")
     try:
         with sf.SoundFile(partial, "w", SAMPLE_RATE, 1, subtype, format=file_format) as out:
-            for chunk in synth.speak(text, style, voice, args.wording):
+            chunks = synth.speak(text, style, voice, args.wording, SCHEDULES[args.chunks])
+            for chunk in chunks:
                 audio = chunk.numpy()
                 out.write(audio)
                 out.flush()

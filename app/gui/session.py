@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from app.gui.settings import Settings
 
@@ -75,8 +75,6 @@ class Session:
         return thread
 
     def _apply_style(self, job: int, values: dict, library) -> None:
-        from dataclasses import replace
-
         from minmo_core.engine.events import EngineError
         from minmo_core.errors import MinMoError, first_line
         from minmo_core.voice.styles import VoiceStyle
@@ -102,9 +100,13 @@ class Session:
             voice = replace(settings.voice, style=style, voice=profile, wording=wording)
             self.engine.set_settings(replace(settings, voice=voice))
 
-    def set_system_prompt(self, prompt: str) -> None:
-        from dataclasses import replace
+    def set_chunk_schedule(self, schedule: str) -> None:
+        """Speech chunks from the next reply on: "fixed" or "growing"."""
+        settings = self.engine.settings
+        voice = replace(settings.voice, chunk_schedule=schedule)
+        self.engine.set_settings(replace(settings, voice=voice))
 
+    def set_system_prompt(self, prompt: str) -> None:
         from minmo_core.engine.engine import DEFAULT_SYSTEM_PROMPT
 
         settings = self.engine.settings
@@ -193,6 +195,7 @@ def default_factory(settings: Settings, backend=None, allow_unpinned: bool = Fal
         from minmo_core.config import LLMConfig
         from minmo_core.engine.engine import ConversationEngine, EngineSettings
         from minmo_core.engine.events import EngineError
+        from minmo_core.engine.reply import VoiceSettings
         from minmo_core.engine.stack import StackSpec, load_stack
         from minmo_core.errors import MinMoError
         from minmo_core.voice.library import VoiceLibrary, VoiceStudio
@@ -215,9 +218,11 @@ def default_factory(settings: Settings, backend=None, allow_unpinned: bool = Fal
             bridge(LoadProgress(step, steps, what))
 
         stack = load_stack(spec, config, voice=True, ears=True, on_progress=progress)
-        engine_settings = EngineSettings()
+        engine_settings = EngineSettings(
+            voice=VoiceSettings(chunk_schedule=settings.chunk_schedule)
+        )
         if settings.system_prompt:
-            engine_settings = EngineSettings(system_prompt=settings.system_prompt)
+            engine_settings = replace(engine_settings, system_prompt=settings.system_prompt)
         policy = make_policy(settings.turn_policy, stack.ears, bridge)
         studio = None
         if stack.cosyvoice_dir is not None:  # without ears the user types the transcript

@@ -26,6 +26,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bfloat16", "float16", "float32", "int8", "int4")
 LLM_BACKENDS = ("local", "remote")
 TURN_POLICIES = ("smart-turn", "silence", "duplex")
+CHUNK_SCHEDULES = ("fixed", "growing")  # token2wav's (minmo_core.voice.token2wav.SCHEDULES)
 BARGEIN_SENSITIVITIES = ("low", "medium", "high")
 VAD_SENSITIVITIES = (0, 1, 2, 3)  # webrtcvad aggressiveness: 3 calls the least audio speech
 BARGEIN_MIN_SPEECH_MS = {"high": 60, "medium": 100, "low": 200}  # speech that interrupts
@@ -58,6 +59,7 @@ class Settings:
     turn_policy: str = _one_of("smart-turn", TURN_POLICIES)
     talk_mode: str = _one_of(TalkMode.HANDS_FREE.value, tuple(TalkMode))
     system_prompt: str = ""  # empty: the engine's default
+    chunk_schedule: str = _one_of("fixed", CHUNK_SCHEDULES)  # speech chunks: MinMo's 15 or growing
     save_audio: bool = False  # keep the conversation's audio in the history too
     emotion: str | None = None
     dialect: str | None = None

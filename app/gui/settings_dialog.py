@@ -43,6 +43,7 @@ from PySide6.QtWidgets import (
 
 from app.gui.settings import (
     BARGEIN_SENSITIVITIES,
+    CHUNK_SCHEDULES,
     DEVICES,
     PRECISIONS,
     Settings,
@@ -72,6 +73,8 @@ VAD_LABELS = (
     "3: hears the least as speech (noisy rooms)",
 )
 PRECISION_LABELS = {"auto": "auto (what fits this machine)"}
+SCHEDULE_LABELS = {"fixed": "fixed 15 tokens (first audio soonest)",
+                   "growing": "growing: 15, 25, then 50 (less compute)"}  # fmt: skip
 
 
 def check_server(url: str, timeout: float = CONNECT_TIMEOUT_S) -> str:
@@ -421,6 +424,15 @@ class SettingsDialog(QDialog):
                                       "precision")  # fmt: skip
         _select(self.precision_combo, s.precision)
         form.addRow(_label("P&recision:", self.precision_combo), self.precision_combo)
+        self.schedule_combo = _combo([(SCHEDULE_LABELS[c], c) for c in CHUNK_SCHEDULES],
+                                     "speech chunks")  # fmt: skip
+        self.schedule_combo.setToolTip(
+            "How much speech each synthesis step renders. Fixed: 15 tokens (0.6 s), the first "
+            "audio soonest. Growing: 15, then 25 and 50 while playback has audio in hand, "
+            "which takes less compute for long replies."
+        )
+        _select(self.schedule_combo, s.chunk_schedule)
+        form.addRow(_label("Speech c&hunks:", self.schedule_combo), self.schedule_combo)
         return tab
 
     @Slot()
@@ -525,6 +537,7 @@ class SettingsDialog(QDialog):
             llm_dir=_text(self.llm_dir_edit),
             device=self.device_combo.currentData(),
             precision=self.precision_combo.currentData(),
+            chunk_schedule=self.schedule_combo.currentData(),
             llm_backend="remote" if self.remote_radio.isChecked() else "local",
             llm_url=_text(self.url_edit),
             llm_model=_text(self.model_edit),

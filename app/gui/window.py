@@ -466,6 +466,8 @@ class MainWindow(QMainWindow):
             return
         if old.system_prompt != settings.system_prompt:
             self.engine.set_system_prompt(settings.system_prompt)
+        if old.chunk_schedule != settings.chunk_schedule:
+            self.engine.set_chunk_schedule(settings.chunk_schedule)
         if old.talk_mode != settings.talk_mode:
             self._apply_mode(settings.talk_mode)
         reload = [f for f in RELOAD_FIELDS if getattr(old, f) != getattr(settings, f)]

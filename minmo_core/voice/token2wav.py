@@ -149,6 +149,7 @@ class Token2WavStream:
         self.reencode = reencode
         self.chunks = 0  # chunks rendered
         self.groups = 0  # sentence groups ended
+        self.earlier = 0  # tokens of the ended groups (all rendered)
         self.tokens: list[int] = []  # the current group's
         self.offset = 0  # tokens of the group whose audio has been rendered (or is held back)
         self.flow = None if reencode else self._new_flow()
@@ -187,7 +188,12 @@ class Token2WavStream:
         afresh for the next group's tokens (the vocoder's caches carry on)."""
         audio = torch.zeros(0)
         if self.offset < len(self.tokens):
-            audio = self._render(len(self.tokens), finalize=True, last=False)
+            # a first group too short to leave a vocoder cache (under 8 frames) is given out
+            # whole, and the next group starts as a fresh stream would
+            ratio = self.t2w.flow.cfg.token_mel_ratio
+            tiny = self.cache is None and len(self.tokens) * ratio < MEL_CACHE
+            audio = self._render(len(self.tokens), finalize=True, last=tiny)
+        self.earlier += len(self.tokens)
         self.tokens, self.offset, self.groups = [], 0, self.groups + 1
         self.flow = None if self.reencode else self._new_flow()
         return audio
@@ -248,6 +254,11 @@ class Token2WavStream:
             audio[:, -SOURCE_CACHE:],
         )
         return self._emit(audio[0, :-SOURCE_CACHE].float().cpu())
+
+    @property
+    def rendered(self) -> int:
+        """Speech tokens whose audio has been given out or is held back, all groups."""
+        return self.earlier + self.offset
 
     def lead(self) -> float:
         """Seconds of audio given out and not yet played, if playback starts with each

@@ -15,7 +15,7 @@ from minmo_core.voice.flow import load_flow
 from minmo_core.voice.hift import load_vocoder
 from minmo_core.voice.speech_tokens import SpeechTokenGenerator
 from minmo_core.voice.styles import VoiceStyle, instruction_is_empty
-from minmo_core.voice.token2wav import FlowPrompt, Token2Wav
+from minmo_core.voice.token2wav import ChunkSchedule, FlowPrompt, Token2Wav
 from minmo_core.voice.voice_lm import RasSampler, greedy_sampler, load_voice_lm
 from minmo_core.voice.voice_prompt import InstructPrompt, VoiceProfile, ZeroShotPrompt, lm_prompt
 
@@ -57,9 +57,11 @@ class SpeechSynthesizer:
         style: VoiceStyle | None = None,
         voice: VoiceProfile | None = None,
         wording: str = "zh",
+        schedule: ChunkSchedule | None = None,
     ) -> Iterator[torch.Tensor]:
         """Audio chunks (n,) float32 at 24 kHz, each as soon as it exists; a long text
-        sentence group by sentence group (at most 80 text tokens each).
+        sentence group by sentence group (at most 80 text tokens each), in chunks of
+        ``schedule`` (default: MinMo's fixed 15).
 
         A style goes to the LM as an instruction (the voice, if any, to the flow only);
         without one, a voice is cloned zero-shot (its transcript and tokens go to the LM).
@@ -76,7 +78,7 @@ class SpeechSynthesizer:
         # one stream: at each sentence group's end the flow starts afresh (the voice LM starts
         # afresh there anyway, and the flow's cost per chunk stays bounded by a group) while
         # the vocoder runs on, so the groups join without a click
-        stream = self.t2w.stream(flow_prompt, generator)
+        stream = self.t2w.stream(flow_prompt, generator, schedule)
         for group in self.tokens.from_text_groups(text, lm_prompt_):
             for chunk in group:
                 audio = stream.push(chunk)
