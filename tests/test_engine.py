@@ -403,3 +403,15 @@ def test_shutdown_drops_the_turns_still_queued(qwen_dir: Path, voice: SpeechSynt
     turn = engine.send_text("Hello again.")
     assert engine.wait_idle(TIMEOUT) and recorder.of(TurnEnded, turn)
     engine.shutdown()
+
+
+def test_settings_changed_one_after_another_all_land(engine: ConversationEngine) -> None:
+    """A prompt change and a voice change queued back to back (the window applies both from
+    one dialog): neither undoes the other, as a read-then-set of the whole settings would."""
+    from dataclasses import replace
+
+    engine.update_settings(lambda s: replace(s, system_prompt="Answer like a pirate."))
+    engine.update_settings(lambda s: replace(s, voice=replace(s.voice, chunk_schedule="growing")))
+    assert engine.wait_idle(TIMEOUT)
+    assert engine.settings.system_prompt == "Answer like a pirate."
+    assert engine.settings.voice.chunk_schedule == "growing"

@@ -96,21 +96,23 @@ class Session:
         with self._style_lock:
             if job != self._style_job:
                 return  # a newer change came meanwhile
-            settings = self.engine.settings
-            voice = replace(settings.voice, style=style, voice=profile, wording=wording)
-            self.engine.set_settings(replace(settings, voice=voice))
+            self.engine.update_settings(
+                lambda s: replace(
+                    s, voice=replace(s.voice, style=style, voice=profile, wording=wording)
+                )
+            )
 
     def set_chunk_schedule(self, schedule: str) -> None:
         """Speech chunks from the next reply on: "fixed" or "growing"."""
-        settings = self.engine.settings
-        voice = replace(settings.voice, chunk_schedule=schedule)
-        self.engine.set_settings(replace(settings, voice=voice))
+        self.engine.update_settings(
+            lambda s: replace(s, voice=replace(s.voice, chunk_schedule=schedule))
+        )
 
     def set_system_prompt(self, prompt: str) -> None:
         from minmo_core.engine.engine import DEFAULT_SYSTEM_PROMPT
 
-        settings = self.engine.settings
-        self.engine.set_settings(replace(settings, system_prompt=prompt or DEFAULT_SYSTEM_PROMPT))
+        prompt = prompt or DEFAULT_SYSTEM_PROMPT
+        self.engine.update_settings(lambda s: replace(s, system_prompt=prompt))
 
     def shutdown(self) -> None:
         if self.live is not None:

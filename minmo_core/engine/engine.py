@@ -403,7 +403,14 @@ class ConversationEngine:
         self.listener.policy = policy
 
     def set_settings(self, settings: EngineSettings) -> None:
+        self._idle.clear()
         self._commands.put(("settings", settings))
+
+    def update_settings(self, change: Callable[[EngineSettings], EngineSettings]) -> None:
+        """Apply ``change`` to the settings as they are when the engine gets to it: changes
+        made one after another (a prompt, then a style) all land, none undoes another."""
+        self._idle.clear()
+        self._commands.put(("update", change))
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every queued command is done; False on timeout."""
@@ -494,6 +501,8 @@ class ConversationEngine:
                 self._cut_last_turn(command[1], command[2])
             elif kind == "settings":
                 self.settings = command[1]
+            elif kind == "update":
+                self.settings = command[1](self.settings)
             if self._commands.empty():
                 self._idle.set()
 
