@@ -1,0 +1,1 @@
+"""Training MinMo's adapters: data manifests, the alignment stages and the duplex predictor."""
