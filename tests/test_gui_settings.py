@@ -465,3 +465,11 @@ def test_every_control_has_a_name_for_keyboard_and_screen_readers(qtbot, dialog)
     assert buddies["Model &pack:"] is d.pack_combo
     assert buddies["Ser&ver URL:"] is d.url_edit
     assert buddies["S&ystem prompt:"] is d.prompt_edit
+
+
+def test_the_chunk_schedules_offered_are_the_engines():
+    """The settings name the schedules without importing torch; they must stay the same."""
+    from app.gui.settings import CHUNK_SCHEDULES
+    from minmo_core.voice.token2wav import SCHEDULES
+
+    assert tuple(SCHEDULES) == CHUNK_SCHEDULES

@@ -222,20 +222,21 @@ def test_chunks_grow_only_while_playback_has_a_lead(t2w: Token2Wav, prompt: Flow
     try:
         stream = t2w.stream(prompt, torch.Generator().manual_seed(0), GROWING, clock=lambda: now[0])
         tokens = [(37 * i + 11) % 256 for i in range(400)]
-        sizes = []
-        for i in range(0, 150, 5):
-            before = stream.offset
-            stream.push(tokens[i : i + 5])
-            if stream.offset != before:
-                sizes.append(stream.offset - before)
+
+        def rendered_sizes(start: int, stop: int) -> list[int]:
+            """Push tokens[start:stop] 5 at a time; the tokens each render took."""
+            sizes = []
+            for i in range(start, stop, 5):
+                before = stream.offset
+                stream.push(tokens[i : i + 5])
+                if stream.offset != before:
+                    sizes.append(stream.offset - before)
+            return sizes
+
+        sizes = rendered_sizes(0, 150)
         assert sizes and set(sizes) == {15}
         per_token[0] = 0.0  # fast again: the audio piles up ahead of playback
-        grown = []
-        for i in range(150, 400, 5):
-            before = stream.offset
-            stream.push(tokens[i : i + 5])
-            if stream.offset != before:
-                grown.append(stream.offset - before)
+        grown = rendered_sizes(150, 400)
         assert grown[:3] == [15, 25, 50] and stream.level == 2
     finally:
         type(t2w.vocoder).inference = real_render

@@ -132,21 +132,32 @@ class FlowDecoder(nn.Module):
         """
         if tokens.dim() != 2 or tokens.size(0) != 1:
             raise ValueError(f"tokens must be (1, L), got {tuple(tokens.shape)}")
+        self._check_prompt(prompt_tokens, prompt_feat)
         n_prompt = prompt_feat.size(1)
-        if n_prompt != self.cfg.token_mel_ratio * prompt_tokens.size(1):
-            raise ValueError(
-                f"prompt_feat has {n_prompt} frames for {prompt_tokens.size(1)} prompt tokens; "
-                f"the flow needs exactly {self.cfg.token_mel_ratio} frames per token"
-            )
         weight = self.spk_embed_affine_layer.weight
         device, dtype = weight.device, weight.dtype
-        spks = self.spk_embed_affine_layer(F.normalize(embedding.to(device, dtype), dim=1))
+        spks = self.speaker(embedding)
         h = self.encode(tokens.to(device), prompt_tokens.to(device), streaming, finalize)
         mu = self.encoder_proj(h).transpose(1, 2)  # (1, 80, T_mel)
         cond = torch.zeros_like(mu)  # (1, 80, T_mel)
         cond[:, :, :n_prompt] = prompt_feat.to(device, dtype).transpose(1, 2)
         mel = self.decoder(mu, spks, cond, streaming)  # (1, 80, T_mel)
         return mel[:, :, n_prompt:]
+
+    def speaker(self, embedding: torch.Tensor) -> torch.Tensor:
+        """The speaker x-vector (1, 192), any norm -> L2-normalised and projected: (1, 80)."""
+        weight = self.spk_embed_affine_layer.weight
+        return self.spk_embed_affine_layer(
+            F.normalize(embedding.to(weight.device, weight.dtype), dim=1)
+        )
+
+    def _check_prompt(self, prompt_tokens: torch.Tensor, prompt_feat: torch.Tensor) -> None:
+        ratio = self.cfg.token_mel_ratio
+        if prompt_feat.size(1) != ratio * prompt_tokens.size(1):
+            raise ValueError(
+                f"prompt_feat has {prompt_feat.size(1)} frames for {prompt_tokens.size(1)} "
+                f"prompt tokens; the flow needs exactly {ratio} frames per token"
+            )
 
     def stream(
         self, prompt_tokens: torch.Tensor, prompt_feat: torch.Tensor, embedding: torch.Tensor
@@ -174,21 +185,14 @@ class FlowStream:
         prompt_feat: torch.Tensor,
         embedding: torch.Tensor,
     ) -> None:
-        cfg = flow.cfg
-        if prompt_feat.size(1) != cfg.token_mel_ratio * prompt_tokens.size(1):
-            raise ValueError(
-                f"prompt_feat has {prompt_feat.size(1)} frames for {prompt_tokens.size(1)} "
-                f"prompt tokens; the flow needs exactly {cfg.token_mel_ratio} frames per token"
-            )
+        flow._check_prompt(prompt_tokens, prompt_feat)
         weight = flow.spk_embed_affine_layer.weight
         self.device, self.dtype = weight.device, weight.dtype
         self.flow = flow
         self.prompt_tokens = prompt_tokens.to(self.device).long()  # (1, P)
         self.prompt_mel = prompt_feat.to(self.device, self.dtype).transpose(1, 2)  # (1, 80, 2P)
         with torch.inference_mode():
-            self.spks = flow.spk_embed_affine_layer(
-                F.normalize(embedding.to(self.device, self.dtype), dim=1)
-            )  # (1, 80)
+            self.spks = flow.speaker(embedding)  # (1, 80)
         self.done = 0  # tokens (prompt included) in complete chunks, kept by every layer
         self.finished = False
         self._ids = self.prompt_tokens  # (1, P + L) the tokens of the last call

@@ -147,7 +147,6 @@ class Token2WavStream:
         self.generator = generator
         self.schedule = schedule
         self.reencode = reencode
-        self.chunks = 0  # chunks rendered
         self.groups = 0  # sentence groups ended
         self.earlier = 0  # tokens of the ended groups (all rendered)
         self.tokens: list[int] = []  # the current group's
@@ -243,7 +242,6 @@ class Token2WavStream:
             head = audio[:, :SOURCE_CACHE] * fade_in.to(audio) + self.cache[2] * fade_out.to(audio)
             audio = torch.cat([head, audio[:, SOURCE_CACHE:]], dim=1)
         self.offset = upto
-        self.chunks += 1
         self._rate = (self.clock() - tick) / count
         if last:
             self.cache = None
