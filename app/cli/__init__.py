@@ -23,7 +23,7 @@ DEBUG_ENV = "MINMO_DEBUG"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app.cli import bench, chat, converse, models, speech_tokens, transcribe, tts
+    from app.cli import bench, chat, converse, models, speech_tokens, train, transcribe, tts
 
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument(
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[debug],
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (transcribe, chat, converse, speech_tokens, tts, models, bench):
+    for module in (transcribe, chat, converse, speech_tokens, tts, models, bench, train):
         module.register(subparsers, [debug])
     return parser
 

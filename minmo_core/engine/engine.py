@@ -20,9 +20,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from minmo_core.common.checkpoints import load_into
 from minmo_core.engine.events import (
     AssistantAudio,
     EngineError,
@@ -220,6 +222,13 @@ class ConversationEngine:
         adapters.to(self.llm.device, self.llm.dtype)
         if adapters.lora is not None and getattr(self.llm, "adapter", None) is None:
             self.llm.load_lora(adapters.lora)
+        tuned = (
+            (adapters.voice_encoder, self.sensevoice.encoder, "the voice encoder"),
+            (adapters.voice_lm, self.voice.tokens.lm, "the voice LM"),
+        )
+        for state, module, what in tuned:  # weights the training pipeline fine-tuned
+            if state is not None:
+                load_into(module, state, Path(f"the MinMo adapters' {what}"))
 
     # -- commands, from any thread -----------------------------------------------------
     def start(self) -> ConversationEngine:

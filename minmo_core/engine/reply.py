@@ -173,7 +173,7 @@ def run_reply(
         out.stopped = stop.is_set()
         return out
 
-    if aligned is None:
+    if aligned is None or aligned.adapters.output_projector is None:  # the text drives it
         chunks = _speech_chunks(voice, text_ids(), settings)
     else:
         chunks = _semantic_chunks(voice, semantic_steps(), aligned)

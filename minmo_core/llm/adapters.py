@@ -3,10 +3,14 @@
 MinMo's own weights were never released; our training pipeline writes these, and the
 engine runs in aligned mode when they are present. One folder:
 
-    adapters.json                  format, widths, and each part's configuration
+    adapters.json                  format, widths, each part's configuration, and (from the
+                                   training pipeline) the stages and base models trained on
     input_projector.safetensors    voice-encoder states -> LLM embeddings
-    output_projector.safetensors   [user embedding ; LLM hidden] -> voice-LM vectors
+    output_projector.safetensors   optional: [user embedding ; LLM hidden] -> voice-LM vectors
+                                   (without it the reply's text drives the voice, as composed)
     duplex_predictor.safetensors   optional: keep listening / take the turn / stop speaking
+    voice_encoder.safetensors      optional: SenseVoice's weights after full-align
+    voice_lm.safetensors           optional: the voice LM's weights after t2s fine-tuning
     lora/                          optional: the LLM's LoRA (peft's folder layout)
 
 Sizes come from ``adapters.json`` and are checked against the tensors and against the LLM
@@ -37,14 +41,21 @@ FILES = {
     "output_projector": "output_projector.safetensors",
     "duplex": "duplex_predictor.safetensors",
 }
+STATES = {  # fine-tuned weights of the public models, loaded over the release's own
+    "voice_encoder": "voice_encoder.safetensors",
+    "voice_lm": "voice_lm.safetensors",
+}
 
 
 @dataclass
 class MinMoAdapters:
     input_projector: InputProjector
-    output_projector: OutputProjector
+    output_projector: OutputProjector | None  # None: the voice reads the reply's text
     duplex: FullDuplexPredictor | None = None
     lora: Path | None = None  # a peft folder for ChatLLM.load_lora
+    voice_encoder: dict[str, torch.Tensor] | None = None  # SenseVoice state after full-align
+    voice_lm: dict[str, torch.Tensor] | None = None  # voice-LM state after t2s fine-tuning
+    training: dict | None = None  # what the training pipeline recorded (stages, base models)
 
     @property
     def llm_width(self) -> int:
@@ -70,10 +81,10 @@ class MinMoAdapters:
                 f"they read {self.encoder_width}-wide voice-encoder states, the encoder gives "
                 f"{encoder_width}"
             )
-        out = self.output_projector.cfg
-        if out.d_in != 2 * llm_width:
+        out = self.output_projector.cfg if self.output_projector is not None else None
+        if out is not None and out.d_in != 2 * llm_width:
             problems.append(f"the output projector reads {out.d_in} features, not 2 x {llm_width}")
-        if out.d_out != voice_width:
+        if out is not None and out.d_out != voice_width:
             problems.append(
                 f"the output projector writes {out.d_out}, the voice LM reads {voice_width}"
             )
@@ -102,9 +113,17 @@ def save_adapters(adapters: MinMoAdapters, folder: Path | str) -> Path:
         manifest[name] = asdict(module.cfg)
         state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
         save_file(state, str(folder / FILES[name]))
+    for name, state in (("voice_encoder", adapters.voice_encoder), ("voice_lm", adapters.voice_lm)):
+        manifest[name] = None
+        if state is not None:
+            tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+            save_file(tensors, str(folder / STATES[name]))
+            manifest[name] = STATES[name]
     manifest["lora"] = None
     if adapters.lora is not None:
-        manifest["lora"] = str(Path(adapters.lora).relative_to(folder))
+        manifest["lora"] = str(Path(adapters.lora).resolve().relative_to(folder.resolve()))
+    if adapters.training is not None:
+        manifest["training"] = adapters.training
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return folder
 
@@ -127,9 +146,17 @@ def load_adapters(folder: Path | str) -> MinMoAdapters:
         )
     inp = _part(folder, manifest, "input_projector", InputProjectorConfig, InputProjector)
     out = _part(folder, manifest, "output_projector", OutputProjectorConfig, OutputProjector)
-    if inp is None or out is None:
-        raise CheckpointError(f"{path}: aligned mode needs both projectors")
+    if inp is None:
+        raise CheckpointError(f"{path}: aligned mode needs the input projector")
     duplex = _part(folder, manifest, "duplex", DuplexPredictorConfig, FullDuplexPredictor)
+    states = {}
+    for name, file in STATES.items():
+        if manifest.get(name) is None:
+            states[name] = None
+            continue
+        if manifest[name] != file:
+            raise CheckpointError(f"{path}: {name} must be stored as {file}")
+        states[name] = load_state_dict(folder / file)
     lora = manifest.get("lora")
     if lora is not None:
         lora = (folder / str(lora)).resolve()
@@ -137,7 +164,12 @@ def load_adapters(folder: Path | str) -> MinMoAdapters:
             raise CheckpointError(
                 f"{path}: the LoRA folder {manifest['lora']!r} is not a folder inside {folder}"
             )
-    return MinMoAdapters(inp, out, duplex, lora)
+    training = manifest.get("training")
+    if training is not None and not isinstance(training, dict):
+        raise CheckpointError(f'{path}: "training" must be an object')
+    return MinMoAdapters(
+        inp, out, duplex, lora, states["voice_encoder"], states["voice_lm"], training
+    )
 
 
 def _part(folder: Path, manifest: dict, name: str, config_type, module_type):

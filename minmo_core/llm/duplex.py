@@ -49,12 +49,17 @@ class FullDuplexPredictor(nn.Module):
         returns : torch.Tensor, shape = (batch_size, n_ctx, n_actions), float32
             probabilities of the actions at every position (padded positions are garbage)
         """
+        return self.logits(hidden, lengths).softmax(dim=-1)  # (B, T, n_actions)
+
+    def logits(self, hidden: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """The head's scores before the softmax (what training's cross-entropy reads), same
+        shapes as ``forward``; float32."""
         B, T, _ = hidden.shape
         if lengths is None:
             lengths = torch.full((B,), T, dtype=torch.long, device=hidden.device)
         x = self.proj_in(hidden.to(self.proj_in.weight.dtype))  # (B, T, d_model)
         x = self.ln_post(self.layer(x, lengths_to_mask(lengths, T)))  # (B, T, d_model)
-        return self.head(x).float().softmax(dim=-1)  # (B, T, n_actions)
+        return self.head(x).float()  # (B, T, n_actions)
 
     @torch.inference_mode()
     def decide(self, hidden: Tensor) -> tuple[DuplexAction, Tensor]:

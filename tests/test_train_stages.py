@@ -1,0 +1,264 @@
+"""The training stages on tiny models: what each trains and leaves alone, the adapters it
+writes (loaded by the engine's aligned mode for a spoken turn), resuming a killed run to the
+same weights, and two processes (torchrun, gloo) taking the same steps as one."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+from minmo_core.common.audio import read_audio
+from minmo_core.errors import ConfigError
+from minmo_core.llm.adapters import load_adapters
+from minmo_core.train.config import ModelPaths, StageConfig, TrainingRun, read_run
+from minmo_core.train.data import global_batch, rank_share
+from minmo_core.train.models import load_models
+from minmo_core.train.stages import build_task, run_stage
+from minmo_core.train.trainer import Trainer, learning_rate
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = ("one two", "three", "four five six", "seven", "eight nine", "ten")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> Path:
+    """Six one-second clips of a real recording with made-up transcripts (recognition)."""
+    folder = tmp_path_factory.mktemp("corpus")
+    audio = read_audio(fixtures_dir / "audio" / "sensevoice_sample.wav", 16000)
+    (folder / "clips").mkdir()
+    lines = []
+    for i, words in enumerate(WORDS):
+        sf.write(folder / f"clips/{i}.wav", audio[i * 8000 : i * 8000 + 16000], 16000)
+        lines.append(
+            json.dumps({"audio": f"clips/{i}.wav", "duration": 1.0, "transcript": words,
+                        "language": "en", "task": "asr",
+                        "instruction": "Repeat exactly what was said.", "response": words})
+        )  # fmt: skip
+    (folder / "train.jsonl").write_text("\n".join(lines) + "\n")
+    return folder / "train.jsonl"
+
+
+def make_run(stage: str, corpus: Path, qwen_dir, tiny_sensevoice_dir, out: Path, **kw):
+    adapters = kw.pop("adapters", None)
+    config = StageConfig(
+        stage, str(corpus), kw.pop("eval", None), steps=kw.pop("steps", 6), batch_size=4,
+        micro_batch=2, lr=kw.pop("lr", 3e-3), warmup_steps=2, save_every=2, **kw,
+    )  # fmt: skip
+    models = ModelPaths(
+        str(qwen_dir), str(tiny_sensevoice_dir), adapters=adapters, allow_unpinned=True,
+        device="cpu",
+    )  # fmt: skip
+    return TrainingRun(config, models, str(out))
+
+
+def quiet(*_):
+    pass
+
+
+def trainer_for(run: TrainingRun) -> Trainer:
+    models = load_models(run.models, run.stage)
+    return Trainer(run, models, build_task(run, models), log=quiet)
+
+
+def test_data_order_is_a_function_of_the_step_and_splits_over_processes() -> None:
+    first = global_batch(10, 4, seed=3, step=0)
+    assert first == global_batch(10, 4, seed=3, step=0)
+    assert first != global_batch(10, 4, seed=4, step=0)
+    # steps 0..4 cover two whole epochs: every example twice, each epoch a permutation
+    seen = [i for step in range(5) for i in global_batch(10, 4, 3, step)]
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:]) == list(range(10))
+    assert seen[:10] != seen[10:]
+    # two processes' shares of a global batch are disjoint and make the whole batch
+    batch = global_batch(10, 8, 0, 1)
+    shares = [rank_share(batch, 2, rank, 2) for rank in range(2)]
+    flat = sorted(i for share in shares for micro in share for i in micro)
+    assert flat == sorted(batch) and len(shares[0]) == len(shares[1]) == 2
+
+
+def test_learning_rate_warms_up_then_decays_to_a_tenth() -> None:
+    rates = [learning_rate(s, 1.0, 4, 20) for s in range(20)]
+    assert rates[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in itertools.pairwise(rates[3:]))
+    assert learning_rate(20, 1.0, 4, 20) == pytest.approx(0.1)
+
+
+def test_stage_config_refuses_what_cannot_run(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown stage 'align'"):
+        StageConfig("align", "m.jsonl")
+    with pytest.raises(ConfigError, match="unknown part 'decoder'"):
+        StageConfig("sft", "m.jsonl", trains=("decoder",))
+    with pytest.raises(ConfigError, match="not a multiple of micro_batch 3"):
+        StageConfig("sft", "m.jsonl", batch_size=16, micro_batch=3)
+    with pytest.raises(ConfigError, match="over 3 processes"):
+        StageConfig("sft", "m.jsonl", batch_size=8, micro_batch=2).accumulation(3)
+    toml = tmp_path / "stage.toml"
+    toml.write_text('out = "run"\n[stage]\nstage = "duplex"\ntrain = "d.jsonl"\nbogus = 1\n')
+    with pytest.raises(ConfigError, match=r"stage\.toml \[stage\]: unknown key 'bogus'"):
+        read_run(toml)
+    toml.write_text(
+        'out = "run"\n[stage]\nstage = "pre-align"\ntrain = "a.jsonl"\nsteps = 3\n'
+        '[models]\nllm = "llm"\nsensevoice = "sv"\n'
+    )
+    run = read_run(toml, steps=7)
+    assert run.stage.steps == 7 and run.stage.parts == ("input_projector",)
+    assert run.stage.train == str(tmp_path / "a.jsonl") and run.out == str(tmp_path / "run")
+
+
+def test_pre_align_trains_only_the_input_projector_and_writes_only_it(
+    corpus: Path, qwen_dir, tiny_sensevoice_dir, tmp_path: Path
+) -> None:
+    run = make_run("pre-align", corpus, qwen_dir, tiny_sensevoice_dir, tmp_path / "run")
+    trainer = trainer_for(run)
+    models = trainer.models
+    before = {k: v.detach().clone() for k, v in models.sensevoice.encoder.state_dict().items()}
+    llm_before = {k: v.detach().clone() for k, v in models.llm.model.state_dict().items()}
+    proj_before = [p.detach().clone() for p in models.adapters.input_projector.parameters()]
+    result = trainer.fit()
+    assert result.step == 6 and len(result.losses) == 6
+    moved = [
+        not torch.equal(a, b)
+        for a, b in zip(proj_before, models.adapters.input_projector.parameters(), strict=True)
+    ]
+    assert all(moved)
+    for k, v in models.sensevoice.encoder.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for k, v in models.llm.model.state_dict().items():
+        assert torch.equal(v, llm_before[k]), k
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == list(range(1, 7))
+
+
+def test_stages_chain_and_the_adapters_run_a_spoken_turn_in_aligned_mode(
+    corpus: Path, qwen_dir, tiny_sensevoice_dir, sensevoice, voice, clip, tmp_path: Path
+) -> None:
+    from minmo_core.engine.events import AssistantAudio, EngineError, FinalTranscript, TurnEnded
+    from minmo_core.engine.turns import SilencePolicy
+    from tests.test_aligned import aligned_engine
+    from tests.test_engine import TIMEOUT
+    from tests.test_engine_speech import Mic
+
+    pre = run_stage(make_run("pre-align", corpus, qwen_dir, tiny_sensevoice_dir,
+                             tmp_path / "pre"), parallel=None)  # fmt: skip
+    first = load_adapters(pre.adapters)
+    assert first.output_projector is None and first.duplex is None and first.lora is None
+    assert first.training["trained"] == ["input_projector"]
+    assert set(first.training["base_models"]) == {"llm", "sensevoice"}
+    assert "model.safetensors" in first.training["base_models"]["llm"]
+    # full-align from there: the encoder moves and travels with the adapters
+    full = run_stage(make_run("full-align", corpus, qwen_dir, tiny_sensevoice_dir,
+                              tmp_path / "full", adapters=str(pre.adapters)))  # fmt: skip
+    # sft from there: LoRA on the LLM (trained from B = 0: the LoRA's output moves)
+    sft = run_stage(make_run("sft", corpus, qwen_dir, tiny_sensevoice_dir, tmp_path / "sft",
+                             adapters=str(full.adapters), steps=8, lr=2e-2))  # fmt: skip
+    assert sft.losses[-1] < sft.losses[0]
+    lora = load_file(str(sft.adapters / "lora" / "adapter_model.safetensors"))
+    assert any("lora_B" in k and v.abs().max() > 0 for k, v in lora.items())
+    last = load_adapters(sft.adapters)
+    assert last.training["trained"] == ["encoder", "input_projector", "lora"]
+    assert [s["stage"] for s in last.training["stages"]] == ["pre-align", "full-align", "sft"]
+    assert last.voice_encoder is not None and (sft.adapters / "lora").is_dir()
+    trained_encoder = load_file(str(sft.adapters / "voice_encoder.safetensors"))
+    assert not torch.equal(
+        trained_encoder["encoder.encoders0.0.self_attn.linear_q_k_v.weight"],
+        sensevoice.encoder.state_dict()["encoder.encoders0.0.self_attn.linear_q_k_v.weight"],
+    )
+    # the engine loads them: the encoder's trained weights, the LoRA, a spoken turn
+    engine = aligned_engine(qwen_dir, voice, sensevoice, sft.adapters, SilencePolicy(0.5),
+                            llm={"max_new_tokens": 4})  # fmt: skip
+    try:
+        assert engine.mode == "aligned" and engine.llm.adapter is not None
+        for key, value in engine.sensevoice.encoder.state_dict().items():
+            assert torch.equal(value, trained_encoder[key]), key
+        mic = Mic(engine)
+        mic.audio(clip[:16000])
+        mic.silence(0.6)
+        assert engine.wait_idle(TIMEOUT)
+    finally:
+        engine.shutdown()
+    rec = engine.recorder
+    assert not rec.of(EngineError), rec.of(EngineError)
+    assert rec.of(FinalTranscript) and rec.of(TurnEnded)
+    assert rec.of(AssistantAudio)  # without an output projector the reply's text speaks
+
+
+def test_a_killed_run_resumes_to_the_same_weights_bit_for_bit(
+    corpus: Path, qwen_dir, tiny_sensevoice_dir, tmp_path: Path
+) -> None:
+    whole = trainer_for(make_run("full-align", corpus, qwen_dir, tiny_sensevoice_dir,
+                                 tmp_path / "whole", steps=5))  # fmt: skip
+    whole_result = whole.fit()
+    run = make_run("full-align", corpus, qwen_dir, tiny_sensevoice_dir, tmp_path / "killed",
+                   steps=5)  # fmt: skip
+    killed = trainer_for(run)
+    assert killed.fit(stop_after=3).step == 3  # "killed" after step 3; the last save was 2
+    again = trainer_for(run)  # a new process: fresh models, resumes at step 2
+    result = again.fit()
+    assert again.step == 5 and len(result.losses) == 3
+    assert result.losses == whole_result.losses[2:]
+    for name, param in whole.params.items():
+        assert torch.equal(param, again.params[name]), name
+    steps = [json.loads(line)["step"] for line in
+             (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]  # fmt: skip
+    assert steps == sorted(steps) and steps[:5] == [1, 2, 3, 4, 5]
+    # a different run in the same folder is refused rather than mixed in
+    other = replace(run, stage=replace(run.stage, lr=1e-3, steps=8))
+    with pytest.raises(ConfigError, match=r"different run \(lr differ"):
+        trainer_for(other).fit()
+
+
+def test_bfloat16_autocast_trains_on_the_cpu(
+    corpus: Path, qwen_dir, tiny_sensevoice_dir, tmp_path: Path
+) -> None:
+    run = make_run("sft", corpus, qwen_dir, tiny_sensevoice_dir, tmp_path / "bf16", steps=2,
+                   precision="bfloat16")  # fmt: skip
+    trainer = trainer_for(run)
+    result = trainer.fit()
+    assert all(np.isfinite(result.losses))
+    assert all(p.dtype == torch.float32 for p in trainer.params.values())  # master weights
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_take_the_same_steps_as_one(
+    corpus: Path, qwen_dir, tiny_sensevoice_dir, tmp_path: Path
+) -> None:
+    """torchrun with 2 CPU processes (gloo) and the same global batch: the same loss curve
+    and weights as 1 process, within float tolerance (the gradient sums differ in order)."""
+    config = tmp_path / "stage.toml"
+    config.write_text(
+        f'out = "{tmp_path / "two"}"\n[stage]\nstage = "full-align"\ntrain = "{corpus}"\n'
+        "steps = 4\nbatch_size = 4\nmicro_batch = 1\nlr = 3e-3\nwarmup_steps = 2\n"
+        f'[models]\nllm = "{qwen_dir}"\nsensevoice = "{tiny_sensevoice_dir}"\n'
+        'allow_unpinned = true\ndevice = "cpu"\n'
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [
+        *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"),
+        *("--master_port", str(_free_port()), "-m", "app.cli", "train", "run", str(config)),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = run_stage(replace(read_run(config), out=str(tmp_path / "one")))
+    two = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
+    two_losses = [r["loss"] for r in two if "loss" in r]
+    np.testing.assert_allclose(two_losses, one.losses, rtol=1e-5)
+    a = load_file(str(tmp_path / "one" / "adapters" / "input_projector.safetensors"))
+    b = load_file(str(tmp_path / "two" / "adapters" / "input_projector.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=2e-5)  # Adam: 0.2 % of a step
