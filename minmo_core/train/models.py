@@ -154,7 +154,8 @@ def prepare(models: TrainingModels, stage: StageConfig) -> dict[str, nn.Paramete
     returns the trainable parameters by name."""
     if "lora" in stage.parts and models.llm.adapter is None:
         models.llm.attach_lora(stage.lora_rank, stage.lora_alpha, stage.lora_targets)
-    for module in models.modules().values():
+    frozen = [*models.modules().values(), models.llm.model]  # the LLM: all but its LoRA
+    for module in frozen:
         module.requires_grad_(False)
         module.eval()
     params = models.trainable(stage.parts)
