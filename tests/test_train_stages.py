@@ -4,9 +4,11 @@ same weights, and two processes (torchrun, gloo) taking the same steps as one.""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,7 +27,7 @@ from minmo_core.llm.adapters import load_adapters
 from minmo_core.train.config import ModelPaths, StageConfig, TrainingRun, read_run
 from minmo_core.train.data import global_batch, rank_share
 from minmo_core.train.models import load_models
-from minmo_core.train.stages import build_task, run_stage
+from minmo_core.train.stages import build_task, export, run_stage
 from minmo_core.train.trainer import Trainer, learning_rate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +71,8 @@ def quiet(*_):
 
 def trainer_for(run: TrainingRun) -> Trainer:
     models = load_models(run.models, run.stage)
-    return Trainer(run, models, build_task(run, models), log=quiet)
+    write = functools.partial(export, run, [])
+    return Trainer(run, models, build_task(run, models), write, log=quiet)
 
 
 def test_data_order_is_a_function_of_the_step_and_splits_over_processes() -> None:
@@ -262,3 +265,58 @@ def test_two_processes_take_the_same_steps_as_one(
     b = load_file(str(tmp_path / "two" / "adapters" / "input_projector.safetensors"))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=2e-5)  # Adam: 0.2 % of a step
+
+
+@pytest.fixture(scope="module")
+def episodes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from minmo_core.train import synth
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng renders the episodes: sudo apt-get install espeak-ng")
+    folder = tmp_path_factory.mktemp("episodes")
+    train_voices, held_voices = synth.voice_pool(0)
+    synth.write_dialogues(folder, "train", 8, train_voices, seed=1)
+    synth.write_dialogues(folder, "heldout", 8, held_voices, seed=2)
+    return folder
+
+
+def test_the_duplex_stage_trains_only_the_predictor_and_scores_held_out_episodes(
+    episodes_dir: Path, qwen_dir, tiny_sensevoice_dir, tmp_path: Path
+) -> None:
+    from minmo_core.train import duplex
+
+    run = make_run("duplex", episodes_dir / "train.jsonl", qwen_dir, tiny_sensevoice_dir,
+                   tmp_path / "duplex", eval=str(episodes_dir / "heldout.jsonl"),
+                   steps=4, lr=1e-3)  # fmt: skip
+    trainer = trainer_for(run)
+    models, task = trainer.models, trainer.task
+    # every decision point reads the hidden states of the audio up to it, as live
+    point = task.train.points[0]
+    segment = task.train.segments[point.segment]
+    clip = task.train.audio[segment.example][: int(point.t * 16000)]
+    with torch.no_grad():
+        from minmo_core.engine.turns import duplex_hidden
+
+        live = duplex_hidden(models.sensevoice, models.llm, models.adapters, clip)
+    torch.testing.assert_close(task.train.hidden[0].float(), live.float(), atol=2e-3, rtol=1e-2)
+    labels = {p.label for p in task.train.points}
+    assert labels == {0, 1, 2}  # listen, speak and stop all occur
+    projector = [p.detach().clone() for p in models.adapters.input_projector.parameters()]
+    predictor = [p.detach().clone() for p in models.adapters.duplex.parameters()]
+    result = trainer.fit()
+    for a, b in zip(projector, models.adapters.input_projector.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(predictor, models.adapters.duplex.parameters(), strict=True)
+    )
+    assert {"speak_f1", "stop_f1", "positive_f1"} <= set(result.metrics)
+    assert load_adapters(result.adapters).duplex is not None
+    # the rules on the same held-out points: the silence rule takes every finished turn in
+    # time (1.5 s or more of silence follows), the barge-in rule stops every interruption
+    held = task.heldout
+    window_s = run.stage.duplex_window * duplex.frame_seconds(models)
+    silence = duplex.rule_decisions(held, 16000, lambda p, quiet: quiet >= 0.5)
+    scores = duplex.score(held, silence.__getitem__, window_s)
+    assert scores["speak"].recall == 1.0 and scores["stop"].recall == 1.0
+    assert scores["speak"].fp > 0  # hesitations longer than 0.5 s fool it

@@ -1,6 +1,7 @@
 """``minmo train``: MinMo's training stages from a config file.
 
     minmo train run STAGE.toml [--steps N]     one stage (resumes from its last checkpoint)
+    minmo train demo [--quick]                 every stage, small, on this CPU (app.train_demo)
     torchrun --nproc_per_node 8 -m app.cli train run STAGE.toml    the same, data-parallel
 
 The config names the stage, its manifests, the base model folders and the output folder
@@ -32,6 +33,17 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     run.add_argument("config", type=Path, help="the stage's TOML file")
     run.add_argument("--steps", type=whole_number(1), help="train to this step instead")
     run.set_defaults(func=run_stage)
+    demo = jobs.add_parser(
+        "demo",
+        parents=parents,
+        help="every stage at small scale on this CPU, scored on held-out voices "
+        "(writes the table into docs/TRAINING.md)",
+    )
+    demo.add_argument("--out", type=Path, default=Path("train-demo"), help="working folder")
+    demo.add_argument(
+        "--quick", action="store_true", help="a few examples and steps: checks the plumbing only"
+    )
+    demo.set_defaults(func=run_demo)
 
 
 def run_stage(args: argparse.Namespace) -> int:
@@ -43,4 +55,12 @@ def run_stage(args: argparse.Namespace) -> int:
     result = train(run)
     if result.adapters is not None:
         print(f"adapters written to {result.adapters}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from app.train_demo import FULL, QUICK
+    from app.train_demo import run_demo as demo
+
+    demo(args.out, QUICK if args.quick else FULL)
     return 0

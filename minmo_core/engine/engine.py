@@ -212,22 +212,23 @@ class ConversationEngine:
     def _fit(self, adapters: MinMoAdapters) -> None:
         if not hasattr(self.llm, "hidden_states") or not hasattr(self.llm, "embed"):
             raise ConfigError("aligned mode needs the local Qwen2.5-Instruct LLM, not a remote one")
-        if self.voice is None or self.sensevoice is None:
+        speaks = adapters.output_projector is not None or adapters.voice_lm is not None
+        if self.sensevoice is None or (self.voice is None and speaks):
             raise ConfigError("aligned mode needs the voice encoder and the voice decoder")
         adapters.check_fits(
             self.llm.hidden_size,
             self.sensevoice.encoder.cfg.d_model,
-            self.voice.tokens.lm.sos.shape[-1],
+            self.voice.tokens.lm.sos.shape[-1] if self.voice is not None else None,
         )
         adapters.to(self.llm.device, self.llm.dtype)
         if adapters.lora is not None and getattr(self.llm, "adapter", None) is None:
             self.llm.load_lora(adapters.lora)
         tuned = (
             (adapters.voice_encoder, self.sensevoice.encoder, "the voice encoder"),
-            (adapters.voice_lm, self.voice.tokens.lm, "the voice LM"),
+            (adapters.voice_lm, self.voice.tokens.lm if self.voice else None, "the voice LM"),
         )
         for state, module, what in tuned:  # weights the training pipeline fine-tuned
-            if state is not None:
+            if state is not None and module is not None:
                 load_into(module, state, Path(f"the MinMo adapters' {what}"))
 
     # -- commands, from any thread -----------------------------------------------------

@@ -207,7 +207,8 @@ class DuplexPolicy(JudgedPolicy):
 def duplex_hidden(sensevoice, llm, adapters, audio: np.ndarray):
     """The LLM's last hidden states over the user's speech, as the predictor reads them:
     (T', d_llm) for the last 30 s of ``audio`` (encoder states -> input projector -> LLM)."""
-    _, states = sensevoice.hear(np.asarray(audio, np.float32)[-30 * 16000 :])
+    # the query the engine's spoken turns use ("auto" language, ITN on): the same states
+    _, states = sensevoice.hear(np.asarray(audio, np.float32)[-30 * 16000 :], "auto", True)
     projector = adapters.input_projector
     dtype = projector.conv.weight.dtype
     with torch.inference_mode():

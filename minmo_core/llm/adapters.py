@@ -71,8 +71,9 @@ class MinMoAdapters:
                 part.to(device=device, dtype=dtype).eval()
         return self
 
-    def check_fits(self, llm_width: int, encoder_width: int, voice_width: int) -> None:
-        """Refuse adapters trained for other models, naming the mismatch."""
+    def check_fits(self, llm_width: int, encoder_width: int, voice_width: int | None) -> None:
+        """Refuse adapters trained for other models, naming the mismatch (``voice_width``
+        None: no voice to check the output projector against)."""
         problems = []
         if self.llm_width != llm_width:
             problems.append(f"they are for a {self.llm_width}-wide LLM, this one is {llm_width}")
@@ -84,7 +85,7 @@ class MinMoAdapters:
         out = self.output_projector.cfg if self.output_projector is not None else None
         if out is not None and out.d_in != 2 * llm_width:
             problems.append(f"the output projector reads {out.d_in} features, not 2 x {llm_width}")
-        if out is not None and out.d_out != voice_width:
+        if out is not None and voice_width is not None and out.d_out != voice_width:
             problems.append(
                 f"the output projector writes {out.d_out}, the voice LM reads {voice_width}"
             )

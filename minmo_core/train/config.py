@@ -7,7 +7,7 @@ sub-stages of speech-to-text alignment as stages of their own:
     full-align  voice encoder + input projector
     sft         LoRA on the LLM (speech QA, instructions), projectors frozen
     t2s         output projector (+ the voice LM, optional): semantic vectors drive the voice LM
-    s2s         both projectors on spoken question -> spoken answer
+    s2s         output projector + voice LM on spoken question -> spoken answer (the paper)
     duplex      the full-duplex predictor over the LLM's hidden states
 
 A stage is read from a TOML file (``[stage]`` for the fields of ``StageConfig``, ``[models]``
@@ -29,7 +29,7 @@ STAGE_PARTS = {
     "full-align": ("encoder", "input_projector"),
     "sft": ("lora",),
     "t2s": ("output_projector",),
-    "s2s": ("input_projector", "output_projector"),
+    "s2s": ("output_projector", "voice_lm"),
     "duplex": ("duplex",),
 }
 STAGES = tuple(STAGE_PARTS)
@@ -71,7 +71,6 @@ class StageConfig:
     lora_alpha: int = 16
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     precision: str = "auto"  # one of PRECISIONS
-    fsdp: bool = False  # shard the LLM over the processes (GPU clusters; torch FSDP2)
     tensorboard: bool = False  # also write TensorBoard scalars beside log.jsonl
     system_prompt: str | None = None  # None: the LLM config's default system prompt
     duplex_window: int = 10  # K: LLM frames after an event in which the decision counts
