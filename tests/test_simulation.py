@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import fields
 
@@ -237,7 +238,7 @@ def test_real_speech_clips_can_be_the_near_end(fixtures_dir):
 
 
 def test_missing_espeak_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(sim.shutil, "which", lambda name, *a, **k: None)
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
     with pytest.raises(EspeakNotFoundError, match=r"espeak-ng not found.*apt-get install"):
         make_scenario(CONDITIONS[0], "single_talk", seconds=5.0)
 

@@ -35,11 +35,11 @@ frame is active when its power is within 30 dB of the loudest frame of that sign
 pauses inside a phrase) and every active run is extended by a 50 ms hangover.
 
 Speech is rendered once with ``espeak-ng`` into a cache (``$MINMO_SIM_CACHE`` or
-``<tempdir>/minmo-sim-cache``, keyed by espeak version, voice, speed and text); room impulse
-responses are cached there too. Everything is deterministic given the seed (on one espeak-ng
-version): the far-end content depends only on the seed, the near-end content on the seed (and the
-clips given), the noise on the seed and condition, so one seed gives comparable scenarios across
-conditions and kinds.
+``<tempdir>/minmo-sim-cache``, by ``minmo_core.common.espeak``, keyed by espeak version, voice,
+speed and text); room impulse responses are cached there too. Everything is deterministic
+given the seed (on one espeak-ng version): the far-end content depends only on the seed, the
+near-end content on the seed (and the clips given), the noise on the seed and condition, so one
+seed gives comparable scenarios across conditions and kinds.
 """
 
 from __future__ import annotations
@@ -49,8 +49,6 @@ import hashlib
 import itertools
 import json
 import os
-import shutil
-import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -60,6 +58,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from minmo_core.common.espeak import EspeakNotFoundError, espeak, render_file
 from minmo_core.errors import MissingDependencyError
 
 try:
@@ -166,10 +165,6 @@ NEAR_PHRASES = (
     "Louder please, I can't hear you.",
     "Wait, go back to the beginning.",
 )
-
-
-class EspeakNotFoundError(MissingDependencyError):
-    """espeak-ng, which renders the simulation's speech, is not installed."""
 
 
 # --------------------------------------------------------------------------- conditions
@@ -530,41 +525,11 @@ def cache_dir() -> Path:
 
 
 def _espeak() -> str:
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise EspeakNotFoundError(
-            "espeak-ng not found on PATH: the echo simulation renders its speech with it. "
-            "Install it (Debian/Ubuntu: `sudo apt-get install espeak-ng`, or `make system-deps`; "
-            "macOS: `brew install espeak-ng`)."
-        )
-    return exe
-
-
-@functools.cache
-def _espeak_version(exe: str) -> str:
-    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
-    return out.stdout.strip()
+    return espeak("the echo simulation renders its speech with it")
 
 
 def _tts_file(exe: str, text: str, voice: str, speed: int) -> Path:
-    key = hashlib.sha256(
-        "\0".join([_espeak_version(exe), voice, str(speed), text]).encode()
-    ).hexdigest()[:32]
-    path = cache_dir() / f"tts-{key}.wav"
-    if not path.exists():
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.wav")
-        proc = subprocess.run(
-            [exe, "-v", voice, "-s", str(speed), "-w", str(tmp), text],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0 or not tmp.exists() or tmp.stat().st_size <= 44:
-            tmp.unlink(missing_ok=True)
-            raise RuntimeError(
-                f"espeak-ng failed for voice {voice!r} ({proc.returncode}): {proc.stderr.strip()}"
-            )
-        os.replace(tmp, path)
-    return path
+    return render_file(exe, text, cache_dir(), voice, speed, prefix="tts-")
 
 
 @functools.lru_cache(maxsize=1024)

@@ -25,8 +25,6 @@ at random, with the same fallback: what Smart Turn adds over its timing alone.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -37,7 +35,7 @@ import numpy as np
 
 from app.bench.record import Table, machine_name
 from minmo_core.common.audio import frame_levels_dbfs, read_audio
-from minmo_core.errors import MissingDependencyError
+from minmo_core.common.espeak import espeak, render_file
 
 SENTENCES = (
     "When you get a chance tomorrow morning, could you remind me to call the dentist?",
@@ -81,13 +79,8 @@ class Case:
 
 
 def _espeak(text: str, voice: str, folder: Path, ssml: bool = False) -> np.ndarray:
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise MissingDependencyError("espeak-ng renders the turn-taking cases: install espeak-ng")
-    path = folder / f"{abs(hash((text, voice)))}.wav"
-    flags = ["-m"] if ssml else []
-    subprocess.run([exe, *flags, "-v", voice, "-s", "150", "-w", str(path), text], check=True)
-    return _trim(read_audio(path, RATE))
+    exe = espeak("the turn-taking cases are spoken by it")
+    return _trim(read_audio(render_file(exe, text, folder, voice, 150, ssml=ssml), RATE))
 
 
 def cut_points(text: str, lo: float = 0.3, hi: float = 0.8) -> list[int]:

@@ -16,11 +16,10 @@ to 16 kHz (soxr), trims leading and trailing silence (10 ms frames more than ``T
 the loudest frame; espeak's silence is exact zeros) and scales the speech to an *active* RMS
 of ``SPEECH_LEVEL_DBFS`` (RMS over the frames within ``ACTIVE_DB`` of the loudest), so every
 voice and text lands at the same loudness whatever its crest factor. espeak's output is
-cached on disk, keyed by sha256 of (espeak version, voice, speed, pitch, SSML or not, text),
-in ``$MINMO_SYNTH_CACHE`` or ``<tempdir>/minmo-synth-cache``; a render is written under a
-temporary name and moved into place with ``os.replace``, so parallel processes never read a
-half-written file. A hesitation's two halves come from one SSML render with a ``<break>``
-after the cut, split at that break: the first half keeps espeak's continuation prosody
+cached by ``minmo_core.common.espeak`` (keyed by espeak version, voice, speed, pitch, SSML or
+not, and text; written atomically) in ``$MINMO_SYNTH_CACHE`` or
+``<tempdir>/minmo-synth-cache``. A hesitation's two halves come from one SSML render with a
+``<break>`` after the cut, split at that break: the first half keeps espeak's continuation prosody
 instead of sounding finished.
 
 Voices (``voice_pool``) are English espeak accents x voice variants, each with its own speed
@@ -58,11 +57,8 @@ a seed unchanged. Same seed, same espeak-ng: byte-identical manifests and audio.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
-import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -76,6 +72,7 @@ import numpy as np
 import soundfile as sf
 
 from minmo_core.common.audio import frame_levels_dbfs, resample
+from minmo_core.common.espeak import espeak, render_file
 from minmo_core.errors import MissingDependencyError
 
 SAMPLE_RATE = 16000
@@ -238,45 +235,12 @@ def cache_dir() -> Path:
 
 
 def _espeak() -> str:
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise MissingDependencyError(
-            "espeak-ng not found on PATH: the synthetic training data is spoken by it. "
-            "Install it (Debian/Ubuntu: `sudo apt-get install espeak-ng`; "
-            "macOS: `brew install espeak-ng`)."
-        )
-    return exe
-
-
-@functools.cache
-def _espeak_version(exe: str) -> str:
-    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
-    return out.stdout.strip()
+    return espeak("the synthetic training data is spoken by it")
 
 
 def _espeak_file(exe: str, text: str, voice: Voice, ssml: bool) -> Path:
     """espeak-ng's WAV for ``text`` (cached on disk; rendered on a miss)."""
-    fields = [_espeak_version(exe), voice.name, str(voice.speed), str(voice.pitch), str(ssml), text]
-    key = hashlib.sha256("\0".join(fields).encode()).hexdigest()[:32]
-    folder = cache_dir()
-    path = folder / f"{key}.wav"
-    if path.exists():
-        return path
-    handle, tmp = tempfile.mkstemp(prefix=f"{key}.", suffix=".tmp", dir=folder)
-    os.close(handle)
-    flags = ["-m"] if ssml else []
-    command = [exe, *flags, "-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch)]
-    try:
-        proc = subprocess.run([*command, "-w", tmp, text], capture_output=True, text=True)
-        if proc.returncode != 0 or os.path.getsize(tmp) <= 44:
-            raise RuntimeError(
-                f"espeak-ng failed on {text!r} with voice {voice.key} ({proc.returncode}): "
-                f"{proc.stderr.strip()}"
-            )
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)  # only left when espeak failed
-    return path
+    return render_file(exe, text, cache_dir(), voice.name, voice.speed, voice.pitch, ssml)
 
 
 @functools.lru_cache(maxsize=4096)
