@@ -133,25 +133,13 @@ def make_data(folder: Path, size: DemoSize, seed: int = 0) -> dict[str, Path]:
     }  # fmt: skip
 
 
-def _trainer(run):
-    import functools
-
-    from minmo_core.train.models import load_models
-    from minmo_core.train.stages import build_task, export
-    from minmo_core.train.trainer import Trainer
-
-    models = load_models(run.models, run.stage)
-    trained = (models.adapters.training or {}).get("trained", [])
-    task = build_task(run, models)
-    return Trainer(run, models, task, functools.partial(export, run, trained))
-
-
 def run_demo(out: Path, size: DemoSize = FULL, say: Callable[[str], None] = print) -> list[Row]:
     from app.real_models import FETCH, smollm2_folder
     from minmo_core.common.audio import read_audio
     from minmo_core.train import duplex
     from minmo_core.train.config import ModelPaths, StageConfig, TrainingRun
     from minmo_core.train.manifest import read_manifest
+    from minmo_core.train.stages import make_trainer
 
     llm = smollm2_folder()
     if llm is None:
@@ -172,7 +160,7 @@ def run_demo(out: Path, size: DemoSize = FULL, say: Callable[[str], None] = prin
             system_prompt=SYSTEM_PROMPT,
         )  # fmt: skip
         paths = ModelPaths(str(llm), str(encoder), adapters=adapters, allow_unpinned=True)
-        trainer = _trainer(TrainingRun(config, paths, str(out / stage)))
+        trainer = make_trainer(TrainingRun(config, paths, str(out / stage)))
         say(f"{stage}: held-out metrics before training")
         before = trainer.evaluate()
         tick = time.perf_counter()
@@ -190,7 +178,7 @@ def run_demo(out: Path, size: DemoSize = FULL, say: Callable[[str], None] = prin
         save_every=50, system_prompt=SYSTEM_PROMPT,
     )  # fmt: skip
     paths = ModelPaths(str(llm), str(encoder), adapters=adapters, allow_unpinned=True)
-    trainer = _trainer(TrainingRun(config, paths, str(out / "duplex")))
+    trainer = make_trainer(TrainingRun(config, paths, str(out / "duplex")))
     before = trainer.evaluate()
     tick = time.perf_counter()
     result = trainer.fit()
@@ -223,7 +211,7 @@ def _rule_scores(held, window_s: float) -> dict:
 
     found = {}
     for ms in (500, 800):
-        decisions = duplex.rule_decisions(held, 16000, lambda p, s, t=ms / 1000: s >= t)
+        decisions = duplex.rule_decisions(held, lambda p, s, t=ms / 1000: s >= t)
         found[f"silence {ms} ms"] = duplex.score(held, decisions.__getitem__, window_s)
     decisions = duplex.smart_turn_rule(held, 16000, SmartTurnModel())
     found["Smart Turn v3.2"] = duplex.score(held, decisions.__getitem__, window_s)

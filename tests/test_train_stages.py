@@ -4,7 +4,6 @@ same weights, and two processes (torchrun, gloo) taking the same steps as one.""
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import os
@@ -26,8 +25,7 @@ from minmo_core.errors import ConfigError
 from minmo_core.llm.adapters import load_adapters
 from minmo_core.train.config import ModelPaths, StageConfig, TrainingRun, read_run
 from minmo_core.train.data import global_batch, rank_share
-from minmo_core.train.models import load_models
-from minmo_core.train.stages import build_task, export, run_stage
+from minmo_core.train.stages import make_trainer, run_stage
 from minmo_core.train.trainer import Trainer, learning_rate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,9 +68,7 @@ def quiet(*_):
 
 
 def trainer_for(run: TrainingRun) -> Trainer:
-    models = load_models(run.models, run.stage)
-    write = functools.partial(export, run, [])
-    return Trainer(run, models, build_task(run, models), write, log=quiet)
+    return make_trainer(run, log=quiet)
 
 
 def test_data_order_is_a_function_of_the_step_and_splits_over_processes() -> None:
@@ -316,7 +312,7 @@ def test_the_duplex_stage_trains_only_the_predictor_and_scores_held_out_episodes
     # time (1.5 s or more of silence follows), the barge-in rule stops every interruption
     held = task.heldout
     window_s = run.stage.duplex_window * duplex.frame_seconds(models)
-    silence = duplex.rule_decisions(held, 16000, lambda p, quiet: quiet >= 0.5)
+    silence = duplex.rule_decisions(held, lambda p, quiet: quiet >= 0.5)
     scores = duplex.score(held, silence.__getitem__, window_s)
     assert scores["speak"].recall == 1.0 and scores["stop"].recall == 1.0
     assert scores["speak"].fp > 0  # hesitations longer than 0.5 s fool it

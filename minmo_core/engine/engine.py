@@ -20,11 +20,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-from minmo_core.common.checkpoints import load_into
 from minmo_core.engine.events import (
     AssistantAudio,
     EngineError,
@@ -223,13 +221,8 @@ class ConversationEngine:
         adapters.to(self.llm.device, self.llm.dtype)
         if adapters.lora is not None and getattr(self.llm, "adapter", None) is None:
             self.llm.load_lora(adapters.lora)
-        tuned = (
-            (adapters.voice_encoder, self.sensevoice.encoder, "the voice encoder"),
-            (adapters.voice_lm, self.voice.tokens.lm if self.voice else None, "the voice LM"),
-        )
-        for state, module, what in tuned:  # weights the training pipeline fine-tuned
-            if state is not None and module is not None:
-                load_into(module, state, Path(f"the MinMo adapters' {what}"))
+        voice_lm = self.voice.tokens.lm if self.voice is not None else None
+        adapters.load_tuned_weights(self.sensevoice.encoder, voice_lm)
 
     # -- commands, from any thread -----------------------------------------------------
     def start(self) -> ConversationEngine:

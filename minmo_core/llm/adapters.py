@@ -56,6 +56,7 @@ class MinMoAdapters:
     voice_encoder: dict[str, torch.Tensor] | None = None  # SenseVoice state after full-align
     voice_lm: dict[str, torch.Tensor] | None = None  # voice-LM state after t2s fine-tuning
     training: dict | None = None  # what the training pipeline recorded (stages, base models)
+    folder: Path | None = None  # where they were loaded from (named in errors)
 
     @property
     def llm_width(self) -> int:
@@ -70,6 +71,17 @@ class MinMoAdapters:
             if part is not None:
                 part.to(device=device, dtype=dtype).eval()
         return self
+
+    def load_tuned_weights(
+        self, encoder: torch.nn.Module | None, voice_lm: torch.nn.Module | None
+    ) -> None:
+        """Put the fine-tuned voice encoder and voice LM weights (when the adapters hold
+        them) into the given modules; a mismatch is named by its file."""
+        tuned = (("voice_encoder", self.voice_encoder, encoder),
+                 ("voice_lm", self.voice_lm, voice_lm))  # fmt: skip
+        for name, state, module in tuned:
+            if state is not None and module is not None:
+                load_into(module, state, Path(self.folder or "the MinMo adapters") / STATES[name])
 
     def check_fits(self, llm_width: int, encoder_width: int, voice_width: int | None) -> None:
         """Refuse adapters trained for other models, naming the mismatch (``voice_width``
@@ -169,7 +181,7 @@ def load_adapters(folder: Path | str) -> MinMoAdapters:
     if training is not None and not isinstance(training, dict):
         raise CheckpointError(f'{path}: "training" must be an object')
     return MinMoAdapters(
-        inp, out, duplex, lora, states["voice_encoder"], states["voice_lm"], training
+        inp, out, duplex, lora, states["voice_encoder"], states["voice_lm"], training, folder
     )
 
 

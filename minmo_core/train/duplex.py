@@ -30,7 +30,7 @@ positive. The rules compared: the silence rule (take the turn after T of silence
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -122,6 +122,7 @@ class Episodes:
     segments: list[Segment]
     points: list[Point]
     hidden: list[torch.Tensor]  # per point, (T, d_llm) float16 on the CPU
+    voiced: list[np.ndarray] = field(default_factory=list)  # per episode, ``speech_frames``
 
     def __len__(self) -> int:
         return len(self.points)
@@ -137,11 +138,12 @@ def cut_episodes(
 ) -> Episodes:
     rate = models.sensevoice.sample_rate
     window_s = window_frames * frame_seconds(models)
-    audio, segments, points = [], [], []
+    audio, voiced, segments, points = [], [], [], []
     for index, example in enumerate(examples):
         clip = load_clip(example, models)
         audio.append(clip)
-        for segment in segments_of(index, example, speech_frames(clip, rate)):
+        voiced.append(speech_frames(clip, rate))
+        for segment in segments_of(index, example, voiced[-1]):
             segments.append(segment)
             for t in points_of(segment, window_s, hop_s, training):
                 label = LABELS[segment.label] if t < segment.start + window_s else 0
@@ -154,7 +156,7 @@ def cut_episodes(
             whole = audio[segments[p.segment].example]
             clips.append(whole[: int(p.t * rate)][-SECONDS * rate :])
         hidden.extend(_hidden(models, clips))
-    return Episodes(list(examples), audio, segments, points, hidden)
+    return Episodes(list(examples), audio, segments, points, hidden, voiced)
 
 
 @torch.no_grad()
@@ -220,22 +222,21 @@ def predictor_decisions(models: TrainingModels, episodes: Episodes, batch: int =
     return out
 
 
-def _silence_and_voice(episodes: Episodes, p: Point, rate: int) -> tuple[float, float]:
+def _silence_and_voice(episodes: Episodes, p: Point) -> tuple[float, float]:
     """At a point: seconds since the user's voice last sounded, and seconds of voice so far."""
-    voiced = speech_frames(episodes.audio[episodes.segments[p.segment].example], rate)
-    upto = voiced[: int(p.t * 100)]
+    upto = episodes.voiced[episodes.segments[p.segment].example][: int(p.t * 100)]
     on = np.flatnonzero(upto)
     if on.size == 0:
         return p.t, 0.0
     return p.t - (on[-1] + 1) / 100, on.size / 100
 
 
-def rule_decisions(episodes: Episodes, rate: int, take_turn: Callable[[Point, float], bool]):
+def rule_decisions(episodes: Episodes, take_turn: Callable[[Point, float], bool]):
     """A rule's decisions: ``take_turn(point, silence_s)`` in the user's turn; the barge-in
     rule while the assistant speaks."""
     out = []
     for p in episodes.points:
-        silence, voice = _silence_and_voice(episodes, p, rate)
+        silence, voice = _silence_and_voice(episodes, p)
         if episodes.segments[p.segment].speaking:
             stop = voice >= BARGE_IN_S
             out.append(DuplexAction.STOP_SPEAKING if stop else DuplexAction.KEEP_LISTENING)
@@ -264,7 +265,7 @@ def smart_turn_rule(episodes: Episodes, rate: int, model, threshold: float = 0.3
             verdicts[key] = model.probability(heard) > threshold
         return verdicts[key]
 
-    return rule_decisions(episodes, rate, take)
+    return rule_decisions(episodes, take)
 
 
 __all__ = [

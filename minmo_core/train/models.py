@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from minmo_core.common.checkpoints import load_into
 from minmo_core.config import (
     DuplexPredictorConfig,
     InputProjectorConfig,
@@ -134,10 +133,8 @@ def load_models(paths: ModelPaths, stage: StageConfig, seed: int | None = None) 
                 fresh = fresh_adapters(llm, sensevoice, voice_width)
             adapters.duplex = adapters.duplex or fresh.duplex
             adapters.output_projector = adapters.output_projector or fresh.output_projector
-        for state, module in ((adapters.voice_encoder, sensevoice.encoder),
-                              (adapters.voice_lm, voice.tokens.lm if voice else None)):  # fmt: skip
-            if state is not None and module is not None:
-                load_into(module, state, Path(paths.adapters))
+        voice_lm = voice.tokens.lm if voice is not None else None
+        adapters.load_tuned_weights(sensevoice.encoder, voice_lm)
         if adapters.lora is not None:
             llm.load_lora(adapters.lora)
         adapters.check_fits(llm.hidden_size, sensevoice.encoder.cfg.d_model, voice_width)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -118,8 +118,6 @@ def respond(models: TrainingModels, example: Example, max_new_tokens: int = 32) 
 
 
 def _greedy(config):
-    from dataclasses import replace
-
     return replace(config, temperature=0.0, repetition_penalty=1.0)
 
 

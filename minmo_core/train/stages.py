@@ -160,18 +160,20 @@ def export(run: TrainingRun, trained_before: Sequence[str], models: TrainingMode
     return save_adapters(out, folder)
 
 
+def make_trainer(run: TrainingRun, parallel: Distributed | None = None, log=None) -> Trainer:
+    """The stage's models, task and trainer, which writes the adapters at the end."""
+    models = load_models(run.models, run.stage)
+    trained_before = (models.adapters.training or {}).get("trained", [])
+    write = functools.partial(export, run, trained_before)
+    return Trainer(run, models, build_task(run, models), write, parallel, log)
+
+
 def run_stage(
     run: TrainingRun, stop_after: int | None = None, parallel: Distributed | None = None
 ) -> Result:
     """Load the models, train the stage (resuming if its folder holds a checkpoint), and
     write the adapters."""
-    parallel = parallel or Distributed.from_env()
-    models = load_models(run.models, run.stage)
-    trained_before = (models.adapters.training or {}).get("trained", [])
-    task = build_task(run, models)
-    write = functools.partial(export, run, trained_before)
-    trainer = Trainer(run, models, task, write, parallel)
-    return trainer.fit(stop_after)
+    return make_trainer(run, parallel or Distributed.from_env()).fit(stop_after)
 
 
 __all__ = [
@@ -181,5 +183,6 @@ __all__ = [
     "build_task",
     "evaluate_speech_to_text",
     "export",
+    "make_trainer",
     "run_stage",
 ]

@@ -74,6 +74,7 @@ import soundfile as sf
 from minmo_core.common.audio import frame_levels_dbfs, resample
 from minmo_core.common.espeak import espeak, render_file
 from minmo_core.errors import MissingDependencyError
+from minmo_core.train.metrics import number_words
 
 SAMPLE_RATE = 16000
 FRAME = SAMPLE_RATE // 100  # 160 samples: the 10 ms frame of frame_levels_dbfs
@@ -92,11 +93,7 @@ HELD_OUT_VOICES = 8  # each with its own variant; the other 77 - 8 = 69 pairs tr
 SPEED_WPM = (130, 190)  # espeak -s, inclusive
 PITCH = (30, 70)  # espeak -p, inclusive
 
-NUMBERS = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-    "nineteen", "twenty",
-)  # fmt: skip
+NUMBERS = tuple(number_words(n) for n in range(21))  # zero .. twenty
 MINUTES = ("", "oh five", "ten", "fifteen", "twenty", "thirty", "forty", "forty five", "fifty")
 TIME_COMMANDS = (
     "set an alarm for {}", "wake me up at {}", "remind me at {}", "set a reminder for {}",
