@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from minmo_core.common.audio import read_audio
-from minmo_core.errors import ConfigError
+from minmo_core.errors import CheckpointError, ConfigError
 from minmo_core.llm.adapters import load_adapters
 from minmo_core.train.config import ModelPaths, StageConfig, TrainingRun, read_run
 from minmo_core.train.data import global_batch, rank_share
@@ -316,3 +316,20 @@ def test_the_duplex_stage_trains_only_the_predictor_and_scores_held_out_episodes
     scores = duplex.score(held, silence.__getitem__, window_s)
     assert scores["speak"].recall == 1.0 and scores["stop"].recall == 1.0
     assert scores["speak"].fp > 0  # hesitations longer than 0.5 s fool it
+
+
+def test_a_damaged_checkpoint_is_named_not_loaded(
+    corpus: Path, qwen_dir, tiny_sensevoice_dir, tmp_path: Path
+) -> None:
+    run = make_run("pre-align", corpus, qwen_dir, tiny_sensevoice_dir, tmp_path / "run", steps=4)
+    trainer_for(run).fit(stop_after=2)
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-000002"
+    for name, message in (("optimizer.pt", r"optimizer\.pt is damaged"),
+                          ("trainable.safetensors", r"trainable\.safetensors")):  # fmt: skip
+        file = checkpoint / name
+        good = file.read_bytes()
+        file.write_bytes(good[: len(good) // 2])
+        with pytest.raises(CheckpointError, match=message):
+            trainer_for(run).fit()
+        file.write_bytes(good)
+    assert trainer_for(run).fit().step == 4  # mended, it resumes

@@ -31,9 +31,10 @@ from typing import Protocol
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from minmo_core.errors import CheckpointError, ConfigError
+from minmo_core.common.checkpoints import load_state_dict
+from minmo_core.errors import CheckpointError, ConfigError, first_line
 from minmo_core.train.config import TrainingRun, run_from_dict
 from minmo_core.train.data import global_batch, rank_share
 from minmo_core.train.models import TrainingModels, prepare
@@ -189,15 +190,19 @@ class Trainer:
                 f"{folder} was written by a different run ({', '.join(differs)} differ); "
                 f"use a new output folder or remove {self.out / CHECKPOINTS}"
             )
-        state = load_file(str(folder / "trainable.safetensors"))
+        state = load_state_dict(folder / "trainable.safetensors")
         if set(state) != set(self.params):
             raise CheckpointError(f"{folder} holds other parameters than this stage trains")
         with torch.no_grad():
             for name, param in self.params.items():
                 param.copy_(state[name])
-        optimizer = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
-        self.optimizer.load_state_dict(optimizer)
-        torch.set_rng_state(load_file(str(folder / "rng.safetensors"))["cpu"])
+        path = folder / "optimizer.pt"
+        try:
+            optimizer = torch.load(path, weights_only=True, map_location="cpu")
+            self.optimizer.load_state_dict(optimizer)
+        except (OSError, RuntimeError, ValueError, KeyError, EOFError) as err:
+            raise CheckpointError(f"{path} is damaged ({first_line(err)})") from err
+        torch.set_rng_state(load_state_dict(folder / "rng.safetensors")["cpu"])
         self.step = int(meta["step"])
         self._truncate_log()
         self.print(f"resuming {self.stage.stage} at step {self.step} from {folder}")
