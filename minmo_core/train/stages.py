@@ -24,6 +24,7 @@ from minmo_core.train.config import S2T_STAGES, TrainingRun
 from minmo_core.train.manifest import Example, read_manifest
 from minmo_core.train.metrics import answer_accuracy, word_error_rate
 from minmo_core.train.models import TrainingModels, load_models, lora_folder
+from minmo_core.train.t2s import TextToSpeechTask
 from minmo_core.train.trainer import Distributed, Result, Trainer
 
 BASE_FILES = ("*.safetensors", "*.pt", "*.onnx", "config.json", "config.yaml", "*.model")
@@ -118,7 +119,12 @@ def build_task(run: TrainingRun, models: TrainingModels):
         return SpeechToTextTask(run, models)
     if stage == "duplex":
         return DuplexTask(run, models)
-    raise ConfigError(f"the {stage} stage is not built yet (speech-to-text and duplex are)")
+    if stage == "t2s":
+        replies = ("asr", "qa", "instruction", "s2s")
+        train = [e for e in _examples(run.stage.train, replies) if e.response]
+        heldout = [e for e in _examples(run.stage.eval, replies) if e.response]
+        return TextToSpeechTask(train, heldout, models)
+    raise ConfigError(f"the {stage} stage is not built yet (speech-to-text, t2s and duplex are)")
 
 
 def base_model_files(run: TrainingRun) -> dict[str, dict[str, str]]:
