@@ -234,15 +234,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.parametrize(
+    ("stage", "fsdp"), [("full-align", False), ("sft", True)], ids=["ddp", "fsdp-lora"]
+)
 def test_two_processes_take_the_same_steps_as_one(
-    corpus: Path, qwen_dir, tiny_sensevoice_dir, tmp_path: Path
+    stage: str, fsdp: bool, corpus: Path, qwen_dir, tiny_sensevoice_dir, tmp_path: Path
 ) -> None:
     """torchrun with 2 CPU processes (gloo) and the same global batch: the same loss curve
-    and weights as 1 process, within float tolerance (the gradient sums differ in order)."""
+    and weights as 1 process, within float tolerance (the gradient sums differ in order).
+    With ``fsdp`` the LLM's decoder layers are sharded over the two (the LoRA trained in
+    them stays whole): the same again."""
     config = tmp_path / "stage.toml"
     config.write_text(
-        f'out = "{tmp_path / "two"}"\n[stage]\nstage = "full-align"\ntrain = "{corpus}"\n'
+        f'out = "{tmp_path / "two"}"\n[stage]\nstage = "{stage}"\ntrain = "{corpus}"\n'
         "steps = 4\nbatch_size = 4\nmicro_batch = 1\nlr = 3e-3\nwarmup_steps = 2\n"
+        f"fsdp = {str(fsdp).lower()}\n"
         f'[models]\nllm = "{qwen_dir}"\nsensevoice = "{tiny_sensevoice_dir}"\n'
         'allow_unpinned = true\ndevice = "cpu"\n'
     )
@@ -253,14 +259,18 @@ def test_two_processes_take_the_same_steps_as_one(
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert ("LLM layers sharded over 2 processes" in done.stderr) == fsdp
     one = run_stage(replace(read_run(config), out=str(tmp_path / "one")))
     two = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
     two_losses = [r["loss"] for r in two if "loss" in r]
     np.testing.assert_allclose(two_losses, one.losses, rtol=1e-5)
-    a = load_file(str(tmp_path / "one" / "adapters" / "input_projector.safetensors"))
-    b = load_file(str(tmp_path / "two" / "adapters" / "input_projector.safetensors"))
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=2e-5)  # Adam: 0.2 % of a step
+    files = sorted(p.relative_to(tmp_path / "one") for p in
+                   (tmp_path / "one" / "adapters").rglob("*.safetensors"))  # fmt: skip
+    assert any("lora" in str(f) for f in files) == (stage == "sft")
+    for file in files:
+        a, b = load_file(str(tmp_path / "one" / file)), load_file(str(tmp_path / "two" / file))
+        for key in a:  # Adam: 0.2 % of a step
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=2e-5)
 
 
 @pytest.fixture(scope="module")
@@ -373,14 +383,66 @@ def test_the_t2s_stage_trains_the_output_projector_against_the_composed_path(
     run = replace(run, models=replace(run.models, cosyvoice=str(tiny_release_dir)))
     trainer = trainer_for(run)
     models = trainer.models
-    lm_before = {k: v.detach().clone() for k, v in models.voice.tokens.lm.state_dict().items()}
+    lm_before = {k: v.detach().clone() for k, v in models.voice.lm.state_dict().items()}
     result = trainer.fit()
     assert result.losses[-1] < result.losses[0]
     # (a random voice LM mostly repeats itself: accuracy is a real measure only with a
     # trained one, so here it is only reported)
     assert 0.0 <= result.metrics["token_accuracy"] <= 1.0
-    for key, value in models.voice.tokens.lm.state_dict().items():
+    for key, value in models.voice.lm.state_dict().items():
         assert torch.equal(value, lm_before[key]), key
     adapters = load_adapters(result.adapters)
     assert adapters.output_projector is not None
     assert adapters.training["trained"] == ["output_projector"]
+
+
+def test_the_s2s_stage_trains_the_output_projector_and_voice_lm_from_speech(
+    corpus: Path, qwen_dir, tiny_sensevoice_dir, tiny_release_dir, tmp_path: Path
+) -> None:
+    """Spoken question -> spoken answer: the semantic path read from the LLM's states over
+    the speech learns the composed path's tokens; by default the voice LM is fine-tuned with
+    the output projector and nothing upstream moves. Training the input projector too adds
+    the response's text loss (every scored position counted)."""
+    from minmo_core.train.s2s import SpeechToSpeechTask
+    from minmo_core.train.s2t import count_targets
+
+    run = make_run("s2s", corpus, qwen_dir, tiny_sensevoice_dir, tmp_path / "s2s",
+                   eval=str(corpus), steps=8, lr=3e-3)  # fmt: skip
+    run = replace(run, models=replace(run.models, cosyvoice=str(tiny_release_dir)))
+    trainer = trainer_for(run)
+    models = trainer.models
+    task = trainer.task
+    assert isinstance(task, SpeechToSpeechTask) and not task.with_text
+    lm_before = {k: v.detach().clone() for k, v in models.voice.lm.state_dict().items()}
+    projector_before = {
+        k: v.detach().clone() for k, v in models.adapters.input_projector.state_dict().items()
+    }
+    with torch.no_grad():
+        before = float(task.loss_sum(task.examples))
+    result = trainer.fit()
+    with torch.no_grad():
+        assert float(task.loss_sum(task.examples)) < 0.8 * before  # over all its examples
+    assert 0.0 <= result.metrics["token_accuracy"] <= 1.0
+    lm_after = models.voice.lm.state_dict()
+    assert any(not torch.equal(lm_after[k], v) for k, v in lm_before.items())  # fine-tuned
+    for key, value in models.adapters.input_projector.state_dict().items():
+        assert torch.equal(value, projector_before[key]), key
+    adapters = load_adapters(result.adapters)
+    assert adapters.output_projector is not None and adapters.voice_lm is not None
+    assert adapters.training["trained"] == ["output_projector", "voice_lm"]
+    # the tied text head is stored once and restored on loading
+    from minmo_core.voice.voice_lm import load_voice_lm
+
+    fresh, _ = load_voice_lm(tiny_release_dir, "cpu", torch.float32, allow_unpinned=True)
+    adapters.load_tuned_weights(None, fresh)
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, lm_after[key]), key
+
+    # with an upstream part the text loss joins, and the count covers its tokens
+    joint = replace(run, stage=replace(run.stage, trains=("input_projector", "output_projector")),
+                    out=str(tmp_path / "joint"))  # fmt: skip
+    task2 = trainer_for(joint).task
+    assert task2.with_text
+    example = task2.examples[0]
+    n_text = count_targets(task2.models.llm, example)  # the response's tokens and the end
+    assert task2.count(example) == task.count(task.examples[0]) + n_text

@@ -81,7 +81,8 @@ class MinMoAdapters:
                  ("voice_lm", self.voice_lm, voice_lm))  # fmt: skip
         for name, state, module in tuned:
             if state is not None and module is not None:
-                load_into(module, state, Path(self.folder or "the MinMo adapters") / STATES[name])
+                source = Path(self.folder or "the MinMo adapters") / STATES[name]
+                load_into(module, _with_tied(module, state), source)
 
     def check_fits(self, llm_width: int, encoder_width: int, voice_width: int | None) -> None:
         """Refuse adapters trained for other models, naming the mismatch (``voice_width``
@@ -129,8 +130,7 @@ def save_adapters(adapters: MinMoAdapters, folder: Path | str) -> Path:
     for name, state in (("voice_encoder", adapters.voice_encoder), ("voice_lm", adapters.voice_lm)):
         manifest[name] = None
         if state is not None:
-            tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-            save_file(tensors, str(folder / STATES[name]))
+            save_file(_untied(state), str(folder / STATES[name]))
             manifest[name] = STATES[name]
     manifest["lora"] = None
     if adapters.lora is not None:
@@ -139,6 +139,35 @@ def save_adapters(adapters: MinMoAdapters, folder: Path | str) -> Path:
         manifest["training"] = adapters.training
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return folder
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple:
+    return (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+
+
+def _untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict for safetensors: a tied weight (the voice LM's text head is its embedding)
+    is kept once, under its first name; ``_with_tied`` restores the others on loading."""
+    kept: dict[tuple, str] = {}
+    out = {}
+    for key, tensor in state.items():
+        alias = _storage_key(tensor)
+        if alias not in kept:
+            kept[alias] = key
+            out[key] = tensor.detach().contiguous().cpu()
+    return out
+
+
+def _with_tied(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict:
+    """``state`` with the names ``_untied`` dropped filled in from the tensors they share
+    (as ``module`` ties them)."""
+    own = module.state_dict()
+    by_storage = {_storage_key(v): k for k, v in own.items() if k in state}
+    filled = dict(state)
+    for key, tensor in own.items():
+        if key not in filled and _storage_key(tensor) in by_storage:
+            filled[key] = state[by_storage[_storage_key(tensor)]]
+    return filled
 
 
 def load_adapters(folder: Path | str) -> MinMoAdapters:

@@ -72,6 +72,7 @@ class StageConfig:
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     precision: str = "auto"  # one of PRECISIONS
     tensorboard: bool = False  # also write TensorBoard scalars beside log.jsonl
+    fsdp: bool = False  # under torchrun: shard the LLM's frozen decoder layers (FSDP2)
     system_prompt: str | None = None  # None: the LLM config's default system prompt
     duplex_window: int = 10  # K: LLM frames after an event in which the decision counts
     duplex_hop_s: float = 0.24  # decision points this far apart inside a labelled window

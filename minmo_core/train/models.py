@@ -30,6 +30,8 @@ from minmo_core.llm.duplex import FullDuplexPredictor
 from minmo_core.llm.projectors import InputProjector, OutputProjector
 from minmo_core.train.config import ModelPaths, StageConfig
 from minmo_core.understanding.sensevoice import SenseVoice
+from minmo_core.voice.speech_tokens import SpeechTokenGenerator
+from minmo_core.voice.voice_lm import greedy_sampler, load_voice_lm
 
 LANGUAGE = "auto"  # the engine's default query to SenseVoice
 USE_ITN = True  # the engine hears with inverse text normalisation on
@@ -39,7 +41,7 @@ USE_ITN = True  # the engine hears with inverse text normalisation on
 class TrainingModels:
     sensevoice: SenseVoice  # its encoder is trained in full-align
     llm: ChatLLM  # frozen but for its LoRA (sft)
-    voice: object | None  # SpeechSynthesizer: its voice LM for t2s and s2s
+    voice: SpeechTokenGenerator | None  # the voice LM and its tokenizer, for t2s and s2s
     adapters: MinMoAdapters
 
     @property
@@ -56,7 +58,7 @@ class TrainingModels:
         if self.adapters.duplex is not None:
             found["duplex"] = self.adapters.duplex
         if self.voice is not None:
-            found["voice_lm"] = self.voice.tokens.lm
+            found["voice_lm"] = self.voice.lm
         if self.llm.adapter is not None:
             found["lora"] = self.llm.model
         return found
@@ -116,15 +118,12 @@ def load_models(paths: ModelPaths, stage: StageConfig, seed: int | None = None) 
         config = replace(config, system_prompt=stage.system_prompt)
     llm = ChatLLM(paths.llm, config, device=str(device), dtype=torch.float32)
     voice = None
-    if paths.cosyvoice is not None:
-        from minmo_core.voice.tts import SpeechSynthesizer
-
-        voice = SpeechSynthesizer.from_folder(
-            paths.cosyvoice, device, paths.allow_unpinned, greedy=True, seed=0
-        )
+    if paths.cosyvoice is not None:  # training reads the voice LM only, never the flow
+        lm, tokenizer = load_voice_lm(paths.cosyvoice, device, torch.float32, paths.allow_unpinned)
+        voice = SpeechTokenGenerator(lm, tokenizer, greedy_sampler)
     elif stage.stage in ("t2s", "s2s"):
         raise ConfigError(f"the {stage.stage} stage needs the voice (models.cosyvoice)")
-    voice_width = voice.tokens.lm.sos.shape[-1] if voice is not None else 896
+    voice_width = voice.lm.sos.shape[-1] if voice is not None else 896
     if paths.adapters is not None:
         adapters = load_adapters(paths.adapters)
         if adapters.duplex is None or adapters.output_projector is None:
@@ -133,7 +132,7 @@ def load_models(paths: ModelPaths, stage: StageConfig, seed: int | None = None) 
                 fresh = fresh_adapters(llm, sensevoice, voice_width)
             adapters.duplex = adapters.duplex or fresh.duplex
             adapters.output_projector = adapters.output_projector or fresh.output_projector
-        voice_lm = voice.tokens.lm if voice is not None else None
+        voice_lm = voice.lm if voice is not None else None
         adapters.load_tuned_weights(sensevoice.encoder, voice_lm)
         if adapters.lora is not None:
             llm.load_lora(adapters.lora)
@@ -150,7 +149,10 @@ def prepare(models: TrainingModels, stage: StageConfig) -> dict[str, nn.Paramete
     """Freeze everything, attach LoRA if the stage trains it, un-freeze the stage's parts;
     returns the trainable parameters by name."""
     if "lora" in stage.parts and models.llm.adapter is None:
-        models.llm.attach_lora(stage.lora_rank, stage.lora_alpha, stage.lora_targets)
+        # seeded: every process of a torchrun (and a rerun) starts from the same LoRA
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(stage.seed)
+            models.llm.attach_lora(stage.lora_rank, stage.lora_alpha, stage.lora_targets)
     frozen = [*models.modules().values(), models.llm.model]  # the LLM: all but its LoRA
     for module in frozen:
         module.requires_grad_(False)

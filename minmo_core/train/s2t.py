@@ -66,34 +66,53 @@ def count_targets(llm: ChatLLM, example: Example) -> int:
     return len(target_ids(llm, example))
 
 
-def loss_sum(
-    models: TrainingModels, examples: Sequence[Example], grad_encoder: bool
-) -> torch.Tensor:
-    """The summed cross-entropy of the responses' tokens (a scalar, float32)."""
+@dataclass
+class Forward:
+    """The LLM teacher-forced on a batch of spoken prompts and their responses."""
+
+    hidden: torch.Tensor  # (B, S, D) last hidden states, right-padded
+    embeds: torch.Tensor  # (B, S, D) the input embeddings (speech spliced in)
+    speech: list[torch.Tensor]  # per example, (T', D) its speech embeddings
+    firsts: list[int]  # per example, the position of the response's first token
+    targets: list[torch.Tensor]  # per example, (L,) the response's ids and the end token
+
+
+def forward(models: TrainingModels, examples: Sequence[Example], grad_encoder: bool) -> Forward:
     llm = models.llm
     clips = [load_clip(e, models) for e in examples]
     speech, lengths = speech_embeddings(models, clips, grad_encoder)  # (B, T', D), (B,)
-    rows, targets, spans = [], [], []
+    rows, targets, firsts, spoken = [], [], [], []
     for i, example in enumerate(examples):
         p, target = prompt(llm, example), target_ids(llm, example)
         ids = torch.tensor([*p.before, *p.after, *target], device=models.device)
         text = llm.model.get_input_embeddings()(ids).to(speech.dtype)  # (P + L, D)
         n_before, n_speech = len(p.before), int(lengths[i])
-        row = torch.cat([text[:n_before], speech[i, :n_speech], text[n_before:]])
-        first = len(row) - len(target)  # the target's first position
+        spoken.append(speech[i, :n_speech])
+        row = torch.cat([text[:n_before], spoken[-1], text[n_before:]])
         rows.append(row)
         targets.append(torch.tensor(target, device=models.device))
-        spans.append(first)
+        firsts.append(len(row) - len(target))
     embeds = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B, S, D)
     size = torch.tensor([len(r) for r in rows], device=models.device)
     mask = (torch.arange(embeds.shape[1], device=models.device) < size[:, None]).long()
     hidden = llm.model.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-    pairs = enumerate(zip(spans, targets, strict=True))
+    return Forward(hidden, embeds, spoken, firsts, targets)
+
+
+def loss_sum(
+    models: TrainingModels, examples: Sequence[Example], grad_encoder: bool
+) -> torch.Tensor:
+    """The summed cross-entropy of the responses' tokens (a scalar, float32)."""
+    return text_loss_sum(models, forward(models, examples, grad_encoder))
+
+
+def text_loss_sum(models: TrainingModels, out: Forward) -> torch.Tensor:
+    pairs = enumerate(zip(out.firsts, out.targets, strict=True))
     picked = torch.cat(
-        [hidden[i, first - 1 : first - 1 + len(t)] for i, (first, t) in pairs]
+        [out.hidden[i, first - 1 : first - 1 + len(t)] for i, (first, t) in pairs]
     )  # (N, D): the positions whose logits choose each target token
-    logits = llm.model.get_output_embeddings()(picked).float()  # (N, V)
-    return F.cross_entropy(logits, torch.cat(targets), reduction="sum")
+    logits = models.llm.model.get_output_embeddings()(picked).float()  # (N, V)
+    return F.cross_entropy(logits, torch.cat(out.targets), reduction="sum")
 
 
 @torch.inference_mode()
@@ -121,4 +140,15 @@ def _greedy(config):
     return replace(config, temperature=0.0, repetition_penalty=1.0)
 
 
-__all__ = ["Prompt", "count_targets", "loss_sum", "prompt", "respond", "target_ids", "user_content"]
+__all__ = [
+    "Forward",
+    "Prompt",
+    "count_targets",
+    "forward",
+    "loss_sum",
+    "prompt",
+    "respond",
+    "target_ids",
+    "text_loss_sum",
+    "user_content",
+]

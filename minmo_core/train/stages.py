@@ -24,6 +24,7 @@ from minmo_core.train.config import S2T_STAGES, TrainingRun
 from minmo_core.train.manifest import Example, read_manifest
 from minmo_core.train.metrics import answer_accuracy, word_error_rate
 from minmo_core.train.models import TrainingModels, load_models, lora_folder
+from minmo_core.train.s2s import SpeechToSpeechTask
 from minmo_core.train.t2s import TextToSpeechTask
 from minmo_core.train.trainer import Distributed, Result, Trainer
 
@@ -119,12 +120,14 @@ def build_task(run: TrainingRun, models: TrainingModels):
         return SpeechToTextTask(run, models)
     if stage == "duplex":
         return DuplexTask(run, models)
+    replies = ("asr", "qa", "instruction", "s2s")
+    train = [e for e in _examples(run.stage.train, replies) if e.response]
+    heldout = [e for e in _examples(run.stage.eval, replies) if e.response]
     if stage == "t2s":
-        replies = ("asr", "qa", "instruction", "s2s")
-        train = [e for e in _examples(run.stage.train, replies) if e.response]
-        heldout = [e for e in _examples(run.stage.eval, replies) if e.response]
         return TextToSpeechTask(train, heldout, models)
-    raise ConfigError(f"the {stage} stage is not built yet (speech-to-text, t2s and duplex are)")
+    if stage == "s2s":
+        return SpeechToSpeechTask(train, heldout, models, run.stage.parts)
+    raise ConfigError(f"unknown stage {stage!r}")
 
 
 def base_model_files(run: TrainingRun) -> dict[str, dict[str, str]]:
@@ -153,7 +156,7 @@ def export(run: TrainingRun, trained_before: Sequence[str], models: TrainingMode
         "base_models": base_model_files(run),
     }
     encoder = models.sensevoice.encoder.state_dict() if "encoder" in trained else None
-    voice_lm = models.voice.tokens.lm.state_dict() if "voice_lm" in trained else None
+    voice_lm = models.voice.lm.state_dict() if "voice_lm" in trained else None
     out = MinMoAdapters(
         adapters.input_projector,
         adapters.output_projector if "output_projector" in trained else None,

@@ -144,7 +144,7 @@ def teacher_tokens(models: TrainingModels, example: Example) -> list[int]:
     """The composed path's greedy speech tokens for the reply (or the manifest's own)."""
     if example.response_speech_tokens:
         return list(example.response_speech_tokens)
-    tokens = models.voice.tokens
+    tokens = models.voice
     ids = tokens.tokenizer(example.response or "", add_special_tokens=False)["input_ids"]
     vectors = (tokens.lm.embed_text([i]) for i in ids)
     return list(interleaved_tokens(tokens.lm, vectors, LMPrompt(), greedy_sampler))
@@ -153,7 +153,7 @@ def teacher_tokens(models: TrainingModels, example: Example) -> list[int]:
 def student_layout(models: TrainingModels, inputs: SemanticInputs, targets: Sequence[int]):
     """The semantic path's voice-LM inputs for one reply (graph through the projector)."""
     projector = models.adapters.output_projector
-    lm = models.voice.tokens.lm
+    lm = models.voice.lm
     dtype, device = projector.proj.weight.dtype, lm.sos.device
     embeddings = inputs.embeddings.to(device, dtype)
     hidden = inputs.hidden.to(device, dtype)
@@ -164,7 +164,12 @@ def student_layout(models: TrainingModels, inputs: SemanticInputs, targets: Sequ
 
 def scored_logits(models: TrainingModels, layouts) -> tuple[torch.Tensor, torch.Tensor]:
     """One padded forward pass of the voice LM: (N, V) logits and (N,) labels."""
-    lm = models.voice.tokens.lm
+    return layout_logits(models.voice.lm, layouts)
+
+
+def layout_logits(lm, layouts) -> tuple[torch.Tensor, torch.Tensor]:
+    """``lm`` over ``forced_layout``s in one padded pass: the (N, V) logits at the scored
+    positions and their (N,) labels."""
     rows = [inputs for inputs, _, _ in layouts]
     embeds = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B, S, D)
     size = torch.tensor([len(r) for r in rows], device=embeds.device)
@@ -205,7 +210,7 @@ class TextToSpeechTask:
         if not self.heldout:
             return {}
         hits = total = 0
-        eos = self.models.voice.tokens.lm.cfg.eos_token
+        eos = self.models.voice.lm.cfg.eos_token
         for inputs, targets, _ in self.heldout:
             layout = student_layout(self.models, inputs, targets)
             logits, labels = scored_logits(self.models, [layout])
@@ -219,6 +224,7 @@ __all__ = [
     "SemanticInputs",
     "TextToSpeechTask",
     "forced_layout",
+    "layout_logits",
     "scored_logits",
     "semantic_inputs",
     "student_layout",

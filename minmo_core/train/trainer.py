@@ -140,6 +140,12 @@ class Trainer:
         )
         self.step = 0
         self._board = None
+        self.sharded = self.stage.fsdp and self.parallel.world > 1
+        if self.sharded:
+            from minmo_core.train.sharding import shard_llm
+
+            layers = shard_llm(models.llm.model, models.device, self.parallel.world)
+            self.print(f"fsdp: {layers} LLM layers sharded over {self.parallel.world} processes")
 
     # -- checkpoints ------------------------------------------------------------------------
     def _checkpoints(self) -> list[Path]:
@@ -279,14 +285,16 @@ class Trainer:
         return float(local)
 
     def evaluate(self) -> dict[str, float]:
-        """Held-out metrics, from the main process (the others return {})."""
-        if not self.parallel.main:
+        """Held-out metrics, from the main process (the others return {}; with FSDP they run
+        the evaluation too, since every LLM forward needs every process)."""
+        if not self.parallel.main and not self.sharded:
             return {}
         modules = self.models.modules()
         for part in self.stage.parts:
             modules[part].eval()
         try:
-            return self.task.evaluate()
+            metrics = self.task.evaluate()
+            return metrics if self.parallel.main else {}
         finally:
             for part in self.stage.parts:
                 modules[part].train()
