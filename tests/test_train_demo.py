@@ -29,6 +29,7 @@ def test_the_quick_demo_runs_every_stage_and_a_spoken_turn(
         assert (stage, "wer") in stages and (stage, "qa_accuracy") in stages
     assert ("duplex", "positive F1@10 (predictor)") in stages
     assert ("duplex", "positive F1@10 (Smart Turn v3.2)") in stages
+    assert ("t2s", "speech-token accuracy vs composed") in stages
     # each S2T stage starts where the last one ended
     wer = [r for r in rows if r.metric == "wer"]
     assert wer[1].before == pytest.approx(wer[0].after)
@@ -36,8 +37,9 @@ def test_the_quick_demo_runs_every_stage_and_a_spoken_turn(
     table = said[-1]
     assert "| pre-align | wer |" in table
     assert "Spoken turn in aligned mode with the trained adapters: " in table
-    assert '-> ""' not in table  # the engine answered the spoken question
-    for stage in ("pre-align", "full-align", "sft", "duplex"):
+    assert 'replied ""' not in table  # the engine answered the spoken question
+    assert " 0.0 s of audio" not in table  # aloud, through the output projector
+    for stage in ("pre-align", "full-align", "sft", "duplex", "t2s"):
         assert (tmp_path / "demo" / stage / "adapters" / "adapters.json").is_file()
 
 

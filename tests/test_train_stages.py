@@ -228,6 +228,23 @@ def test_bfloat16_autocast_trains_on_the_cpu(
     assert all(p.dtype == torch.float32 for p in trainer.params.values())  # master weights
 
 
+def test_tensorboard_scalars_or_a_named_missing_package(
+    corpus: Path, qwen_dir, tiny_sensevoice_dir, tmp_path: Path
+) -> None:
+    """tensorboard = true writes the log's scalars as TensorBoard events; without the
+    package the run stops at the first log line with the install command."""
+    import importlib.util
+
+    run = make_run("pre-align", corpus, qwen_dir, tiny_sensevoice_dir, tmp_path / "tb",
+                   steps=2, tensorboard=True)  # fmt: skip
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(ConfigError, match="pip install tensorboard"):
+            trainer_for(run).fit()
+        return
+    trainer_for(run).fit()
+    assert list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

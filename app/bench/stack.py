@@ -31,17 +31,20 @@ numbers like one two three four five six seven eight nine ten
 """
 
 
-def train_vocabulary(size: int = 256) -> bytes:
-    """A SentencePiece BPE model of ``size`` pieces with SenseVoice's rich tags (a second)."""
+def train_vocabulary(size: int = 256, sentences: list[str] | None = None) -> bytes:
+    """A SentencePiece BPE model of ``size`` pieces with SenseVoice's rich tags (a second),
+    trained on ``sentences`` (default: a few lines of everyday English; given sentences may
+    yield fewer pieces, never more)."""
     model = io.BytesIO()
+    lines = sentences if sentences is not None else _TEXT.strip().splitlines() * 20
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_TEXT.strip().splitlines() * 20),
+        sentence_iterator=iter(lines),
         model_writer=model,
         vocab_size=size,
         model_type="bpe",
         user_defined_symbols=list(ALL_TAGS),
         character_coverage=1.0,
-        hard_vocab_limit=True,
+        hard_vocab_limit=sentences is None,
         minloglevel=2,
     )
     return model.getvalue()
@@ -66,25 +69,31 @@ def random_sensevoice(preset: str, device: torch.device, dtype: torch.dtype):
 def random_voice(preset: str, device: torch.device, text_vocab: int, tokenizer, ratio: float):
     """A SpeechSynthesizer: voice LM (bfloat16 on a GPU), flow (float16), HiFT (float32)."""
     from app.bench.models import random_voice_lm
-    from minmo_core.config import FlowConfig, HiFTConfig
-    from minmo_core.voice.flow import FlowDecoder
-    from minmo_core.voice.hift import HiFTVocoder
     from minmo_core.voice.speech_tokens import SpeechTokenGenerator
-    from minmo_core.voice.token2wav import Token2Wav
     from minmo_core.voice.tts import SpeechSynthesizer
     from minmo_core.voice.voice_lm import greedy_sampler
 
     gpu = device.type == "cuda"
     lm = random_voice_lm(preset, device, torch.bfloat16 if gpu else torch.float32, text_vocab)
     lm.cfg = replace(lm.cfg, max_token_text_ratio=ratio)
+    tokens = SpeechTokenGenerator(lm, tokenizer, greedy_sampler)
+    return SpeechSynthesizer(tokens, random_token2wav(preset, device), seed=0)
+
+
+def random_token2wav(preset: str, device: torch.device):
+    """Token2Wav (flow float16 on a GPU, HiFT float32) with seeded random weights."""
+    from minmo_core.config import FlowConfig, HiFTConfig
+    from minmo_core.voice.flow import FlowDecoder
+    from minmo_core.voice.hift import HiFTVocoder
+    from minmo_core.voice.token2wav import Token2Wav
+
     real = preset == "real"
     torch.manual_seed(0)
     flow_cfg = FlowConfig() if real else replace(FlowConfig.tiny(), spk_embed_dim=192)
-    flow = FlowDecoder(flow_cfg).to(device, torch.float16 if gpu else torch.float32).eval()
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    flow = FlowDecoder(flow_cfg).to(device, dtype).eval()
     vocoder = HiFTVocoder(HiFTConfig() if real else HiFTConfig.tiny()).remove_weight_norm()
-    vocoder = vocoder.to(device, torch.float32).eval()
-    tokens = SpeechTokenGenerator(lm, tokenizer, greedy_sampler)
-    return SpeechSynthesizer(tokens, Token2Wav(flow, vocoder), seed=0)
+    return Token2Wav(flow, vocoder.to(device, torch.float32).eval())
 
 
 def random_stack(

@@ -45,6 +45,21 @@ def espeak_version(exe: str) -> str:
     return out.stdout.strip()
 
 
+def phonemes(exe: str, text: str, voice: str = "en") -> list[list[str]]:
+    """espeak-ng's pronunciation of ``text``: per word, its phoneme mnemonics (``-x``) without
+    stress marks, e.g. "seven" -> [["s", "E", "v", "@", "n"]]."""
+    proc = subprocess.run([exe, "-q", "-x", "--sep=_", "-v", voice, text],
+                          capture_output=True, text=True)  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"espeak-ng failed on {text!r} ({proc.returncode}): {proc.stderr}")
+    words = []
+    for word in proc.stdout.split():
+        found = [p.strip("'," + "%=") for p in word.split("_")]
+        if found := [p for p in found if p]:
+            words.append(found)
+    return words
+
+
 def render_file(
     exe: str,
     text: str,
