@@ -89,6 +89,23 @@ def test_a_barge_in_cuts_the_reply_where_it_was_and_a_false_one_is_marked() -> N
     assert model.assistant[0].start == started and model.assistant[-1].end == clock.t
 
 
+def test_a_barge_in_that_overtakes_the_replys_audio_events_still_ends_that_reply() -> None:
+    """The engine's events cross threads: the window can take the barge-in before the first
+    AssistantAudio of the reply it cuts. The cut still ends that reply, so its later chunks
+    draw nothing past the cut."""
+    clock, model = Clock(), TimelineModel()
+    model.feed(StateChanged(turn_id=1, t=clock.t, state=EngineState.SPEAKING), clock.t)
+    model.feed(BargeIn(time=0.0, speech_onset=0.0), clock.t)
+    model.feed(audio(1, 1.0, clock.t), clock.t)  # queued before the barge-in, shown after it
+    clock.t += 0.8
+    model.feed(BargeInConfirmed(time=0.0), clock.t)
+    cut_at = clock.t
+    clock.t += 0.1
+    model.feed(audio(1, 0.5, clock.t), clock.t)  # a chunk made just before the engine stopped
+    assert all(span.end <= cut_at for span in model.assistant if span.turn_id == 1)
+    assert [m.turn_id for m in model.markers if m.kind == "cut"] == [1]
+
+
 def test_the_engine_timings_place_the_decision_and_the_gap_at_their_true_times() -> None:
     clock, model = Clock(), TimelineModel()
     spoken_turn(model, clock)

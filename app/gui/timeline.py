@@ -106,6 +106,7 @@ class TimelineModel:
     _user_turn_end: dict[int, float] = field(default_factory=dict)
     _held_at: float | None = None
     _ended: set[int] = field(default_factory=set)  # turns whose reply was cut: never played
+    _replying: int = 0  # the latest turn the assistant spoke or began to speak in
 
     def feed(self, event: object, now: float) -> bool:
         """Take one event; True when something visible changed."""
@@ -147,11 +148,14 @@ class TimelineModel:
         self.markers.append(Marker(event.t, "typed", "typed", event.turn_id))
 
     def _on_StateChanged(self, event, now: float) -> None:
+        if str(event.state) == "speaking":
+            self._replying = max(self._replying, event.turn_id)
         if str(event.state) == "thinking":
             self.markers.append(Marker(now, "decision", "turn taken", event.turn_id))
 
     # -- the assistant's side --------------------------------------------------------------
     def _on_AssistantAudio(self, event, now: float) -> None:
+        self._replying = max(self._replying, event.turn_id)  # held or not
         if self._held_at is not None or event.audio.size == 0 or event.turn_id in self._ended:
             return
         turn = event.turn_id
@@ -220,7 +224,10 @@ class TimelineModel:
             self.gaps[turn] = Gap(turn, start, start + event.first_audio_s)
 
     def _turn(self) -> int:
-        return self.assistant[-1].turn_id if self.assistant else 0
+        """The turn a barge-in cuts: the latest the assistant spoke in, even when its audio
+        events reach the window only after the barge-in (they cross threads)."""
+        shown = self.assistant[-1].turn_id if self.assistant else 0
+        return max(shown, self._replying)
 
     # -- reading ---------------------------------------------------------------------------
     def turn_at(self, t: float, slack: float = 0.15) -> int | None:
