@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -125,20 +124,13 @@ def pretrain_encoder(
     tags = [vocabulary.PieceToId(tag) for tag in RICH_TAGS]
     feats = [torch.from_numpy(ears.frontend(clip)) for clip in clips]
     targets = [torch.tensor(tags + vocabulary.EncodeAsIds(t)) for t in transcripts]
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=lr, weight_decay=0.01)
-    rng = np.random.default_rng(seed)
-    losses = []
-    encoder.train()
-    for step in range(steps):
-        rate = lr * min(1.0, (step + 1) / max(1, steps // 10))
-        for group in optimizer.param_groups:
-            group["lr"] = rate
-        picked = rng.choice(len(feats), min(batch, len(feats)), replace=False)
+
+    def ctc(picked) -> torch.Tensor:
         lengths = torch.tensor([feats[k].shape[0] for k in picked])
         padded = torch.nn.utils.rnn.pad_sequence([feats[k] for k in picked], batch_first=True)
         _, log_probs, out_lengths = encoder(padded, lengths, LANGUAGE, USE_ITN)
         labels = [targets[k] for k in picked]
-        loss = F.ctc_loss(
+        return F.ctc_loss(
             log_probs.transpose(0, 1).float(),  # (T, B, V)
             torch.cat(labels),
             out_lengths,
@@ -146,14 +138,32 @@ def pretrain_encoder(
             blank=encoder.cfg.blank_id,
             zero_infinity=True,
         )
+
+    return _pretrain(encoder, ctc, len(feats), steps, batch, lr, 0.01, 5.0, seed, say,
+                     "demo encoder", "CTC loss")  # fmt: skip
+
+
+def _pretrain(module, loss_of, n: int, steps: int, batch: int, lr: float, weight_decay: float,
+              clip: float, seed: int, say, name: str, what: str) -> list[float]:  # fmt: skip
+    """AdamW over every weight of ``module``: linear warm-up over a tenth of the steps, then
+    flat; each step ``loss_of`` a batch of item indices drawn from ``n``; returns the losses."""
+    optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+    rng = np.random.default_rng(seed)
+    losses = []
+    module.train()
+    for step in range(steps):
+        rate = lr * min(1.0, (step + 1) / max(1, steps // 10))
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+        loss = loss_of(rng.choice(n, min(batch, n), replace=False))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(encoder.parameters(), 5.0)
+        torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
         optimizer.step()
         losses.append(loss.item())
         if say is not None and (step + 1) % 100 == 0:
-            say(f"demo encoder: step {step + 1}/{steps}, CTC loss {loss.item():.3f}")
-    encoder.eval()
+            say(f"{name}: step {step + 1}/{steps}, {what} {loss.item():.3f}")
+    module.eval()
     return losses
 
 
@@ -224,30 +234,16 @@ def pretrain_voice_lm(
     """Train every weight of ``lm`` to speak each (text, speech tokens) pair in the
     bi-streaming layout; returns the losses."""
     ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text, _ in pairs]
-    optimizer = torch.optim.AdamW(lm.parameters(), lr=lr, weight_decay=0.0)
-    rng = np.random.default_rng(seed)
-    losses = []
-    lm.train()
-    for step in range(steps):
-        rate = lr * min(1.0, (step + 1) / max(1, steps // 10))  # warm-up, then flat
-        for group in optimizer.param_groups:
-            group["lr"] = rate
-        picked = rng.choice(len(pairs), min(batch, len(pairs)), replace=False)
+
+    def speak(picked) -> torch.Tensor:
         layouts = [
             forced_layout(lm, [lm.embed_text([i]) for i in ids[k]], None, pairs[k][1])
             for k in picked
         ]
-        logits, labels = layout_logits(lm, layouts)
-        loss = F.cross_entropy(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-        if say is not None and (step + 1) % 100 == 0:
-            say(f"demo voice: step {step + 1}/{steps}, loss {loss.item():.3f}")
-    lm.eval()
-    return losses
+        return F.cross_entropy(*layout_logits(lm, layouts))
+
+    return _pretrain(lm, speak, len(pairs), steps, batch, lr, 0.0, 1.0, seed, say,
+                     "demo voice", "loss")  # fmt: skip
 
 
 def write_demo_voice(
@@ -263,7 +259,6 @@ def write_demo_voice(
     lm, tokenizer = new_voice_lm(folder, llm_folder, seed)
     codes = pronunciation_codes(texts)
     pairs = [(text, codes[text]) for text in sorted(set(texts))]
-    lm.cfg = replace(lm.cfg, max_token_text_ratio=20.0)
     pretrain_voice_lm(lm, tokenizer, pairs, steps, seed=seed, say=say)
     torch.save(lm.state_dict(), folder / LLM_FILE)
     return folder
