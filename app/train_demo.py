@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 
 from minmo_core.errors import MissingDependencyError
+from minmo_core.train.manifest import Example
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "TRAINING.md"
@@ -73,6 +75,7 @@ class Row:
     before: float | None
     after: float
     note: str = ""
+    untrained: float | None = None  # the metric before any stage trained anything
 
 
 def make_data(folder: Path, size: DemoSize, seed: int = 0) -> dict[str, Path]:
@@ -98,9 +101,10 @@ def run_demo(out: Path, size: DemoSize = FULL, say: Callable[[str], None] = prin
     from app.demo_models import write_demo_encoder, write_demo_voice
     from app.real_models import FETCH, smollm2_folder
     from minmo_core.common.audio import read_audio
-    from minmo_core.train import duplex
+    from minmo_core.train import duplex, s2t
     from minmo_core.train.config import ModelPaths, StageConfig, TrainingRun
     from minmo_core.train.manifest import read_manifest
+    from minmo_core.train.metrics import answer_accuracy
     from minmo_core.train.stages import make_trainer
 
     llm = smollm2_folder()
@@ -135,20 +139,38 @@ def run_demo(out: Path, size: DemoSize = FULL, say: Callable[[str], None] = prin
         note = f"{result.step} steps, {(time.perf_counter() - tick) / 60:.1f} min"
         return trainer, before, result, note
 
+    untrained: dict[str, float] = {}
+    questions = [e for e in read_manifest(data["heldout"]) if e.task == "qa"]
     for stage in ("pre-align", "full-align", "sft"):
-        _, before, result, note = stage_run(stage, data["train"], data["heldout"])
+        trainer, before, result, note = stage_run(stage, data["train"], data["heldout"])
+        untrained = untrained or before
         for metric in ("wer", "qa_accuracy"):
-            rows.append(Row(stage, metric, before.get(metric), result.metrics[metric], note))
+            rows.append(Row(stage, metric, before.get(metric), result.metrics[metric], note,
+                            untrained.get(metric)))  # fmt: skip
         adapters = str(result.adapters)
+    # where the answers go wrong: the same questions by kind, heard and read
+    for part in trainer.stage.parts:
+        trainer.models.modules()[part].eval()
+    heard = _by_kind(questions, [s2t.respond(trainer.models, e) for e in questions])
+    rows[-1].note += "; " + _kinds_note(heard)
+    del trainer
+    say("the LLM reading the held-out questions' transcripts (no speech)")
+    read = _read_replies(llm, questions)
+    rows.append(Row("reference", "qa_accuracy (the LLM reads the transcript)", None,
+                    answer_accuracy([e.response for e in questions], read),
+                    _kinds_note(_by_kind(questions, read))))  # fmt: skip
+    # the spoken turn asks a question the LLM answers right when it reads it, so that a wrong
+    # reply is the speech path's
+    right = [e for e, r in zip(questions, read, strict=True) if answer_accuracy([e.response], [r])]
     # the duplex predictor, over the trained speech path
     trainer, before, result, note = stage_run("duplex", data["dialogues"],
                                               data["heldout_dialogues"])  # fmt: skip
     held = trainer.task.heldout
     rows.append(Row("duplex", "positive F1@10 (predictor)", before["positive_f1"],
-                    result.metrics["positive_f1"], note))  # fmt: skip
+                    result.metrics["positive_f1"], note, before["positive_f1"]))  # fmt: skip
     for name in ("speak", "stop"):
         rows.append(Row("duplex", f"{name} F1@10 (predictor)", before[f"{name}_f1"],
-                        result.metrics[f"{name}_f1"]))  # fmt: skip
+                        result.metrics[f"{name}_f1"], "", before[f"{name}_f1"]))  # fmt: skip
     window_s = trainer.run.stage.duplex_window * duplex.frame_seconds(trainer.models)
     rules = _rule_scores(held, window_s)
     for name, scores in rules.items():
@@ -161,8 +183,9 @@ def run_demo(out: Path, size: DemoSize = FULL, say: Callable[[str], None] = prin
     voice = write_demo_voice(out / "voice", llm, replies, size.steps["voice"], say=say)
     _, before, result, note = stage_run("t2s", data["train"], data["heldout"], voice)
     rows.append(Row("t2s", "speech-token accuracy vs composed", before["token_accuracy"],
-                    result.metrics["token_accuracy"], note))  # fmt: skip
-    reply = _spoken_turn(llm, encoder, voice, Path(result.adapters), data["heldout"])
+                    result.metrics["token_accuracy"], note, before["token_accuracy"]))  # fmt: skip
+    reply = _spoken_turn(llm, encoder, voice, Path(result.adapters),
+                         (right or questions)[0], bool(right))  # fmt: skip
     total = (time.perf_counter() - started) / 60
     table = render_table(rows, reply, total, size)
     say(table)
@@ -185,7 +208,46 @@ def _rule_scores(held, window_s: float) -> dict:
     return found
 
 
-def _spoken_turn(llm: Path, encoder: Path, voice: Path, adapters: Path, heldout: Path) -> str:
+def _kind(example: Example) -> str:
+    """The demo's two kinds of question: sums and differences, or one-word facts."""
+    return "sums" if re.search(r"\b(plus|minus)\b", example.transcript) else "facts"
+
+
+def _by_kind(questions: list[Example], replies: list[str]) -> dict[str, float]:
+    from minmo_core.train.metrics import answer_accuracy
+
+    found = {}
+    for kind in ("facts", "sums"):
+        pairs = [(e.response, r) for e, r in zip(questions, replies, strict=True)
+                 if _kind(e) == kind]  # fmt: skip
+        if pairs:
+            found[kind] = answer_accuracy(*zip(*pairs, strict=True))
+    return found
+
+
+def _kinds_note(accuracy: dict[str, float]) -> str:
+    return ", ".join(f"{kind} {value:.2f}" for kind, value in accuracy.items())
+
+
+def _read_replies(llm: Path, questions: list[Example]) -> list[str]:
+    """The frozen LLM's greedy replies to the questions' transcripts, as text: what it can
+    answer when nothing is misheard (the ceiling of the speech path without new knowledge)."""
+    from minmo_core.config import LLMConfig
+    from minmo_core.llm.chat import ChatLLM
+
+    config = replace(LLMConfig(), temperature=0.0, repetition_penalty=1.0, max_new_tokens=32,
+                     system_prompt=SYSTEM_PROMPT)  # fmt: skip
+    chat = ChatLLM(llm, config, device="cpu")
+    replies = []
+    for example in questions:
+        chat.reset_cache()
+        replies.append("".join(e.text for e in chat.stream(example.transcript, seed=0)).strip())
+    return replies
+
+
+def _spoken_turn(
+    llm: Path, encoder: Path, voice: Path, adapters: Path, example: Example, known: bool
+) -> str:
     """The engine in aligned mode with the trained adapters hears a held-out question and
     answers it aloud: the LLM's states drive the voice LM through the output projector. The
     demo has no trained flow or vocoder (random stand-ins), so the audio's length shows that
@@ -198,13 +260,11 @@ def _spoken_turn(llm: Path, encoder: Path, voice: Path, adapters: Path, heldout:
     from minmo_core.engine.turns import SilencePolicy
     from minmo_core.llm.adapters import load_adapters
     from minmo_core.llm.chat import ChatLLM
-    from minmo_core.train.manifest import read_manifest
     from minmo_core.understanding.sensevoice import SenseVoice
     from minmo_core.voice.speech_tokens import SpeechTokenGenerator
     from minmo_core.voice.tts import SAMPLE_RATE, SpeechSynthesizer
     from minmo_core.voice.voice_lm import greedy_sampler, load_voice_lm
 
-    example = next(e for e in read_manifest(heldout) if e.task == "qa")
     events = []
     config = replace(LLMConfig(), temperature=0.0, repetition_penalty=1.0, max_new_tokens=24,
                      system_prompt=SYSTEM_PROMPT)  # fmt: skip
@@ -224,8 +284,9 @@ def _spoken_turn(llm: Path, encoder: Path, voice: Path, adapters: Path, heldout:
     heard = " ".join(e.text for e in events if isinstance(e, FinalTranscript)).strip()
     reply = "".join(e.text for e in events if isinstance(e, AssistantTextDelta)).strip()
     seconds = sum(len(e.audio) for e in events if isinstance(e, AssistantAudio)) / SAMPLE_RATE
+    aside = ", which the LLM gives when it reads the question" if known else ""
     return (
-        f'"{example.transcript}" (expected answer "{example.response}"): the engine heard '
+        f'"{example.transcript}" (expected answer "{example.response}"{aside}): the engine heard '
         f'"{heard}", replied "{reply}" and spoke {seconds:.1f} s of audio through the output '
         "projector"
     )
@@ -243,11 +304,13 @@ def render_table(rows: list[Row], reply: str, minutes: float, size: DemoSize) ->
         f"{size.utterances} training / {size.heldout} held-out utterances, "
         f"{size.episodes} / {size.heldout_episodes} dialogue episodes; held-out voices only.",
         "",
-        "| stage | metric (held-out) | before | after | note |",
-        "|---|---|---:|---:|---|",
+        "| stage | metric (held-out) | untrained | before | after | note |",
+        "|---|---|---:|---:|---:|---|",
     ]
     lines += [
-        f"| {r.stage} | {r.metric} | {cell(r.before)} | {cell(r.after)} | {r.note} |" for r in rows
+        f"| {r.stage} | {r.metric} | {cell(r.untrained)} | {cell(r.before)} | {cell(r.after)} "
+        f"| {r.note} |"
+        for r in rows
     ]
     lines += ["", f"Spoken turn in aligned mode with the trained adapters: {reply}"]
     return "\n".join(lines)

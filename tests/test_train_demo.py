@@ -30,11 +30,20 @@ def test_the_quick_demo_runs_every_stage_and_a_spoken_turn(
     assert ("duplex", "positive F1@10 (predictor)") in stages
     assert ("duplex", "positive F1@10 (Smart Turn v3.2)") in stages
     assert ("t2s", "speech-token accuracy vs composed") in stages
+    assert ("reference", "qa_accuracy (the LLM reads the transcript)") in stages
+    # every trained metric keeps its untrained baseline (the S2T ones: before pre-align)
+    for row in rows:
+        if row.stage in ("pre-align", "full-align", "sft"):
+            first = next(r for r in rows if r.metric == row.metric)
+            assert row.untrained == pytest.approx(first.before)
+        if row.metric.endswith("(predictor)") or row.stage == "t2s":
+            assert row.untrained == pytest.approx(row.before)
     # each S2T stage starts where the last one ended
     wer = [r for r in rows if r.metric == "wer"]
     assert wer[1].before == pytest.approx(wer[0].after)
     assert wer[2].before == pytest.approx(wer[1].after)
     table = said[-1]
+    assert "| stage | metric (held-out) | untrained | before | after | note |" in table
     assert "| pre-align | wer |" in table
     assert "Spoken turn in aligned mode with the trained adapters: " in table
     assert 'replied ""' not in table  # the engine answered the spoken question
