@@ -133,6 +133,8 @@ def test_the_real_checkout_is_recognised() -> None:
         (["bench", "audio", "--single", "2"], "argument --single: must be at least 10, got 2"),
         (["bench", "audio", "--double", "1"], "argument --double: must be at least 10, got 1"),
         (["bench", "audio", "--near", "0.5"], "argument --near: must be at least 5, got 0.5"),
+        (["bench", "audio", "--aec", "speex,aec4"], "argument --aec: aec4: choose from speex, w"),
+        (["bench", "audio", "--aec", ","], "argument --aec: nothing: choose from speex, webrtc"),
         (["bench", "encoder", "--device", "gpu"], "argument --device: use auto, cpu, cuda"),
     ],
 )

@@ -128,7 +128,9 @@ def test_changed_values_round_trip_through_the_dialog_to_disk(qtbot, dialog, tmp
     d = listed(qtbot, dialog(given, room()))
     choose(d.input_combo, "Laptop Microphone")
     choose(d.output_combo, "Laptop Speakers")
+    choose(d.aec_combo, "webrtc")
     toggle(qtbot, d.echo_box)
+    assert not d.aec_combo.isEnabled()  # no canceller to choose with echo cancellation off
     choose(d.vad_combo, 3)
     choose(d.bargein_combo, "high")
     tab(qtbot, d, "Models")
@@ -151,7 +153,8 @@ def test_changed_values_round_trip_through_the_dialog_to_disk(qtbot, dialog, tmp
         click(qtbot, d.ok_button)
     expected = replace(
         given, input_device="Laptop Microphone", output_device="Laptop Speakers",
-        echo_cancellation=False, vad_sensitivity=3, bargein_sensitivity="high", pack="minmo-3b",
+        echo_cancellation=False, aec_backend="webrtc", vad_sensitivity=3,
+        bargein_sensitivity="high", pack="minmo-3b",
         models_dir=str(tmp_path / "models"), device="cpu", precision="int8",
         chunk_schedule="growing", llm_backend="remote", llm_url="http://127.0.0.1:8000/v1",
         llm_model="qwen2.5-7b",
@@ -192,6 +195,18 @@ def test_cancel_changes_nothing_on_disk(qtbot, dialog):
         click(qtbot, d.cancel_button)
     assert d.result() == QDialog.DialogCode.Rejected
     assert settings_path().read_text() == before
+
+
+def test_an_echo_canceller_that_is_not_installed_cannot_be_chosen(qtbot, dialog, monkeypatch):
+    from app.audio import aec
+
+    monkeypatch.setattr(aec, "backend_installed", lambda name: name == "webrtc")  # Windows
+    d = listed(qtbot, dialog(Settings(), room()))
+    texts = [d.aec_combo.itemText(i) for i in range(d.aec_combo.count())]
+    assert texts == ["Automatic (WebRTC AEC3)", "SpeexDSP (not installed)", "WebRTC AEC3"]
+    model = d.aec_combo.model()
+    assert [model.item(i).isEnabled() for i in range(3)] == [True, False, True]
+    assert d.aec_combo.currentData() == "auto"
 
 
 def test_a_remote_backend_without_an_http_url_is_refused_in_the_dialog(qtbot, dialog):
@@ -446,6 +461,8 @@ def test_audio_settings_follow_the_users_choices():
         audio.echo_cancellation
         and not audio_settings(Settings(echo_cancellation=False)).echo_cancellation
     )
+    assert audio.aec_backend == "auto"
+    assert audio_settings(Settings(aec_backend="webrtc")).aec_backend == "webrtc"
     assert audio_settings(Settings()).bargein_min_speech_ms == 100
     low = audio_settings(Settings(bargein_sensitivity="low"))
     assert low.bargein_min_speech_ms == 200

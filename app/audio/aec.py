@@ -5,27 +5,39 @@ stream's timestamps (a sample played at DAC time t reaches the mic at t plus the
 path), and a cross-correlation estimate confirms that alignment: when the device reports its
 latencies wrongly, the measured lag replaces the reported one.
 
-Backends sit behind ``EchoCanceller``. SpeexDSP's MDF canceller is the default. Where it
-cannot be installed, WebRTC's AEC3 (the ``webrtc-audio-processing`` bindings, or LiveKit's
-``livekit`` APM) is the one to add: it is what browsers ship, it handles non-linear
-loudspeakers and includes residual echo suppression, at several times Speex's CPU cost.
+Backends sit behind ``EchoCanceller`` and ``make_canceller`` picks one from the settings:
+
+* ``speex``: SpeexDSP's multi-delay block frequency-domain (MDF) adaptive filter. It needs
+  libspeexdsp, so it is not installed on Windows.
+* ``webrtc``: WebRTC's audio processing module with AEC3 (the canceller browsers ship:
+  linear filter, residual echo suppression, its own delay estimator), plus its noise
+  suppressor and high-pass filter. It comes from LiveKit's ``livekit`` package, whose wheels
+  carry a current WebRTC build for Linux, Windows and macOS.
+* ``auto``: ``DEFAULT_BACKEND`` of the platform, or whichever of the two is installed.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import sys
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from app.audio.events import MIC_RATE
+from app.audio.events import AEC_BACKENDS, MIC_RATE, AudioSettings
 from minmo_core.errors import AudioError
+
+# the backend "auto" takes on each platform (sys.platform prefix -> backend)
+DEFAULT_BACKEND = {"linux": "speex", "darwin": "speex", "win32": "webrtc"}
 
 
 class EchoCanceller(Protocol):
     frame: int  # samples per call
+    # the last near frame as the canceller passes it with the echo left in: its filters and
+    # delay applied, nothing removed. ``passed - clean`` is the echo the canceller took out.
+    passed: np.ndarray
 
     def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
         """near, far : (frame,) float32 in [-1, 1] -> echo-cancelled near (frame,) float32."""
@@ -39,9 +51,11 @@ class NoEchoCanceller:
 
     def __init__(self, frame: int = 160) -> None:
         self.frame = frame
+        self.passed = np.zeros(frame, np.float32)
 
     def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
-        return near.astype(np.float32, copy=True)
+        self.passed = near.astype(np.float32, copy=True)
+        return self.passed.copy()
 
     def reset(self) -> None:
         pass
@@ -54,8 +68,10 @@ class SpeexEchoCanceller:
         self._speex = _speexdsp_extension()
         self.frame, self.tail, self.sample_rate = frame, tail_ms * sample_rate // 1000, sample_rate
         self._state = self._speex.EchoCanceller_create(frame, self.tail, sample_rate)
+        self.passed = np.zeros(frame, np.float32)
 
     def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
+        self.passed = near.astype(np.float32, copy=True)
         out = self._speex.EchoCanceller_process(self._state, _pcm16(near), _pcm16(far))
         return np.frombuffer(out, dtype="<i2").astype(np.float32) / 32768.0
 
@@ -67,6 +83,121 @@ class SpeexEchoCanceller:
         state = getattr(self, "_state", None)
         if state is not None:
             self._speex.delete_EchoCanceller(state)
+
+
+class WebRtcEchoCanceller:
+    """WebRTC's AEC3 with its noise suppressor and high-pass filter, through LiveKit's APM.
+
+    Each call hands the far end (already aligned to the microphone frame by the caller) to
+    the module's render side, then the microphone frame to its capture side, with a reported
+    delay of 0: what is left, the acoustic path and any misalignment, AEC3's own delay
+    estimator finds. The module takes 10 ms frames of 16-bit PCM.
+
+    The module does not pass the voice through untouched: its high-pass filter turns the
+    phase of low frequencies (120 degrees at 200 Hz) and AEC3 delays the capture by 8 ms
+    (two of its 64-sample blocks). So ``mic - clean`` would hold the user's voice as well as
+    the removed echo. A twin module with the same settings and a silent far end gives
+    ``passed``, the microphone as the module treats it with no echo removed.
+    """
+
+    def __init__(
+        self, frame: int = 160, noise_suppression: bool = True, sample_rate: int = MIC_RATE
+    ) -> None:
+        if frame * 100 != sample_rate:
+            raise AudioError(
+                f"WebRTC's echo canceller takes 10 ms frames: {frame} samples at "
+                f"{sample_rate} Hz is {1000 * frame / sample_rate:g} ms"
+            )
+        self._rtc = _livekit_rtc()
+        self.frame, self.sample_rate, self.noise_suppression = frame, sample_rate, noise_suppression
+        self._apm, self._twin = self._new(), self._new()
+        self.passed = np.zeros(frame, np.float32)
+        self._silence = _pcm16(np.zeros(frame, np.float32))
+
+    def _new(self):
+        return self._rtc.AudioProcessingModule(
+            echo_cancellation=True,
+            noise_suppression=self.noise_suppression,
+            high_pass_filter=True,
+            auto_gain_control=False,  # the level meter and the VAD's thresholds need the raw level
+        )
+
+    def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
+        if near.size != self.frame or far.size != self.frame:
+            raise AudioError(f"the echo canceller takes frames of {self.frame} samples")
+        pcm = _pcm16(near)
+        clean = self._run(self._apm, pcm, _pcm16(far))
+        self.passed = self._run(self._twin, pcm, self._silence)
+        return clean
+
+    def _run(self, apm, near: bytes, far: bytes) -> np.ndarray:
+        render = self._rtc.AudioFrame(far, self.sample_rate, 1, self.frame)
+        capture = self._rtc.AudioFrame(near, self.sample_rate, 1, self.frame)
+        try:
+            apm.process_reverse_stream(render)
+            apm.set_stream_delay_ms(0)
+            apm.process_stream(capture)
+        except RuntimeError as err:
+            raise AudioError(f"WebRTC's echo canceller failed: {err}") from err
+        return np.frombuffer(capture.data, dtype=np.int16).astype(np.float32) / 32768.0
+
+    def reset(self) -> None:
+        self._apm, self._twin = self._new(), self._new()
+
+
+@functools.cache
+def _livekit_rtc():
+    try:
+        from livekit import rtc
+    except ImportError as err:
+        raise AudioError(
+            "WebRTC's echo canceller comes with LiveKit's package: `pip install livekit`"
+        ) from err
+    return rtc
+
+
+def backend_installed(name: str) -> bool:
+    """Whether the named backend's library can be loaded here."""
+    try:
+        if name == "speex":
+            _speexdsp_extension()
+        elif name == "webrtc":
+            _livekit_rtc()
+        else:
+            raise AudioError(f"unknown echo canceller {name!r}: one of {', '.join(AEC_BACKENDS)}")
+    except AudioError:
+        return False
+    return True
+
+
+def resolve_backend(name: str) -> str:
+    """The backend that ``name`` means here: ``auto`` is the platform's default if it is
+    installed, else the other one; a named backend must be installed."""
+    if name not in AEC_BACKENDS:
+        raise AudioError(f"unknown echo canceller {name!r}: one of {', '.join(AEC_BACKENDS)}")
+    if name != "auto":
+        return name
+    default = next((b for p, b in DEFAULT_BACKEND.items() if sys.platform.startswith(p)), "speex")
+    others = [b for b in AEC_BACKENDS if b not in ("auto", default)]
+    for backend in (default, *others):
+        if backend_installed(backend):
+            return backend
+    raise AudioError(
+        "no echo canceller is installed: `pip install livekit` (WebRTC) or `pip install "
+        "speexdsp` (SpeexDSP, needs libspeexdsp); or switch echo cancellation off in Settings "
+        "when you use headphones"
+    )
+
+
+def make_canceller(settings: AudioSettings) -> EchoCanceller:
+    """The echo canceller the settings ask for (the microphone as it is when switched off)."""
+    frame = MIC_RATE // 100
+    if not settings.echo_cancellation:
+        return NoEchoCanceller(frame)
+    backend = resolve_backend(settings.aec_backend)
+    if backend == "webrtc":
+        return WebRtcEchoCanceller(frame)
+    return SpeexEchoCanceller(frame, settings.aec_tail_ms)
 
 
 @functools.cache

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 MIC_RATE = 16000  # Hz: everything after capture runs at the speech models' rate
 PLAYBACK_RATE = 24000  # Hz: what CosyVoice 2 produces
 FRAME_MS = 10
+AEC_BACKENDS = ("auto", "speex", "webrtc")  # echo canceller backends (app.audio.aec)
 MIC_FRAME = MIC_RATE * FRAME_MS // 1000  # 160 samples per processing frame
 
 
@@ -17,8 +18,9 @@ class AudioSettings:
     input_device: int | str | None = None  # index, (part of a) name, or the system default
     output_device: int | str | None = None
     frame_ms: int = FRAME_MS  # 10 or 20
-    aec_tail_ms: int = 400  # echo canceller filter length (>= 200)
+    aec_tail_ms: int = 400  # echo canceller filter length (>= 200; SpeexDSP's)
     echo_cancellation: bool = True  # off: the microphone as it is (headphones, a test)
+    aec_backend: str = "auto"  # one of AEC_BACKENDS (app.audio.aec.make_canceller)
     vad_aggressiveness: int = 2  # webrtcvad 0..3
     vad_start_ms: int = 60  # speech this long starts an utterance
     vad_hangover_ms: int = 400  # silence this long ends it

@@ -13,8 +13,9 @@ may be present, a frame counts as the user's speech only if all of these hold:
   the tracked noise floor);
 - in a 32 ms spectrum (fine enough to separate two voices' harmonics), most of its power is
   more than noise and residual echo can explain: the per-bin noise floor, and the echo
-  estimate (mic - clean) held in a room-like decaying envelope, lowered by the ERLE learned
-  per bin in single talk (only where the residue shows above the noise), plus a 3 dB margin;
+  estimate (the mic as the canceller passes it, minus the clean frame) held in a room-like
+  decaying envelope, lowered by the ERLE learned per bin in single talk (only where the
+  residue shows above the noise), plus a 3 dB margin;
 - its log spectrum does not correlate with the echo envelope's (SHAPE_CORRELATION_MAX):
   residue keeps the echo's spectral shape even when the canceller briefly does worse than
   it learned, while another voice does not.
@@ -29,13 +30,7 @@ from collections.abc import Callable
 import numpy as np
 import webrtcvad
 
-from app.audio.aec import (
-    EchoCanceller,
-    FarEndBuffer,
-    NoEchoCanceller,
-    SpeexEchoCanceller,
-    estimate_delay,
-)
+from app.audio.aec import EchoCanceller, FarEndBuffer, estimate_delay, make_canceller
 from app.audio.events import (
     MIC_RATE,
     AudioEvent,
@@ -210,13 +205,7 @@ class AudioProcessor:
     ) -> None:
         self.settings = settings = settings or AudioSettings()
         self.on_event = on_event or (lambda event: None)
-        if canceller is None:
-            canceller = (
-                SpeexEchoCanceller(160, settings.aec_tail_ms)
-                if settings.echo_cancellation
-                else NoEchoCanceller(160)
-            )
-        self.canceller = canceller
+        self.canceller = canceller if canceller is not None else make_canceller(settings)
         self.frame = self.canceller.frame
         frame_s = self.frame / MIC_RATE
         self.far_end = FarEndBuffer()
@@ -260,6 +249,7 @@ class AudioProcessor:
         """mic16k : (frame,) float32 captured from ``adc_time`` -> clean (frame,) float32."""
         far = self.far_end.read(adc_time - self.extra_delay, self.frame)
         clean = self.canceller.process(mic16k, far)
+        passed = self.canceller.passed  # the mic as the canceller passes it, echo left in
         far_db, clean_db = level_db(far), level_db(clean)
         # webrtcvad judges the spectrum's shape, not loudness: a -70 dBFS echo residue reads
         # as speech. Speech must also be loud, absolutely and above the noise floor.
@@ -271,12 +261,12 @@ class AudioProcessor:
         far_active = far_db > FAR_ACTIVE_DB
         if far_active:
             self.echo_until = adc_time + self.settings.aec_tail_ms / 1000  # echo may still come
-        clean_spec, echo_spec = self._spectra(mic16k, clean)
+        clean_spec, echo_spec = self._spectra(passed, clean)
         if far_active and not raw_speech:
             self._learn_erle(clean_spec, echo_spec)
         if self.erle_db < self.CONVERGED_DB:  # not converged: the whole mic may be echo
             self._mic_hist[: -self.frame] = self._mic_hist[self.frame :]
-            self._mic_hist[-self.frame :] = mic16k
+            self._mic_hist[-self.frame :] = passed
             echo_spec = np.abs(np.fft.rfft(self._mic_hist * self._window)) ** 2
         if far_active:
             self._learn_no_echo(level_db(mic16k), far_db, raw_speech)

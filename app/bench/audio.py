@@ -1,11 +1,16 @@
-"""``minmo bench audio``: the audio path measured on simulated rooms (app.bench.simulation).
+"""``minmo bench audio``: the audio path measured on simulated rooms (app.bench.simulation),
+for each echo-canceller backend in one run.
 
-Per condition and in total:
+Per backend and condition, and per backend in total:
 - ERLE after convergence in single talk: echo energy over the residual echo left in the
-  clean signal (clean minus the noise, which the canceller cannot and should not remove),
-  on frames where the far end plays, after the first 3 s;
+  clean signal, on frames where the far end plays, after the first 3 s. The residual is the
+  clean signal minus the noise as the backend passes it (the same backend fed the noise
+  alone, no far end): the canceller cannot and should not remove noise, and WebRTC's
+  filters and noise suppressor change it;
 - near-end preservation in double talk: SI-SDR of the clean signal against the near-end
-  speech at the microphone, minus that of the raw microphone signal;
+  speech as the backend passes it (fed alone; WebRTC's high-pass filter turns the voice's
+  phase and AEC3 delays it by 8 ms, which is no loss to a listener or a recogniser), minus
+  the SI-SDR of the raw microphone signal against the near-end speech;
 - barge-in latency from each near-end speech onset while the assistant plays;
 - false barge-ins caused by echo alone, per simulated minute;
 - VAD frame accuracy against the ground truth, in near-end-only scenes;
@@ -21,7 +26,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import soxr
 
-from app.audio.events import MIC_FRAME, MIC_RATE, PLAYBACK_RATE, AudioSettings, BargeIn
+from app.audio.events import (
+    AEC_BACKENDS,
+    MIC_FRAME,
+    MIC_RATE,
+    PLAYBACK_RATE,
+    AudioSettings,
+    BargeIn,
+)
 from app.audio.processor import AudioProcessor
 from app.bench.simulation import CONDITIONS, make_scenario
 
@@ -39,6 +51,19 @@ class Run:
     bargeins: list[BargeIn]
     processor: AudioProcessor
     cpu_s: list[float] = field(default_factory=list)
+
+
+def passed_alone(signal: np.ndarray, settings: AudioSettings | None = None) -> np.ndarray:
+    """``signal`` (n,) through a fresh canceller of the settings' backend with a silent far
+    end: how the backend passes it when there is no echo to remove."""
+    from app.audio.aec import make_canceller
+
+    canceller = make_canceller(settings or AudioSettings())
+    silence = np.zeros(MIC_FRAME, np.float32)
+    n = signal.size // MIC_FRAME * MIC_FRAME
+    return np.concatenate(
+        [canceller.process(signal[i : i + MIC_FRAME], silence) for i in range(0, n, MIC_FRAME)]
+    )
 
 
 def run_scene(scene, settings: AudioSettings | None = None, playing: bool = True) -> Run:
@@ -88,11 +113,15 @@ def echo_alone(scene):
     return dataclasses.replace(scene, mic_16k=scene.mic_16k - scene.noise_16k, noise_16k=noise)
 
 
-def erle_db(scene, run: Run) -> float:
+def erle_db(scene, run: Run, noise: np.ndarray | None = None) -> float:
+    """``noise``: the scene's noise as the backend passes it (``passed_alone``); by default
+    the noise as it is."""
     start = int(CONVERGED_S * MIC_RATE)
-    frames = np.repeat(scene.far_active, MIC_FRAME)[start : run.clean.size]
-    echo = scene.echo_16k[start : run.clean.size][frames]
-    residual = (run.clean[start:] - scene.noise_16k[start : run.clean.size])[frames]
+    noise = scene.noise_16k if noise is None else noise
+    end = min(run.clean.size, noise.size)
+    frames = np.repeat(scene.far_active, MIC_FRAME)[start:end]
+    echo = scene.echo_16k[start:end][frames]
+    residual = (run.clean[start:end] - noise[start:end])[frames]
     return float(10 * np.log10(np.dot(echo, echo) / max(np.dot(residual, residual), 1e-12)))
 
 
@@ -103,12 +132,16 @@ def si_sdr(estimate: np.ndarray, reference: np.ndarray) -> float:
     return float(10 * np.log10(np.dot(target, target) / max(np.dot(noise, noise), 1e-12)))
 
 
-def si_sdr_gain(scene, run: Run) -> float:
+def si_sdr_gain(scene, run: Run, near: np.ndarray | None = None) -> float:
+    """``near``: the near end as the backend passes it (``passed_alone``); by default the
+    near end as it is."""
     start = int(CONVERGED_S * MIC_RATE)
-    active = np.repeat(scene.near_active, MIC_FRAME)[start : run.clean.size]
-    near = scene.near_16k[start : run.clean.size][active]
-    mic = scene.mic_16k[start : run.clean.size][active]
-    return si_sdr(run.clean[start:][active], near) - si_sdr(mic, near)
+    passed = scene.near_16k if near is None else near
+    end = min(run.clean.size, passed.size)
+    active = np.repeat(scene.near_active, MIC_FRAME)[start:end]
+    reference = scene.near_16k[start:end][active]
+    mic = scene.mic_16k[start:end][active]
+    return si_sdr(run.clean[start:end][active], passed[start:end][active]) - si_sdr(mic, reference)
 
 
 def onset_latencies(scene, run: Run) -> list[float]:
@@ -126,36 +159,57 @@ def latencies(scene, run: Run) -> tuple[list[float], int]:
     return [x for x in all_onsets if np.isfinite(x)], sum(np.isinf(all_onsets))
 
 
+def installed_backends() -> tuple[str, ...]:
+    from app.audio.aec import backend_installed
+
+    return tuple(b for b in AEC_BACKENDS if b != "auto" and backend_installed(b))
+
+
 def bench_audio(
-    single_s: float = 75.0, double_s: float = 30.0, near_s: float = 20.0, seeds: int = 3
+    single_s: float = 75.0,
+    double_s: float = 30.0,
+    near_s: float = 20.0,
+    seeds: int = 3,
+    backends: tuple[str, ...] | None = None,
+    say=print,
 ):
-    """Every condition of app.bench.simulation, for ``seeds`` different scripts: per seed
-    8 x 75 s = 10 simulated minutes of echo alone, 8 x 30 s of double talk and 8 x 20 s of
-    the user alone. Barge-in latency percentiles are over the onsets after the canceller's
-    first 3 s (as ERLE and SI-SDR are); the earlier ones are counted on their own.
-    Returns a benchmarks.Table."""
+    """Every condition of app.bench.simulation, for ``seeds`` different scripts, with each of
+    ``backends`` (default: every installed one): per seed 8 x 75 s = 10 simulated minutes
+    of echo alone, 8 x 30 s of double talk and 8 x 20 s of the user alone. Barge-in latency
+    percentiles are over the onsets after the canceller's first 3 s (as ERLE and SI-SDR
+    are); the earlier ones are counted on their own. Returns a benchmarks.Table."""
     import datetime as dt
 
+    from app.audio.aec import resolve_backend
     from app.bench.record import Table, machine_name
 
-    totals = _Tally()
+    backends = backends or installed_backends()
     rows = []
-    for cond in CONDITIONS:
-        tally = _Tally()
-        for seed in range(seeds):
-            single = echo_alone(make_scenario(cond, "single_talk", single_s, seed))
-            double = make_scenario(cond, "double_talk", double_s, seed)
-            near = make_scenario(cond, "near_only", near_s, seed)
-            runs = (run_scene(single), run_scene(double), run_scene(near, playing=False))
-            for t in (tally, totals):
-                t.add(single, double, near, runs)
-        rows.append(tally.row(cond.name))
-    rows.append(totals.row("ALL"))
+    for backend in backends:
+        resolve_backend(backend)  # a clear error if it is not installed
+        settings = AudioSettings(aec_backend=backend)
+        totals = _Tally()
+        for cond in CONDITIONS:
+            tally = _Tally()
+            for seed in range(seeds):
+                single = echo_alone(make_scenario(cond, "single_talk", single_s, seed))
+                double = make_scenario(cond, "double_talk", double_s, seed)
+                near = make_scenario(cond, "near_only", near_s, seed)
+                runs = (run_scene(single, settings), run_scene(double, settings),
+                        run_scene(near, settings, playing=False))  # fmt: skip
+                passed = (passed_alone(single.noise_16k, settings),
+                          passed_alone(double.near_16k, settings))  # fmt: skip
+                for t in (tally, totals):
+                    t.add(single, double, near, runs, passed)
+            rows.append((backend, *tally.row(cond.name)))
+            say(" | ".join(rows[-1]))
+        rows.append((backend, *totals.row("ALL")))
     stamp = (dt.date.today().isoformat(), machine_name("cpu"), f"{seeds}")
     columns = (
         "date",
         "machine",
         "seeds",
+        "echo canceller",
         "condition",
         "ERLE dB (median)",
         "near SI-SDRi dB",
@@ -167,7 +221,7 @@ def bench_audio(
         "CPU ms/frame",
     )
     title = "## Audio path (AEC, VAD, barge-in), simulated rooms"
-    key = ("date", "machine", "seeds", "condition")
+    key = ("date", "machine", "seeds", "echo canceller", "condition")
     return Table(title, columns, [(*stamp, *r) for r in rows], key)
 
 
@@ -183,10 +237,11 @@ class _Tally:
     vad_frames: int = 0
     cpu: list[float] = field(default_factory=list)
 
-    def add(self, single, double, near, runs: tuple[Run, Run, Run]) -> None:
+    def add(self, single, double, near, runs: tuple[Run, Run, Run], passed) -> None:
         s, d, n = runs
-        self.erle.append(erle_db(single, s))
-        self.sdr.append(si_sdr_gain(double, d))
+        noise, near_end = passed
+        self.erle.append(erle_db(single, s, noise))
+        self.sdr.append(si_sdr_gain(double, d, near_end))
         for onset, first in zip(double.near_onsets, onset_latencies(double, d), strict=True):
             (self.latency if onset >= CONVERGED_S else self.early).append(first)
         self.false += len(s.bargeins)

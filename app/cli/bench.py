@@ -66,6 +66,13 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     audio.add_argument(
         "--seeds", type=whole_number(1), default=3, help="scripts per room (default 3)"
     )
+    audio.add_argument(
+        "--aec",
+        type=_backends,
+        default=None,
+        help="echo cancellers to compare, comma-separated: speex, webrtc (default: every "
+        "installed one)",
+    )
     _record_options(audio)
     audio.set_defaults(func=run_audio, threads=None, device="cpu", preset="real")
     e2e = jobs.add_parser(
@@ -205,8 +212,20 @@ def run_audio(args: argparse.Namespace) -> int:
     from app.bench.audio import bench_audio  # one-line error without the dev extra
 
     return _report(
-        args, lambda device: bench_audio(args.single, args.double, args.near, args.seeds)
+        args,
+        lambda device: bench_audio(args.single, args.double, args.near, args.seeds, args.aec),
     )
+
+
+def _backends(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    known = ("speex", "webrtc")
+    wrong = [n for n in names if n not in known]
+    if wrong or not names:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(wrong) or 'nothing'}: choose from {', '.join(known)}"
+        )
+    return names
 
 
 def run_e2e(args: argparse.Namespace) -> int:

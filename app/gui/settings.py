@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from platformdirs import user_config_dir
 
-from app.audio.events import AudioSettings
+from app.audio.events import AEC_BACKENDS, AudioSettings
 
 APP = "minmo-assistant"
 
@@ -54,6 +54,7 @@ class Settings:
     llm_url: str | None = None  # a remote OpenAI-compatible server instead
     llm_model: str | None = None
     echo_cancellation: bool = True
+    aec_backend: str = _one_of("auto", AEC_BACKENDS)  # which echo canceller (app.audio.aec)
     vad_sensitivity: int = _one_of(2, VAD_SENSITIVITIES)
     bargein_sensitivity: str = _one_of("medium", BARGEIN_SENSITIVITIES)
     turn_policy: str = _one_of("smart-turn", TURN_POLICIES)
@@ -165,6 +166,7 @@ def audio_settings(settings: Settings) -> AudioSettings:
         input_device=settings.input_device,
         output_device=settings.output_device,
         echo_cancellation=settings.echo_cancellation,
+        aec_backend=settings.aec_backend,
         vad_aggressiveness=settings.vad_sensitivity,
         bargein_min_speech_ms=BARGEIN_MIN_SPEECH_MS[settings.bargein_sensitivity],
     )

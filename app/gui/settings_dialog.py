@@ -52,7 +52,7 @@ from app.gui.settings import (
     settings_path,
     validate,
 )
-from minmo_core.errors import MinMoError, first_line, reason
+from minmo_core.errors import AudioError, MinMoError, first_line, reason
 
 TONE_SECONDS = 1.0
 MIC_CHECK_SECONDS = 2.0
@@ -72,6 +72,7 @@ VAD_LABELS = (
     "2: balanced",
     "3: hears the least as speech (noisy rooms)",
 )
+AEC_NAMES = {"speex": "SpeexDSP", "webrtc": "WebRTC AEC3"}  # every backend but "auto"
 PRECISION_LABELS = {"auto": "auto (what fits this machine)"}
 SCHEDULE_LABELS = {"fixed": "fixed 15 tokens (first audio soonest)",
                    "growing": "growing: 15, 25, then 50 (less compute)"}  # fmt: skip
@@ -269,6 +270,10 @@ class SettingsDialog(QDialog):
                                "removes the assistant's own voice from the microphone")  # fmt: skip
         self.echo_box.setChecked(s.echo_cancellation)
         form.addRow("", self.echo_box)
+        self.aec_combo = self._canceller_combo(s.aec_backend)
+        self.aec_combo.setEnabled(s.echo_cancellation)
+        self.echo_box.toggled.connect(self.aec_combo.setEnabled)
+        form.addRow(_label("Echo &canceller:", self.aec_combo), self.aec_combo)
         self.vad_combo = _combo(list(zip(VAD_LABELS, range(4), strict=True)),
                                 "voice detection sensitivity")  # fmt: skip
         _select(self.vad_combo, s.vad_sensitivity)
@@ -284,6 +289,27 @@ class SettingsDialog(QDialog):
             button.setEnabled(False)  # until the devices are listed
         layout.addStretch(1)
         return tab
+
+    def _canceller_combo(self, current: str) -> QComboBox:
+        """The echo cancellers; one whose library is missing is listed but cannot be chosen."""
+        from app.audio.aec import backend_installed, resolve_backend
+
+        try:
+            auto = f"Automatic ({AEC_NAMES[resolve_backend('auto')]})"
+        except AudioError:
+            auto = "Automatic (none installed)"
+        items = [(auto, "auto")]
+        installed = {b: backend_installed(b) for b in AEC_NAMES}
+        items += [(name if installed[b] else f"{name} (not installed)", b)
+                  for b, name in AEC_NAMES.items()]  # fmt: skip
+        combo = _combo(items, "echo canceller")
+        combo.setToolTip("SpeexDSP: keeps your voice whole while the assistant talks; WebRTC "
+                         "AEC3: removes more echo, also from distorting speakers")  # fmt: skip
+        for i, (_, backend) in enumerate(items):
+            if backend != "auto" and not installed[backend]:
+                combo.model().item(i).setEnabled(False)
+        _select(combo, current)
+        return combo
 
     def _device_combo(self, current: str | None, name: str) -> QComboBox:
         combo = _combo([("System default", None)], name)
@@ -530,6 +556,7 @@ class SettingsDialog(QDialog):
             input_device=self.input_combo.currentData(),
             output_device=self.output_combo.currentData(),
             echo_cancellation=self.echo_box.isChecked(),
+            aec_backend=self.aec_combo.currentData(),
             vad_sensitivity=self.vad_combo.currentData(),
             bargein_sensitivity=self.bargein_combo.currentData(),
             pack=self.pack_combo.currentData(),
