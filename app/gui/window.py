@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.gui.assets import app_icon
 from app.gui.bridge import EventBridge
 from app.gui.history import HistoryWriter
 from app.gui.settings import Settings, TalkMode, save_settings
@@ -86,6 +87,7 @@ class MainWindow(QMainWindow):
         change that needs a reload); ``backend`` is the sound device module (tests: fake)."""
         super().__init__()
         self.setWindowTitle("MinMo Assistant")
+        self.setWindowIcon(app_icon())
         self.resize(1180, 760)
         self.settings = settings or Settings()
         self.make_factory = make_factory
