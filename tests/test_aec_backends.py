@@ -143,9 +143,10 @@ def test_the_benchmark_compares_both_backends_in_one_table(monkeypatch) -> None:
     from app.bench import audio
 
     monkeypatch.setattr(audio, "CONDITIONS", (condition("laptop_small_office"),))
+    monkeypatch.setattr(audio, "UNSEEN_CONDITIONS", (condition("laptop_clipping_speakers"),))
     table = audio.bench_audio(10.0, 10.0, 5.0, seeds=1, say=lambda line: None)
     backends = [row[table.columns.index("echo canceller")] for row in table.rows]
     names = [row[table.columns.index("condition")] for row in table.rows]
-    assert backends == ["speex", "speex", "webrtc", "webrtc"]
-    assert names == ["laptop_small_office", "ALL"] * 2
+    assert backends == ["speex"] * 3 + ["webrtc"] * 3
+    assert names == ["laptop_small_office", "ALL", "laptop_clipping_speakers (unseen)"] * 2
     assert "echo canceller" in table.key

@@ -256,3 +256,33 @@ def test_a_20_s_scenario_is_quick_once_the_speech_is_cached():
     start = time.perf_counter()
     make_scenario(cond, "double_talk", seed=21)
     assert time.perf_counter() - start < 2.0
+
+
+def test_the_unseen_conditions_clip_the_loudspeaker_and_drift_the_clock():
+    """The two conditions the audio path was never tuned on: the laptop's speakers driven
+    into clipping (the echo is no longer a linear function of the far end: peaks flattened),
+    and a microphone clock 100 ppm fast (the echo slides later, 1.6 samples per second)."""
+    from app.audio.aec import estimate_delay
+
+    linear = make_scenario(sim.condition("laptop_small_office"), "single_talk", 20.0, seed=1)
+    clipped = make_scenario(sim.condition("laptop_clipping_speakers"), "single_talk", 20.0,
+                            seed=1)  # fmt: skip
+    np.testing.assert_array_equal(linear.far_end_24k, clipped.far_end_24k)
+
+    def crest(x: np.ndarray) -> float:
+        return float(np.max(np.abs(x)) / np.sqrt(np.mean(x**2)))
+
+    assert crest(clipped.echo_16k) < 0.8 * crest(linear.echo_16k)
+    a = np.dot(clipped.echo_16k, linear.echo_16k) / np.dot(linear.echo_16k, linear.echo_16k)
+    misfit = clipped.echo_16k - a * linear.echo_16k  # what no linear echo path explains
+    assert np.dot(misfit, misfit) > 0.01 * np.dot(clipped.echo_16k, clipped.echo_16k)
+
+    still = make_scenario(sim.condition("desktop_speakers_home_office"), "single_talk", 20.0,
+                          seed=1)  # fmt: skip
+    drifting = make_scenario(sim.condition("desktop_usb_mic_clock_drift"), "single_talk", 20.0,
+                             seed=1)  # fmt: skip
+    for start_s in (1.0, 16.0):
+        span = slice(int(start_s * MIC_RATE), int((start_s + 3) * MIC_RATE))
+        lag, strength = estimate_delay(still.echo_16k[span], drifting.echo_16k[span], 200)
+        expected = 100e-6 * (start_s + 1.5) * MIC_RATE  # at the span's middle
+        assert strength > 0.3 and abs(lag - expected) <= 2, (start_s, lag, expected)

@@ -35,7 +35,7 @@ from app.audio.events import (
     BargeIn,
 )
 from app.audio.processor import AudioProcessor
-from app.bench.simulation import CONDITIONS, make_scenario
+from app.bench.simulation import CONDITIONS, UNSEEN_CONDITIONS, make_scenario
 
 CONVERGED_S = 3.0
 FAR_FRAME = PLAYBACK_RATE * MIC_FRAME // MIC_RATE  # 240 samples of 24 kHz per 10 ms
@@ -177,13 +177,16 @@ def bench_audio(
     ``backends`` (default: every installed one): per seed 8 x 75 s = 10 simulated minutes
     of echo alone, 8 x 30 s of double talk and 8 x 20 s of the user alone. Barge-in latency
     percentiles are over the onsets after the canceller's first 3 s (as ERLE and SI-SDR
-    are); the earlier ones are counted on their own. Returns a benchmarks.Table."""
+    are); the earlier ones are counted on their own. After each backend's ALL row come the
+    UNSEEN_CONDITIONS (a clipping loudspeaker, clock drift), marked "(unseen)" and kept out
+    of ALL: the tuning never saw them. Returns a benchmarks.Table."""
     import datetime as dt
 
     from app.audio.aec import resolve_backend
     from app.bench.record import Table, machine_name
 
     backends = backends or installed_backends()
+    seconds = (single_s, double_s, near_s)
     rows = []
     for backend in backends:
         resolve_backend(backend)  # a clear error if it is not installed
@@ -191,19 +194,15 @@ def bench_audio(
         totals = _Tally()
         for cond in CONDITIONS:
             tally = _Tally()
-            for seed in range(seeds):
-                single = echo_alone(make_scenario(cond, "single_talk", single_s, seed))
-                double = make_scenario(cond, "double_talk", double_s, seed)
-                near = make_scenario(cond, "near_only", near_s, seed)
-                runs = (run_scene(single, settings), run_scene(double, settings),
-                        run_scene(near, settings, playing=False))  # fmt: skip
-                passed = (passed_alone(single.noise_16k, settings),
-                          passed_alone(double.near_16k, settings))  # fmt: skip
-                for t in (tally, totals):
-                    t.add(single, double, near, runs, passed)
+            _measure(cond, settings, seeds, seconds, (tally, totals))
             rows.append((backend, *tally.row(cond.name)))
             say(" | ".join(rows[-1]))
         rows.append((backend, *totals.row("ALL")))
+        for cond in UNSEEN_CONDITIONS:
+            tally = _Tally()
+            _measure(cond, settings, seeds, seconds, (tally,))
+            rows.append((backend, *tally.row(f"{cond.name} (unseen)")))
+            say(" | ".join(rows[-1]))
     stamp = (dt.date.today().isoformat(), machine_name("cpu"), f"{seeds}")
     columns = (
         "date",
@@ -223,6 +222,21 @@ def bench_audio(
     title = "## Audio path (AEC, VAD, barge-in), simulated rooms"
     key = ("date", "machine", "seeds", "echo canceller", "condition")
     return Table(title, columns, [(*stamp, *r) for r in rows], key)
+
+
+def _measure(cond, settings: AudioSettings, seeds: int, seconds, tallies) -> None:
+    """One condition's scenes for every seed, through the settings' backend, into tallies."""
+    single_s, double_s, near_s = seconds
+    for seed in range(seeds):
+        single = echo_alone(make_scenario(cond, "single_talk", single_s, seed))
+        double = make_scenario(cond, "double_talk", double_s, seed)
+        near = make_scenario(cond, "near_only", near_s, seed)
+        runs = (run_scene(single, settings), run_scene(double, settings),
+                run_scene(near, settings, playing=False))  # fmt: skip
+        passed = (passed_alone(single.noise_16k, settings),
+                  passed_alone(double.near_16k, settings))  # fmt: skip
+        for tally in tallies:
+            tally.add(single, double, near, runs, passed)
 
 
 @dataclass

@@ -24,7 +24,9 @@ a room and a user (sometimes) talks over it, with every component known exactly:
   from its own spot in the room (through its own impulse response);
 * delays: pyroomacoustics puts the direct path at distance / c plus 40 samples (2.5 ms, half its
   fractional-delay filter), so the echo follows the far end by 2.7-4.2 ms; there is no device
-  buffering delay or loudspeaker nonlinearity.
+  buffering delay. CONDITIONS have linear loudspeakers and one clock; UNSEEN_CONDITIONS (kept
+  out of the audio path's tuning) add a clipping loudspeaker (``loudspeaker_clip_db``) and a
+  microphone clock drifting against the loudspeaker's (``clock_drift_ppm``).
 
 Active speech level of a component = RMS over the frames where its source is active: echo over
 ``far_active`` frames, near end over ``near_active`` frames (see ``active_level_db``).
@@ -74,6 +76,7 @@ from app.audio.events import FRAME_MS, MIC_RATE, PLAYBACK_RATE
 __all__ = [
     "CONDITIONS",
     "KINDS",
+    "UNSEEN_CONDITIONS",
     "Acoustics",
     "Condition",
     "EspeakNotFoundError",
@@ -188,10 +191,18 @@ class Condition:
     noise_kind: str = "pink"  # "pink" (fan / HVAC) or "babble" (other people talking)
     second_loudspeaker_pos: Position | None = None  # a stereo pair playing the same mono signal
     description: str = ""
+    # a loudspeaker driven into saturation: the far end passes c * tanh(x / c) on its way into
+    # the room, c this many dB above the far end's active RMS (None: a linear loudspeaker)
+    loudspeaker_clip_db: float | None = None
+    # the microphone's sample clock runs this many parts per million fast against the
+    # loudspeaker's (two devices, two crystals): the echo slowly slides later in time
+    clock_drift_ppm: float = 0.0
 
     def __post_init__(self) -> None:
         if self.noise_kind not in ("pink", "babble"):
             raise ValueError(f"noise_kind must be 'pink' or 'babble', not {self.noise_kind!r}")
+        if abs(self.clock_drift_ppm) > 1000:
+            raise ValueError(f"clock drift {self.clock_drift_ppm} ppm is beyond +-1000 ppm")
         if not 0.1 <= self.rt60 <= 2.0:
             raise ValueError(f"rt60 {self.rt60} s is outside 0.1..2 s")
         points = [self.loudspeaker_pos, self.mic_pos, self.talker_pos]
@@ -284,12 +295,25 @@ CONDITIONS: tuple[Condition, ...] = (
 )
 
 
+# conditions the audio path's tuning never saw (issue 14), reported on their own: a laptop
+# whose small speakers are driven into clipping (a non-linear echo path no linear filter
+# models), and desktop speakers on one sound card with a USB webcam microphone on another
+# (their clocks drift 100 ppm apart: the echo slides 7.5 ms later over 75 s)
+UNSEEN_CONDITIONS: tuple[Condition, ...] = (
+    replace(_LAPTOP, name="laptop_clipping_speakers", loudspeaker_clip_db=3.0,
+            description="laptop speakers driven into clipping (tanh, 3 dB above the RMS)"),
+    replace(_DESKTOP, name="desktop_usb_mic_clock_drift", clock_drift_ppm=100.0,
+            description="desktop speakers and a USB microphone 100 ppm apart"),
+)  # fmt: skip
+
+
 def condition(name: str) -> Condition:
-    """The condition of ``CONDITIONS`` with that name."""
-    for c in CONDITIONS:
+    """The condition of ``CONDITIONS`` or ``UNSEEN_CONDITIONS`` with that name."""
+    for c in CONDITIONS + UNSEEN_CONDITIONS:
         if c.name == name:
             return c
-    raise KeyError(f"no condition {name!r}; known: {', '.join(c.name for c in CONDITIONS)}")
+    known = ", ".join(c.name for c in CONDITIONS + UNSEEN_CONDITIONS)
+    raise KeyError(f"no condition {name!r}; known: {known}")
 
 
 # --------------------------------------------------------------------------- scenario
@@ -324,7 +348,9 @@ class Scenario:
     near_onsets: list[float]  # s, first active frame of each near-end utterance
     near_utterances: list[tuple[float, float]]  # s, (onset, end of its last active frame)
     far_active: np.ndarray  # bool per 10 ms frame, from far_end_24k, on the playback timeline
-    echo_rir_16k: np.ndarray  # scaled echo path: echo_16k = far end at 16 kHz (*) this
+    # scaled echo path: echo_16k = far end at 16 kHz (*) this, for a linear loudspeaker on the
+    # microphone's clock (not for loudspeaker_clip_db or clock_drift_ppm)
+    echo_rir_16k: np.ndarray
     acoustics: Acoustics
 
     @property
@@ -375,7 +401,12 @@ def make_scenario(
         far24 = _far_stream(exe, np.random.default_rng([seed, 0]), n24)
         far_active = speech_activity(far24, PLAYBACK_RATE)
         far16 = soxr.resample(far24, PLAYBACK_RATE, MIC_RATE).astype(np.float32)[:n16]
+        if condition.loudspeaker_clip_db is not None:
+            far16 = _saturate(far16, speech_activity(far16, MIC_RATE),
+                              condition.loudspeaker_clip_db)  # fmt: skip
         echo = _convolve(far16, room.echo_rir, n16)
+        if condition.clock_drift_ppm:
+            echo = _drift(echo, condition.clock_drift_ppm)
         gain = _db_to_gain(NEAR_LEVEL_DBFS + condition.echo_db - active_level_db(echo, far_active))
         echo *= gain
         echo_rir = (room.echo_rir * gain).astype(np.float32)
@@ -426,6 +457,22 @@ def make_scenario(
         echo_rir_16k=echo_rir,
         acoustics=room.acoustics,
     )
+
+
+def _saturate(x: np.ndarray, active: np.ndarray, clip_db: float) -> np.ndarray:
+    """A loudspeaker driven into saturation: c * tanh(x / c), with c ``clip_db`` above the
+    signal's active RMS (speech peaks 12-15 dB above its RMS, so +3 dB clips every peak)."""
+    c = _db_to_gain(active_level_db(x, active) + clip_db)
+    return (c * np.tanh(x / c)).astype(np.float32)
+
+
+def _drift(x: np.ndarray, ppm: float) -> np.ndarray:
+    """``x`` as a microphone whose clock runs ``ppm`` fast records it: resampled from 16 kHz
+    to 16 kHz x (1 + ppm / 1e6), so sample n is the sound of time n / (16 kHz (1 + ppm))."""
+    out = soxr.resample(x, MIC_RATE, MIC_RATE * (1 + ppm * 1e-6), quality="VHQ")
+    fitted = np.zeros_like(x)
+    fitted[: min(x.size, out.size)] = out[: x.size]
+    return fitted.astype(np.float32)
 
 
 def room_acoustics(condition: Condition) -> Acoustics:
