@@ -1,7 +1,6 @@
 """The installers' inputs: what every platform's PyInstaller spec bundles, the Linux menu
-entry and package metadata, and the macOS app's privacy text. (Building the Linux bundle
-takes longer than CI allows: `make dist` does it and runs the bundle's self-test; see
-installers/README.md.)"""
+entry and package metadata, the Windows installer script and the macOS app's privacy text.
+(tests/test_bundle.py builds the Linux bundle and runs its self-test.)"""
 
 from __future__ import annotations
 
