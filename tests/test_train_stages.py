@@ -115,6 +115,30 @@ def test_stage_config_refuses_what_cannot_run(tmp_path: Path) -> None:
     assert run.stage.train == str(tmp_path / "a.jsonl") and run.out == str(tmp_path / "run")
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[stage]\nstage = "sft"\ntrain = "a.jsonl"\n',
+         r'\[models\]: missing llm, sensevoice \(add llm = "..." and sensevoice = "..."\)'),
+        ('[stage]\nstage = "sft"\n[models]\nllm = "l"\nsensevoice = "s"\n',
+         r'\[stage\]: missing train \(add train = "..."\)'),
+        ('[stage]\nstage = "sft"\ntrain = "a"\nsteps = "ten"\n[models]\nllm = "l"\n'
+         'sensevoice = "s"\n', r"\[stage\]: steps must be a whole number, not 'ten'"),
+        ('[stage]\nstage = "sft"\ntrain = "a"\nsteps = true\n[models]\nllm = "l"\n'
+         'sensevoice = "s"\n', r"\[stage\]: steps must be a whole number, not True"),
+        ('[stage]\nstage = "sft"\ntrain = "a"\nfsdp = "yes"\n[models]\nllm = "l"\n'
+         'sensevoice = "s"\n', r"\[stage\]: fsdp must be true or false, not 'yes'"),
+        ('[stage]\nstage = "sft"\ntrain = "a"\n[models]\nllm = 3\nsensevoice = "s"\n',
+         r"\[models\]: llm must be a string, not 3"),
+    ],
+)  # fmt: skip
+def test_a_config_missing_a_key_or_with_a_wrong_type_names_it(tmp_path, text, message) -> None:
+    toml = tmp_path / "stage.toml"
+    toml.write_text('out = "run"\n' + text)
+    with pytest.raises(ConfigError, match=message):
+        read_run(toml)
+
+
 def test_pre_align_trains_only_the_input_projector_and_writes_only_it(
     corpus: Path, qwen_dir, tiny_sensevoice_dir, tmp_path: Path
 ) -> None:

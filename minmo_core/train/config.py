@@ -133,11 +133,41 @@ def _build(kind, raw: object, where: str):
     unknown = sorted(set(raw) - set(names))
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(names)})")
+    missing = [n for n, f in names.items() if n not in raw and _required(f)]
+    if missing:
+        keys = " and ".join(f'{n} = "..."' for n in missing)
+        raise ConfigError(f"{where}: missing {', '.join(missing)} (add {keys})")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    for name, value in values.items():
+        wanted = _SIMPLE_TYPES.get(str(names[name].type))
+        if wanted is not None and not _is(value, wanted):
+            raise ConfigError(
+                f"{where}: {name} must be {_TYPE_WORDS[str(names[name].type)]}, not {value!r}"
+            )
     try:
         return kind(**values)
     except TypeError as err:
         raise ConfigError(f"{where}: {err}") from err
+
+
+# the fields' annotations this file uses (strings, by the __future__ import), and the types
+# a TOML value must have for them
+_SIMPLE_TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,),
+                 "str | None": (str, type(None))}  # fmt: skip
+_TYPE_WORDS = {"bool": "true or false", "int": "a whole number", "float": "a number",
+               "str": "a string", "str | None": "a string"}  # fmt: skip
+
+
+def _is(value: object, wanted: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in wanted:
+        return False  # TOML's true is not a number
+    return isinstance(value, wanted)
+
+
+def _required(f) -> bool:
+    from dataclasses import MISSING
+
+    return f.default is MISSING and f.default_factory is MISSING
 
 
 def read_run(path: Path | str, **overrides) -> TrainingRun:
