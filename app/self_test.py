@@ -56,38 +56,21 @@ def spoken_turn(timeout_s: float = TURN_TIMEOUT_S) -> str:
     """The window, the audio path on the fake sound device and the tiny model stack: the
     user says something, the assistant answers aloud. Returns what happened in one line."""
     import numpy as np
-    import torch
     from PySide6.QtWidgets import QApplication
 
-    from app.audio.events import AudioSettings
     from app.audio.fake_device import FakeSoundDevice
+    from app.bench.gui import fake_card_session
     from app.bench.models import speech_like_audio
-    from app.bench.stack import random_stack
-    from app.conversation import LiveConversation
     from app.gui.app import collect_on_gui_thread
-    from app.gui.session import Session
     from app.gui.settings import Settings
     from app.gui.window import MainWindow
-    from minmo_core.engine.engine import ConversationEngine, EngineSettings
-    from minmo_core.engine.turns import SilencePolicy
 
     app = QApplication.instance() or QApplication(["minmo-self-test"])
-    with tempfile.TemporaryDirectory() as tmp:
-        llm, voice, ears = random_stack("tiny", torch.device("cpu"), Path(tmp), max_new_tokens=8)
     near = np.concatenate([np.zeros(8000, np.float32), speech_like_audio(1.5, seed=0),
                            np.zeros(16000 * 60, np.float32)])  # fmt: skip
     fake = FakeSoundDevice(input_rate=CARD_RATE, output_rate=CARD_RATE, near_end=near,
                            near_end_rate=16000, seed=0)  # fmt: skip
-    made: dict = {}
-
-    def build(bridge):
-        def engine(on_event):
-            return ConversationEngine(llm, voice, on_event, EngineSettings(seed=0), ears,
-                                      SilencePolicy(0.4))  # fmt: skip
-
-        live = LiveConversation(engine, bridge, AudioSettings(), backend=fake)
-        made["live"] = live.start(threaded=False)
-        return Session(live.engine, live)
+    build, made = fake_card_session(fake, max_new_tokens=8)
 
     timers = collect_on_gui_thread()
     window = MainWindow(build, Settings())

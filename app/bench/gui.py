@@ -63,36 +63,23 @@ class RealTimeSoundCard(threading.Thread):
                 time.sleep(delay)
 
 
-def bench_gui(turns: int = 4, seed: int = 0) -> Table:
-    from app.gui.app import has_display
-
-    if not has_display():
-        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+def fake_card_session(fake, max_new_tokens: int):
+    """The tiny random-weight model stack talking through the real audio path on ``fake``
+    (a FakeSoundDevice), greedy, with a 0.4 s silence policy: (the window's session
+    factory, a dict that holds the LiveConversation under "live" once the window built it).
+    The bench and ``--self-test`` share it."""
     import torch
-    from PySide6.QtCore import QEventLoop, Qt, QTimer
-    from PySide6.QtWidgets import QApplication
 
     from app.audio.events import AudioSettings
-    from app.audio.fake_device import FakeSoundDevice
     from app.bench.stack import random_stack
     from app.conversation import LiveConversation
-    from app.gui.app import collect_on_gui_thread
     from app.gui.session import Session
-    from app.gui.settings import Settings
-    from app.gui.window import MainWindow
     from minmo_core.engine.engine import ConversationEngine, EngineSettings
     from minmo_core.engine.turns import SilencePolicy
 
-    app = QApplication.instance() or QApplication(["minmo-bench-gui"])
     with tempfile.TemporaryDirectory() as tmp:
         llm, voice, ears = random_stack("tiny", torch.device("cpu"), Path(tmp),
-                                        max_new_tokens=40)  # fmt: skip
-    from minmo_core.engine.speakable import warm_up
-
-    warm_up()  # as the app's loader does
-    near = user_script(turns, seed)
-    fake = FakeSoundDevice(input_rate=48000, output_rate=48000, near_end=near,
-                           near_end_rate=16000, seed=seed)  # fmt: skip
+                                        max_new_tokens=max_new_tokens)  # fmt: skip
     made: dict = {}
 
     def build(bridge):
@@ -103,6 +90,30 @@ def bench_gui(turns: int = 4, seed: int = 0) -> Table:
         live = LiveConversation(engine, bridge, AudioSettings(), backend=fake)
         made["live"] = live.start(threaded=False)
         return Session(live.engine, live)
+
+    return build, made
+
+
+def bench_gui(turns: int = 4, seed: int = 0) -> Table:
+    from app.gui.app import has_display
+
+    if not has_display():
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from PySide6.QtCore import QEventLoop, Qt, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.audio.fake_device import FakeSoundDevice
+    from app.gui.app import collect_on_gui_thread
+    from app.gui.settings import Settings
+    from app.gui.window import MainWindow
+    from minmo_core.engine.speakable import warm_up
+
+    app = QApplication.instance() or QApplication(["minmo-bench-gui"])
+    near = user_script(turns, seed)
+    fake = FakeSoundDevice(input_rate=48000, output_rate=48000, near_end=near,
+                           near_end_rate=16000, seed=seed)  # fmt: skip
+    build, made = fake_card_session(fake, max_new_tokens=40)
+    warm_up()  # as the app's loader does
 
     import gc
 
