@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from app.cli import build_parser, describe
+from app.cli import DEBUG_ENV, build_parser, describe
 from minmo_core.errors import MinMoError
 
 ABOUT = (
@@ -56,7 +56,8 @@ def main() -> int:
     if "--self-test" in sys.argv[1:]:
         from app.self_test import run_checks
 
-        return run_checks()
+        debug = "--debug" in sys.argv[1:] or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+        return run_checks(debug=debug)
     try:
         line = device_line()
     except MinMoError as err:

@@ -117,8 +117,9 @@ def spoken_turn(timeout_s: float = TURN_TIMEOUT_S) -> str:
         gc.collect()
 
 
-def run_checks(say: Callable[[str], None] = print) -> int:
-    """Run the steps in order, one line each; 0 when all pass."""
+def run_checks(say: Callable[[str], None] = print, debug: bool = False) -> int:
+    """Run the steps in order, one line each; 0 when all pass. A failure is one line; with
+    ``debug`` (``--debug`` or MINMO_DEBUG=1, as for the command line) its traceback too."""
     from app.gui.app import has_display
 
     if not has_display():
@@ -137,7 +138,10 @@ def run_checks(say: Callable[[str], None] = print) -> int:
                 line = step()
             except Exception as err:  # every failure is reported, then exit 1
                 say(f"FAIL {name}: {type(err).__name__}: {err}")
-                traceback.print_exc(file=sys.stderr)
+                if debug:
+                    traceback.print_exc(file=sys.stderr)
+                else:
+                    say("(run again with --debug for the traceback)")
                 return 1
             say(f"ok   {name}: {line} ({time.perf_counter() - tick:.1f} s)")
     say(f"self-test passed in {time.perf_counter() - started:.1f} s")
