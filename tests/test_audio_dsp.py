@@ -234,3 +234,37 @@ def test_with_headphones_speech_over_the_reply_interrupts_it() -> None:
     assert 2.0 < barge.time < 2.5  # soon after the user began, 2 s in
     _, with_echo = run(0.5)
     assert not with_echo.no_echo  # a loud echo: the double-talk gate stays on
+
+
+def test_the_noise_floor_rises_back_from_a_deep_dip_within_its_window() -> None:
+    """One very quiet frame (a device's first buffer) then a background that never dips
+    below -56 dBFS: the floor reaches the background's quietest frames within the 3 s
+    window, where rising at 2 dB per second alone would still sit 30 dB under them."""
+    from app.audio.processor import NOISE_WINDOW_FRAMES, AudioProcessor
+
+    processor = AudioProcessor(AudioSettings())
+    processor._track_noise(-90.0)
+    assert processor.noise_db == -90.0  # down at once
+    rng = np.random.default_rng(0)
+    background = -50.0 + rng.uniform(-6.0, 6.0, NOISE_WINDOW_FRAMES + 50)
+    for level in background:
+        processor._track_noise(float(level))
+    assert -56.0 <= processor.noise_db <= -52.0
+    processor._track_noise(-70.0)
+    assert processor.noise_db >= -56.0  # one quiet frame is not the floor any more
+    for _ in range(NOISE_WINDOW_FRAMES):
+        processor._track_noise(-70.0)
+    assert processor.noise_db == pytest.approx(-70.0, abs=0.1)  # a quieter room is followed
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_an_interruption_early_in_the_first_reply_is_caught(seed: int) -> None:
+    """The user talks 2.0-2.6 s into the session's first reply, in the hardest room (a
+    speakerphone whose echo is 15 dB over the user): the canceller is still converging,
+    the residue is loud and speech-like, and the gate must still hear the user."""
+    scene = make_scenario(condition("speakerphone_meeting_room"), "double_talk", 6.0, seed)
+    run = run_scene(scene)
+    first = scene.near_onsets[0]
+    assert first < 3.0
+    hits = [b.time - first for b in run.bargeins if 0.0 <= b.time - first <= 2.0]
+    assert hits and min(hits) <= 0.4, (first, [b.time for b in run.bargeins])

@@ -10,15 +10,16 @@
 The double-talk gate keeps the assistant's residual echo from interrupting it. While echo
 may be present, a frame counts as the user's speech only if all of these hold:
 - the VAD says speech, and the frame is loud (above MIN_SPEECH_DBFS and ABOVE_NOISE_DB over
-  the tracked noise floor);
+  the tracked noise floor, which never sits below the quietest 5 % of the last 3 s);
 - in a 32 ms spectrum (fine enough to separate two voices' harmonics), most of its power is
   more than noise and residual echo can explain: the per-bin noise floor, and the echo
   estimate (the mic as the canceller passes it, minus the clean frame) held in a room-like
-  decaying envelope, lowered by the ERLE learned per bin in single talk (only where the
-  residue shows above the noise), plus a 3 dB margin;
-- its log spectrum does not correlate with the echo envelope's (SHAPE_CORRELATION_MAX):
-  residue keeps the echo's spectral shape even when the canceller briefly does worse than
-  it learned, while another voice does not.
+  decaying envelope, lowered by the ERLE learned per bin on every playing frame that is not
+  the user's, plus a 3 dB margin. Until the learned ERLE reaches CONVERGED_DB the echo
+  estimate is the whole microphone;
+- once converged, its log spectrum does not correlate with the echo envelope's
+  (SHAPE_CORRELATION_MAX): residue keeps the echo's spectral shape even when the canceller
+  briefly does worse than it learned, while another voice does not.
 A barge-in then needs ``bargein_min_speech_ms`` of such frames filling SPEECH_DENSITY of the window.
 """
 
@@ -46,8 +47,13 @@ from app.audio.events import (
 SILENT_DB = -100.0
 FAR_ACTIVE_DB = -60.0  # far-end frames above this level are playing something
 MIN_SPEECH_DBFS = -55.0  # quieter than this is no one talking to the assistant
-ABOVE_NOISE_DB = 8.0  # speech stands this far above the tracked noise floor
+ABOVE_NOISE_DB = 6.0  # speech stands this far above the tracked noise floor
 NOISE_RISE_DB_PER_FRAME = 0.02  # the floor follows rising noise at 2 dB per second
+# ... and never sits below the quietest 5 % of the last 3 s: a single deep dip (a device's
+# first frames, a lull in the chatter of a meeting room) would otherwise hold it down for as
+# long as it takes to rise back at 2 dB per second, and background talkers would count as loud
+NOISE_WINDOW_FRAMES = 300
+NOISE_PERCENTILE = 5.0
 BRIDGE_FRAMES = 4  # gaps in the user's speech up to this many frames do not break it
 SPEECH_DENSITY = 0.7  # share of user-speech frames in the last min_speech needed to interrupt
 ERLE_RISE_RATE, ERLE_FALL_RATE = 0.1, 0.02  # per single-talk frame, in the dB domain
@@ -221,6 +227,7 @@ class AudioProcessor:
         self.user_speech = False
         self.echo_until = -1.0  # stream time until which echo of past playback may arrive
         self.noise_db = MIN_SPEECH_DBFS  # the clean signal's floor, tracked
+        self._levels: collections.deque[float] = collections.deque(maxlen=NOISE_WINDOW_FRAMES)
         # 32 ms analysis windows over the latest frames: 31 Hz bins resolve the harmonics of
         # two voices with different pitch, which the gate needs to tell them apart
         self._window = np.hanning(SPECTRUM_WINDOW).astype(np.float32)
@@ -253,17 +260,14 @@ class AudioProcessor:
         far_db, clean_db = level_db(far), level_db(clean)
         # webrtcvad judges the spectrum's shape, not loudness: a -70 dBFS echo residue reads
         # as speech. Speech must also be loud, absolutely and above the noise floor.
-        self.noise_db = (
-            clean_db if clean_db < self.noise_db else self.noise_db + NOISE_RISE_DB_PER_FRAME
-        )
+        self._track_noise(clean_db)
         loud = clean_db > max(MIN_SPEECH_DBFS, self.noise_db + ABOVE_NOISE_DB)
         raw_speech = loud and self.vad.is_speech(clean)
         far_active = far_db > FAR_ACTIVE_DB
         if far_active:
             self.echo_until = adc_time + self.settings.aec_tail_ms / 1000  # echo may still come
         clean_spec, echo_spec = self._spectra(passed, clean)
-        if far_active and not raw_speech:
-            self._learn_erle(clean_spec, echo_spec)
+        canceller_echo = echo_spec
         if self.erle_db < self.CONVERGED_DB:  # not converged: the whole mic may be echo
             self._mic_hist[: -self.frame] = self._mic_hist[self.frame :]
             self._mic_hist[-self.frame :] = passed
@@ -274,6 +278,11 @@ class AudioProcessor:
         user_speech = raw_speech and (
             not echo_possible or self._beyond_residue(clean_spec, echo_spec)
         )
+        if far_active and not user_speech:
+            # every playing frame that is not the user's teaches the canceller's ERLE; while
+            # it converges the residue is loud and speech-like, and learning only where the
+            # VAD hears no speech kept the gate closed to the user for the first seconds
+            self._learn_erle(clean_spec, canceller_echo)
         self.user_speech = user_speech  # the last frame's decision, for meters and tests
         events: list[AudioEvent] = [Level(adc_time, clean_db)]
         events += self.vad.update(user_speech, adc_time)
@@ -288,6 +297,13 @@ class AudioProcessor:
         for event in events:
             self.on_event(event)
         return clean
+
+    def _track_noise(self, clean_db: float) -> None:
+        """The clean signal's floor: follows it down at once and up at 2 dB per second, but
+        never below the quietest NOISE_PERCENTILE of the last NOISE_WINDOW_FRAMES."""
+        self._levels.append(clean_db)
+        tracked = clean_db if clean_db < self.noise_db else self.noise_db + NOISE_RISE_DB_PER_FRAME
+        self.noise_db = max(tracked, float(np.percentile(self._levels, NOISE_PERCENTILE)))
 
     def _spectra(self, mic: np.ndarray, clean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Power spectra of the clean frame and of the echo estimate; the estimate's
@@ -321,15 +337,23 @@ class AudioProcessor:
             self.no_echo = self._quiet_far >= NO_ECHO_FRAMES
 
     def _learn_erle(self, clean_spec: np.ndarray, echo_spec: np.ndarray) -> None:
-        """Single talk: how far the canceller brings the echo down, per frequency bin (the
-        clean frame is residual echo plus noise; the noise floor is not echo)."""
+        """A playing frame that is not the user's: how far the canceller brings the echo
+        down, per frequency bin (the clean frame is residual echo plus noise; the noise
+        floor is not echo)."""
         if echo_spec.sum() < 1e-7 * echo_spec.size:
             return
-        # where the residue shows above the noise it is measured; where it hides under the
-        # noise, all we know is a lower bound (echo over noise), and that is what is learned
+        # where the residue shows above the noise it is measured. Where it hides under the
+        # noise, all we know is a lower bound: the gate scales the echo *envelope* by the
+        # ERLE, and the residue is under the noise, so envelope over noise bounds the ratio
+        # the gate needs (the instantaneous estimate over the noise, learned before, bounded
+        # it far lower in noisy rooms and left the gate closed to the user there)
         measurable = clean_spec > 2.0 * self.noise_bins
-        residual = np.where(measurable, clean_spec - self.noise_bins, self.noise_bins)
-        ratio = np.maximum(echo_spec, 1e-20) / np.maximum(residual, 1e-20)
+        envelope = np.maximum(echo_spec, self._echo_envelope)
+        ratio = np.where(
+            measurable,
+            np.maximum(echo_spec, 1e-20) / np.maximum(clean_spec - self.noise_bins, 1e-20),
+            np.maximum(envelope, 1e-20) / np.maximum(self.noise_bins, 1e-20),
+        )
         erle = np.clip(10 * np.log10(ratio), 0.0, 40.0)
         # gains are learned fast (the canceller converges quickly), losses slowly (a dip in
         # the residual's level is not a better canceller); tracking the worst moments
@@ -351,6 +375,10 @@ class AudioProcessor:
         unexplained = np.maximum(clean_spec - self.noise_bins - scale * echo_spec, 0.0).sum()
         if unexplained <= self.NEAR_SHARE * clean_spec.sum():
             return False
+        if self.erle_db < self.CONVERGED_DB:
+            # the echo estimate is the whole microphone, the user's voice in it: its shape
+            # says nothing (the power test against all of it is the stricter one)
+            return True
         # when the canceller briefly does worse than learned, the residue is louder than
         # expected but keeps the echo's spectral shape; another voice does not
         speech_band = slice(SHAPE_BAND[0], SHAPE_BAND[1])
