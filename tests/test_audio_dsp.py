@@ -268,3 +268,12 @@ def test_an_interruption_early_in_the_first_reply_is_caught(seed: int) -> None:
     assert first < 3.0
     hits = [b.time - first for b in run.bargeins if 0.0 <= b.time - first <= 2.0]
     assert hits and min(hits) <= 0.4, (first, [b.time for b in run.bargeins])
+
+
+def test_a_loudspeaker_driven_into_distortion_does_not_interrupt_the_assistant() -> None:
+    """Clipping leaves bursts of residue no linear filter removes, unlike the echo's shape
+    and louder than the canceller's good moments promise: they must not pass as the user."""
+    scene = make_scenario(condition("laptop_clipping_speakers"), "single_talk", 20.0, seed=0)
+    run = run_scene(scene)
+    assert run.bargeins == [], [b.time for b in run.bargeins]
+    assert run.processor.erle_worst_db < run.processor.CONVERGED_DB <= run.processor.erle_db

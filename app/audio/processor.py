@@ -15,9 +15,10 @@ may be present, a frame counts as the user's speech only if all of these hold:
   more than noise and residual echo can explain: the per-bin noise floor, and the echo
   estimate (the mic as the canceller passes it, minus the clean frame) held in a room-like
   decaying envelope, lowered by the ERLE learned per bin on every playing frame that is not
-  the user's, plus a 3 dB margin. Until the learned ERLE reaches CONVERGED_DB the echo
-  estimate is the whole microphone;
-- once converged, its log spectrum does not correlate with the echo envelope's
+  the user's, plus a 3 dB margin. Until the canceller's worst moments (the whole band's
+  ERLE, tracked fast down and slowly up) reach CONVERGED_DB, the power test takes the whole
+  microphone as the echo estimate;
+- its log spectrum does not correlate with the canceller's echo envelope
   (SHAPE_CORRELATION_MAX): residue keeps the echo's spectral shape even when the canceller
   briefly does worse than it learned, while another voice does not.
 A barge-in then needs ``bargein_min_speech_ms`` of such frames filling SPEECH_DENSITY of the window.
@@ -57,6 +58,9 @@ NOISE_PERCENTILE = 5.0
 BRIDGE_FRAMES = 4  # gaps in the user's speech up to this many frames do not break it
 SPEECH_DENSITY = 0.7  # share of user-speech frames in the last min_speech needed to interrupt
 ERLE_RISE_RATE, ERLE_FALL_RATE = 0.1, 0.02  # per single-talk frame, in the dB domain
+# the worst moments' ERLE (the whole band's, per frame) is tracked the other way round: it
+# decides when the canceller's echo estimate is trusted at all
+WORST_FALL_RATE, WORST_RISE_RATE = 0.1, 0.02
 SPECTRUM_WINDOW = 512  # samples (32 ms) analysed by the double-talk gate
 SHAPE_BAND = (4, 128)  # bins 125 Hz .. 4 kHz of the 512-point spectrum
 # log-spectral correlation of the clean frame with the echo envelope above which it is
@@ -199,7 +203,7 @@ class AudioProcessor:
     """Echo cancellation, VAD, level and barge-in for one microphone (the stream's sink)."""
 
     ERLE_MARGIN_DB = 3.0  # the clean frame must beat the possible residual echo by this much
-    CONVERGED_DB = 10.0  # measured ERLE from which the canceller's echo estimate is trusted
+    CONVERGED_DB = 10.0  # worst-moment ERLE from which the canceller's echo estimate is trusted
     NEAR_SHARE = 0.5  # share of the clean frame's power the residual echo must not explain
     DELAY_CHECK_S = 3.0  # cross-correlate this much audio to confirm the alignment
 
@@ -238,6 +242,7 @@ class AudioProcessor:
         self._echo_envelope = np.zeros(bins)
         self._decay = 10 ** (-ECHO_DECAY_DB_PER_FRAME / 10)
         self.erle_bins = np.zeros(bins)  # dB, learned in single talk
+        self.erle_worst_db = 0.0  # the whole band's ERLE at the canceller's worst moments
         self.noise_bins = np.full(bins, 1e-3)  # power per bin of the clean signal's floor
         self._noise_rise = 10 ** (NOISE_RISE_DB_PER_FRAME / 10)
         self._check: list[tuple[np.ndarray, np.ndarray]] = []
@@ -268,7 +273,7 @@ class AudioProcessor:
             self.echo_until = adc_time + self.settings.aec_tail_ms / 1000  # echo may still come
         clean_spec, echo_spec = self._spectra(passed, clean)
         canceller_echo = echo_spec
-        if self.erle_db < self.CONVERGED_DB:  # not converged: the whole mic may be echo
+        if self.erle_worst_db < self.CONVERGED_DB:  # not converged: the whole mic may be echo
             self._mic_hist[: -self.frame] = self._mic_hist[self.frame :]
             self._mic_hist[-self.frame :] = passed
             echo_spec = np.abs(np.fft.rfft(self._mic_hist * self._window)) ** 2
@@ -276,7 +281,7 @@ class AudioProcessor:
             self._learn_no_echo(level_db(mic16k), far_db, raw_speech)
         echo_possible = adc_time < self.echo_until and not self.no_echo
         user_speech = raw_speech and (
-            not echo_possible or self._beyond_residue(clean_spec, echo_spec)
+            not echo_possible or self._beyond_residue(clean_spec, echo_spec, canceller_echo)
         )
         if far_active and not user_speech:
             # every playing frame that is not the user's teaches the canceller's ERLE; while
@@ -361,29 +366,41 @@ class AudioProcessor:
         rate = np.where(erle > self.erle_bins, ERLE_RISE_RATE, ERLE_FALL_RATE)
         self.erle_bins += rate * (erle - self.erle_bins)
         self.erle_db = float(np.median(self.erle_bins))
+        # the canceller is trusted once even its bad moments bring the echo down by
+        # CONVERGED_DB: a loudspeaker driven into distortion leaves bursts of residue that
+        # no linear filter removes, and the per-bin figures (which learn the good moments)
+        # would open the gate to them
+        residue = np.maximum(clean_spec - self.noise_bins, 0.0).sum()
+        frame_erle = 10 * np.log10(max(float(echo_spec.sum()), 1e-20) / max(residue, 1e-20))
+        frame_erle = min(max(frame_erle, 0.0), 40.0)
+        rate = WORST_FALL_RATE if frame_erle < self.erle_worst_db else WORST_RISE_RATE
+        self.erle_worst_db += rate * (frame_erle - self.erle_worst_db)
 
-    def _beyond_residue(self, clean_spec: np.ndarray, echo_spec: np.ndarray) -> bool:
+    def _beyond_residue(
+        self, clean_spec: np.ndarray, echo_spec: np.ndarray, canceller_echo: np.ndarray
+    ) -> bool:
         """Whether residual echo cannot explain the clean frame: the clean power above the
         noise floor and the echo envelope lowered by each bin's ERLE (plus a margin) is most
-        of the frame's.
+        of the frame's, and the frame does not have the echo's spectral shape.
 
-        The envelope holds each bin's peak of ``echo_spec`` and lets it decay as a room
-        does: residual echo rings on after the echo estimate has dropped.
+        ``echo_spec`` is the echo estimate the power test scales (until converged, the
+        whole microphone); ``canceller_echo`` is the canceller's own (mic minus clean),
+        which never holds the user's voice and so is what the shape is compared with. The
+        envelope holds each bin's peak of the canceller's estimate and lets it decay as a
+        room does: residual echo rings on after the echo estimate has dropped.
         """
-        echo_spec = np.maximum(echo_spec, self._echo_envelope)
+        envelope = np.maximum(canceller_echo, self._echo_envelope)
+        echo_spec = np.maximum(echo_spec, envelope)
         scale = 10 ** ((self.ERLE_MARGIN_DB - self.erle_bins) / 10)
         unexplained = np.maximum(clean_spec - self.noise_bins - scale * echo_spec, 0.0).sum()
         if unexplained <= self.NEAR_SHARE * clean_spec.sum():
             return False
-        if self.erle_db < self.CONVERGED_DB:
-            # the echo estimate is the whole microphone, the user's voice in it: its shape
-            # says nothing (the power test against all of it is the stricter one)
-            return True
-        # when the canceller briefly does worse than learned, the residue is louder than
-        # expected but keeps the echo's spectral shape; another voice does not
+        # when the canceller briefly does worse than learned (or, with a loudspeaker driven
+        # into distortion, never does well), the residue is louder than expected but keeps
+        # the echo's spectral shape; another voice does not
         speech_band = slice(SHAPE_BAND[0], SHAPE_BAND[1])
         shape = np.corrcoef(
-            np.log(clean_spec[speech_band] + 1e-12), np.log(echo_spec[speech_band] + 1e-12)
+            np.log(clean_spec[speech_band] + 1e-12), np.log(envelope[speech_band] + 1e-12)
         )[0, 1]
         return bool(shape < SHAPE_CORRELATION_MAX)
 
