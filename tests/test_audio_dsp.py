@@ -277,3 +277,35 @@ def test_a_loudspeaker_driven_into_distortion_does_not_interrupt_the_assistant()
     run = run_scene(scene)
     assert run.bargeins == [], [b.time for b in run.bargeins]
     assert run.processor.erle_worst_db < run.processor.CONVERGED_DB <= run.processor.erle_db
+
+
+def test_the_far_end_is_read_between_samples_for_a_fractional_shift() -> None:
+    """The fractional read is a delay, exact to -60 dB across the voice band (the echo
+    canceller's ERLE stays far above that, so it never sees the interpolation)."""
+    for hz in (300.0, 3000.0):
+        buffer = FarEndBuffer(seconds=1.0)
+        t = np.arange(8000) / 16000
+        buffer.push(np.sin(2 * np.pi * hz * t).astype(np.float32), 0.0)
+        for shift in (0.0, 1.0, 0.25, 0.5, 2.75):
+            read = buffer.read(0.1, 160, shift)
+            expected = np.sin(2 * np.pi * hz * (np.arange(1600, 1760) - shift) / 16000)
+            np.testing.assert_allclose(read, expected, atol=1e-3)
+    assert buffer.read(0.1, 160, 0.5).dtype == np.float32
+
+
+def test_a_drifting_microphone_clock_is_measured_and_followed() -> None:
+    """A USB microphone whose clock runs 100 ppm fast against the speakers': the echo slides
+    1.6 samples later each second, which no fixed filter can follow. The delay checks'
+    lags give the skew, the far end is then read on the microphone's clock, and the
+    canceller works again; with one clock, no skew is found."""
+    drifting = make_scenario(condition("desktop_usb_mic_clock_drift"), "single_talk", 60.0,
+                             seed=0)  # fmt: skip
+    run = run_scene(drifting)
+    assert run.processor.skew * 1e6 == pytest.approx(100.0, abs=5.0)
+    # a skew over-estimated for a while slides the echo path and its residue interrupts
+    assert run.bargeins == [], [b.time for b in run.bargeins]
+    late = slice(16000 * 40, run.clean.size)  # the canceller re-converged on a still path
+    echo, residual = drifting.echo_16k[late], run.clean[late]
+    assert 10 * np.log10(np.dot(echo, echo) / np.dot(residual, residual)) > 20.0
+    still = make_scenario(condition("desktop_speakers_home_office"), "single_talk", 60.0, seed=0)
+    assert run_scene(still).processor.skew == 0.0

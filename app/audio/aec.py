@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 import sys
 from pathlib import Path
 from typing import Protocol
@@ -256,25 +257,69 @@ class FarEndBuffer:
         idx = (at + np.arange(samples.size)) % self.buffer.size
         self.buffer[idx] = samples
 
-    def read(self, time: float, n: int) -> np.ndarray:
-        """The n samples that were played from ``time`` on (zeros where nothing was)."""
-        out = np.zeros(n, np.float32)
+    def read(self, time: float, n: int, shift: float = 0.0) -> np.ndarray:
+        """The n samples that were played from ``time`` on (zeros where nothing was),
+        ``shift`` samples earlier: a fractional shift is read between samples through a
+        Kaiser-windowed sinc (flat to 7 kHz, so the echo path the canceller learns does not
+        change as the fraction sweeps), for clock-drift compensation."""
         if self.start is None:
-            return out
+            return np.zeros(n, np.float32)
         at = round((time - self.start) * self.rate)
+        whole = math.floor(shift)
+        frac = shift - whole
+        if frac < 1e-9:
+            return self._read_at(at - whole, n)
+        # position at - shift + k = base + u + k, between base + k and base + k + 1
+        base, u = at - whole - 1, 1.0 - frac
+        half = FRACTIONAL_TAPS // 2
+        points = self._read_at(base - half + 1, n + FRACTIONAL_TAPS - 1)
+        return np.correlate(points, _fractional_taps(round(u, 4)), "valid").astype(np.float32)
+
+    def _read_at(self, at: int, n: int) -> np.ndarray:
+        """n samples from buffer position ``at`` (samples since ``start``)."""
+        out = np.zeros(n, np.float32)
         lo, hi = max(at, self.end - self.buffer.size, 0), min(at + n, self.end)
         if hi > lo:
             out[lo - at : hi - at] = self.buffer[np.arange(lo, hi) % self.buffer.size]
         return out
 
 
+FRACTIONAL_TAPS = 16  # windowed-sinc taps of a fractional far-end read
+
+
+@functools.lru_cache(maxsize=4096)
+def _fractional_taps(u: float) -> np.ndarray:
+    """Taps that interpolate at u (0..1) past a sample, from FRACTIONAL_TAPS neighbours
+    (the first at -FRACTIONAL_TAPS / 2 + 1): a Kaiser-windowed sinc, normalised to unit
+    gain at DC."""
+    half = FRACTIONAL_TAPS // 2
+    offsets = np.arange(-half + 1, half + 1) - u  # each neighbour's distance from the point
+    window = np.i0(6.0 * np.sqrt(np.clip(1.0 - (offsets / half) ** 2, 0.0, 1.0))) / np.i0(6.0)
+    taps = np.sinc(offsets) * window
+    return (taps / taps.sum()).astype(np.float32)
+
+
 def estimate_delay(far: np.ndarray, mic: np.ndarray, max_lag: int) -> tuple[int, float]:
     """Lag (samples, mic behind far) maximising their normalised cross-correlation, and the
     peak's height (0..1): how much of the mic signal is a delayed copy of the far end."""
+    lag, strength = estimate_delay_fine(far, mic, max_lag)
+    return round(lag), strength
+
+
+def estimate_delay_fine(far: np.ndarray, mic: np.ndarray, max_lag: int) -> tuple[float, float]:
+    """``estimate_delay`` to a fraction of a sample: the parabola through the peak and its
+    two neighbours puts the lag between them (the clock-drift fit needs it: a 100 ppm drift
+    moves the echo 1.6 samples a second)."""
     n = far.size + mic.size
     size = 1 << (n - 1).bit_length()
     spectrum = np.fft.rfft(mic, size) * np.conj(np.fft.rfft(far, size))
     # phase transform: sharp peaks even for reverberant, coloured echo paths
     corr = np.fft.irfft(spectrum / np.maximum(np.abs(spectrum), 1e-12), size)[: max_lag + 1]
     lag = int(np.argmax(corr))
-    return lag, float(corr[lag])
+    offset = 0.0
+    if 0 < lag < corr.size - 1:
+        before, peak, after = corr[lag - 1], corr[lag], corr[lag + 1]
+        curve = before - 2 * peak + after
+        if curve < 0:
+            offset = float(np.clip(0.5 * (before - after) / curve, -0.5, 0.5))
+    return lag + offset, float(corr[lag])

@@ -1,6 +1,9 @@
 """The audio thread's work on each 10 ms microphone frame.
 
-    mic frame (16 kHz) + far end played at the same moment (FarEndBuffer, timestamps)
+    mic frame (16 kHz) + far end played at the same moment (FarEndBuffer, timestamps; a
+    delay check every 3 s of playback corrects a misreported latency, and its lags fitted
+    against time give the drift between the two devices' clocks, which the far end's
+    reading then follows between samples)
       ─► echo canceller ─► clean frame ─► level meter
                                      ├─► VAD (webrtcvad, start / hang-over / padding)
                                      │     ─► SpeechStarted / SpeechEnded
@@ -32,7 +35,7 @@ from collections.abc import Callable
 import numpy as np
 import webrtcvad
 
-from app.audio.aec import EchoCanceller, FarEndBuffer, estimate_delay, make_canceller
+from app.audio.aec import EchoCanceller, FarEndBuffer, estimate_delay_fine, make_canceller
 from app.audio.events import (
     MIC_RATE,
     AudioEvent,
@@ -206,6 +209,12 @@ class AudioProcessor:
     CONVERGED_DB = 10.0  # worst-moment ERLE from which the canceller's echo estimate is trusted
     NEAR_SHARE = 0.5  # share of the clean frame's power the residual echo must not explain
     DELAY_CHECK_S = 3.0  # cross-correlate this much audio to confirm the alignment
+    # clock drift: the echo's lag measured by the delay checks, fitted against time
+    SKEW_CHECKS = 8  # the latest strong checks fitted
+    SKEW_MIN_CHECKS, SKEW_MIN_SPAN_S = 3, 6.0  # a fit needs this many, this far apart
+    SKEW_MIN_PPM = 20.0  # smaller drifts are left to the canceller's own tracking
+    SKEW_MAX_ERROR = 2.5  # samples: the lags' scatter around the fitted line, at most
+    SKEW_RESET_PPM = 10.0  # a skew estimate this far from the last one restarts the canceller
 
     def __init__(
         self,
@@ -227,6 +236,14 @@ class AudioProcessor:
         self.no_echo = False
         self._quiet_far = 0  # playing frames with a quiet microphone since echo was last heard
         self.extra_delay = 0.0  # seconds added to the timestamp alignment by the delay check
+        # the microphone's clock against the loudspeaker's (1e-4: 100 ppm fast), estimated
+        # from the delay checks; the far end is read this much later per sample, so the
+        # canceller sees a still echo path
+        self.skew = 0.0
+        self.drift = 0.0  # samples the far end is read earlier by, accumulated from skew
+        self._lags: collections.deque[tuple[float, float]] = collections.deque(
+            maxlen=self.SKEW_CHECKS
+        )  # (time, echo lag in samples on the uncorrected timeline)
         self.measured_delay_ms: float | None = None
         self.user_speech = False
         self.echo_until = -1.0  # stream time until which echo of past playback may arrive
@@ -246,6 +263,7 @@ class AudioProcessor:
         self.noise_bins = np.full(bins, 1e-3)  # power per bin of the clean signal's floor
         self._noise_rise = 10 ** (NOISE_RISE_DB_PER_FRAME / 10)
         self._check: list[tuple[np.ndarray, np.ndarray]] = []
+        self._check_start = (0.0, 0.0)  # time and drift at the current check's first frame
 
     # the stream's FrameSink interface
     def push_far_end(self, samples16k: np.ndarray, dac_time: float) -> None:
@@ -259,7 +277,8 @@ class AudioProcessor:
 
     def process(self, mic16k: np.ndarray, adc_time: float) -> np.ndarray:
         """mic16k : (frame,) float32 captured from ``adc_time`` -> clean (frame,) float32."""
-        far = self.far_end.read(adc_time - self.extra_delay, self.frame)
+        far = self.far_end.read(adc_time - self.extra_delay, self.frame, self.drift)
+        self.drift += self.skew * self.frame
         clean = self.canceller.process(mic16k, far)
         passed = self.canceller.passed  # the mic as the canceller passes it, echo left in
         far_db, clean_db = level_db(far), level_db(clean)
@@ -298,7 +317,7 @@ class AudioProcessor:
             self.no_echo, self._quiet_far = False, 0
         events += barge
         if far_active:
-            self._confirm_delay(mic16k, far)
+            self._confirm_delay(mic16k, far, adc_time)
         for event in events:
             self.on_event(event)
         return clean
@@ -309,6 +328,33 @@ class AudioProcessor:
         self._levels.append(clean_db)
         tracked = clean_db if clean_db < self.noise_db else self.noise_db + NOISE_RISE_DB_PER_FRAME
         self.noise_db = max(tracked, float(np.percentile(self._levels, NOISE_PERCENTILE)))
+
+    def _restart_canceller(self) -> None:
+        """A fresh canceller, and the gate forgets the ERLE it learned from the old one
+        (until the new one converges, the whole microphone may be echo)."""
+        self.canceller.reset()
+        self.erle_bins[:] = 0.0
+        self.erle_db = self.erle_worst_db = 0.0
+
+    def _learn_skew(self, time: float, lag: float) -> None:
+        """Fit the latest checks' echo lags (uncorrected samples) against time: a steady
+        slope is the clocks' skew, which the far end's reading then follows."""
+        self._lags.append((time, lag))
+        if len(self._lags) < self.SKEW_MIN_CHECKS:
+            return
+        times, lags = (np.array(v, np.float64) for v in zip(*self._lags, strict=True))
+        if times[-1] - times[0] < self.SKEW_MIN_SPAN_S:
+            return
+        slope, offset = np.polyfit(times, lags, 1)  # samples per second
+        error = float(np.std(lags - (slope * times + offset)))
+        skew = slope / MIC_RATE
+        moved = abs(slope) * (times[-1] - times[0])  # samples over the fitted span
+        if error <= self.SKEW_MAX_ERROR and moved >= 2.0 and abs(skew) * 1e6 >= self.SKEW_MIN_PPM:
+            if abs(skew - self.skew) * 1e6 > self.SKEW_RESET_PPM:
+                # the filter learned a smeared, sliding echo path: it converges faster on
+                # the now still one from scratch than by unlearning
+                self._restart_canceller()
+            self.skew = float(skew)
 
     def _spectra(self, mic: np.ndarray, clean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Power spectra of the clean frame and of the echo estimate; the estimate's
@@ -404,9 +450,12 @@ class AudioProcessor:
         )[0, 1]
         return bool(shape < SHAPE_CORRELATION_MAX)
 
-    def _confirm_delay(self, mic: np.ndarray, far: np.ndarray) -> None:
+    def _confirm_delay(self, mic: np.ndarray, far: np.ndarray, time: float) -> None:
         """Every few seconds of playback, cross-correlate mic and far end: a lag beyond
-        what the canceller's filter covers means the device misreports its latency."""
+        what the canceller's filter covers means the device misreports its latency, and a
+        lag that grows or shrinks steadily means the two devices' clocks drift apart."""
+        if not self._check:
+            self._check_start = (time, self.drift)
         self._check.append((mic.copy(), far.copy()))
         if len(self._check) * self.frame < self.DELAY_CHECK_S * MIC_RATE:
             return
@@ -414,12 +463,20 @@ class AudioProcessor:
         fars = np.concatenate([f for _, f in self._check])
         self._check.clear()
         tail = self.settings.aec_tail_ms * MIC_RATE // 1000
-        lag, strength = estimate_delay(fars, mics, max_lag=2 * tail)
+        fine, strength = estimate_delay_fine(fars, mics, max_lag=2 * tail)
+        lag = round(fine)
         if strength < 0.1:
             return  # the echo is too weak or too unlike the far end to say
         if strength >= 0.3:
             self.no_echo, self._quiet_far = False, 0  # the far end is in the microphone
+        # the lag is the window's average: it belongs to the window's middle, and so does
+        # the drift that was taken out of it (at 100 ppm the end's is 2.4 samples more)
+        start_time, start_drift = self._check_start
+        middle = (start_time + time) / 2
+        self._learn_skew(
+            middle, fine + (start_drift + self.drift) / 2 + self.extra_delay * MIC_RATE
+        )
         self.measured_delay_ms = 1000 * (lag / MIC_RATE + self.extra_delay)
         if lag > tail // 2:  # the echo arrives too late for the filter: shift the far end
             self.extra_delay += (lag - tail // 8) / MIC_RATE
-            self.canceller.reset()
+            self._restart_canceller()
