@@ -309,3 +309,20 @@ def test_a_drifting_microphone_clock_is_measured_and_followed() -> None:
     assert 10 * np.log10(np.dot(echo, echo) / np.dot(residual, residual)) > 20.0
     still = make_scenario(condition("desktop_speakers_home_office"), "single_talk", 60.0, seed=0)
     assert run_scene(still).processor.skew == 0.0
+
+
+def test_a_microphone_slower_than_the_speakers_is_followed_too() -> None:
+    """-100 ppm: the echo arrives earlier and earlier; the far end is then read later, which
+    only catches up with what is playing (never past what was handed to the device)."""
+    import dataclasses
+
+    slow = dataclasses.replace(
+        condition("desktop_usb_mic_clock_drift"), name="slow_mic", clock_drift_ppm=-100.0
+    )
+    scene = make_scenario(slow, "single_talk", 60.0, seed=0)
+    run = run_scene(scene)
+    assert run.processor.skew * 1e6 == pytest.approx(-100.0, abs=5.0)
+    late = slice(16000 * 40, run.clean.size)
+    echo, residual = scene.echo_16k[late], run.clean[late]
+    assert 10 * np.log10(np.dot(echo, echo) / np.dot(residual, residual)) > 20.0
+    assert run.bargeins == []
