@@ -260,8 +260,9 @@ class FarEndBuffer:
     def read(self, time: float, n: int, shift: float = 0.0) -> np.ndarray:
         """The n samples that were played from ``time`` on (zeros where nothing was),
         ``shift`` samples earlier: a fractional shift is read between samples through a
-        Kaiser-windowed sinc (flat to 7 kHz, so the echo path the canceller learns does not
-        change as the fraction sweeps), for clock-drift compensation."""
+        Kaiser-windowed sinc (exact to -60 dB up to 6 kHz, so the echo path the canceller
+        learns does not change as the fraction sweeps; above 7 kHz it is not), for
+        clock-drift compensation."""
         if self.start is None:
             return np.zeros(n, np.float32)
         at = round((time - self.start) * self.rate)

@@ -300,7 +300,7 @@ class AudioProcessor:
             self._learn_no_echo(level_db(mic16k), far_db, raw_speech)
         echo_possible = adc_time < self.echo_until and not self.no_echo
         user_speech = raw_speech and (
-            not echo_possible or self._beyond_residue(clean_spec, echo_spec, canceller_echo)
+            not echo_possible or self._beyond_residue(clean_spec, echo_spec)
         )
         if far_active and not user_speech:
             # every playing frame that is not the user's teaches the canceller's ERLE; while
@@ -399,7 +399,7 @@ class AudioProcessor:
         # the gate needs (the instantaneous estimate over the noise, learned before, bounded
         # it far lower in noisy rooms and left the gate closed to the user there)
         measurable = clean_spec > 2.0 * self.noise_bins
-        envelope = np.maximum(echo_spec, self._echo_envelope)
+        envelope = self._echo_envelope  # (already holds this frame's estimate: _spectra)
         ratio = np.where(
             measurable,
             np.maximum(echo_spec, 1e-20) / np.maximum(clean_spec - self.noise_bins, 1e-20),
@@ -422,20 +422,18 @@ class AudioProcessor:
         rate = WORST_FALL_RATE if frame_erle < self.erle_worst_db else WORST_RISE_RATE
         self.erle_worst_db += rate * (frame_erle - self.erle_worst_db)
 
-    def _beyond_residue(
-        self, clean_spec: np.ndarray, echo_spec: np.ndarray, canceller_echo: np.ndarray
-    ) -> bool:
+    def _beyond_residue(self, clean_spec: np.ndarray, echo_spec: np.ndarray) -> bool:
         """Whether residual echo cannot explain the clean frame: the clean power above the
         noise floor and the echo envelope lowered by each bin's ERLE (plus a margin) is most
         of the frame's, and the frame does not have the echo's spectral shape.
 
         ``echo_spec`` is the echo estimate the power test scales (until converged, the
-        whole microphone); ``canceller_echo`` is the canceller's own (mic minus clean),
-        which never holds the user's voice and so is what the shape is compared with. The
-        envelope holds each bin's peak of the canceller's estimate and lets it decay as a
-        room does: residual echo rings on after the echo estimate has dropped.
+        whole microphone). The shape is compared with the envelope of the canceller's own
+        estimate (mic minus clean), which never holds the user's voice: it holds each bin's
+        peak of that estimate and lets it decay as a room does (residual echo rings on
+        after the echo estimate has dropped; ``_spectra`` keeps it).
         """
-        envelope = np.maximum(canceller_echo, self._echo_envelope)
+        envelope = self._echo_envelope
         echo_spec = np.maximum(echo_spec, envelope)
         scale = 10 ** ((self.ERLE_MARGIN_DB - self.erle_bins) / 10)
         unexplained = np.maximum(clean_spec - self.noise_bins - scale * echo_spec, 0.0).sum()
