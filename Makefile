@@ -25,6 +25,8 @@ run: $(VENV)/.installed
 	MINMO_DEVICE=$(DEVICE) $(BIN)/python main.py
 
 test: $(VENV)/.installed $(SMOLLM2)
+	@# SpeexDSP's release source for tests/test_speexdsp_build.py (skipped when offline)
+	-@$(BIN)/python -m installers.speexdsp --fetch-only
 	$(BIN)/ruff check .
 	MINMO_TEST_MODELS=$(TEST_MODELS) $(BIN)/python -m pytest -q
 

@@ -58,6 +58,7 @@ def spoken_turn(timeout_s: float = TURN_TIMEOUT_S) -> str:
     import numpy as np
     from PySide6.QtWidgets import QApplication
 
+    from app.audio.aec import describe
     from app.audio.fake_device import FakeSoundDevice
     from app.bench.gui import fake_card_session
     from app.bench.models import speech_like_audio
@@ -102,7 +103,8 @@ def spoken_turn(timeout_s: float = TURN_TIMEOUT_S) -> str:
             raise RuntimeError("the reply was never played on the (fake) speakers")
         return (
             f"heard {len(heard.split())} words, replied {len(reply)} characters, played "
-            f"{sounding:.1f} s of it (window on {app.platformName()})"
+            f"{sounding:.1f} s of it (window on {app.platformName()}, echo canceller "
+            f"{describe(live.processor.canceller)})"
         )
     finally:
         window.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 
@@ -32,6 +33,22 @@ def _package_folder(name: str) -> Path | None:
     if spec is None or spec.origin is None:
         return None
     return Path(spec.origin).parent
+
+
+def speexdsp_binaries() -> list[tuple[str, str]]:
+    """SpeexDSP, the default echo canceller: the speexdsp package's extension where it is
+    installed (loaded by path, app/audio/aec.py; PyInstaller adds the libspeexdsp it links),
+    else the library installers/speexdsp.py builds (Windows), built now if it is missing.
+    MINMO_BUNDLE_SPEEXDSP=library takes the built library even where the package is."""
+    from installers import speexdsp
+
+    speex = _package_folder("speexdsp")
+    if speex is not None and os.environ.get("MINMO_BUNDLE_SPEEXDSP") != "library":
+        return [(str(p), "speexdsp") for p in speex.glob("_speexdsp*")]
+    library = speexdsp.NATIVE_DIR / speexdsp.library_name(speexdsp.host_target())
+    if not library.exists():
+        speexdsp.build(speexdsp.host_target())
+    return [(str(library), "app/audio/native")]
 
 
 def analysis_options() -> dict:
@@ -64,10 +81,9 @@ def analysis_options() -> dict:
     for package in ("sentencepiece", "wetext"):
         datas += collect_data_files(package)
     binaries = collect_dynamic_libs("livekit")  # WebRTC's AEC3 (liblivekit_ffi, ctypes)
-    speex = _package_folder("speexdsp")  # not on Windows; loaded by path (app/audio/aec.py)
-    if speex is not None:
-        binaries += [(str(p), "speexdsp") for p in speex.glob("_speexdsp*")]
-        hidden.append("speexdsp")
+    binaries += speexdsp_binaries()
+    if any(folder == "speexdsp" for _, folder in binaries):
+        hidden.append("speexdsp")  # found by find_spec, then its extension loaded by path
     return {
         "pathex": [str(ROOT)],
         "hookspath": [str(ROOT / "installers" / "hooks")],  # before the contributed hooks

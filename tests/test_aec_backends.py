@@ -91,8 +91,8 @@ def test_the_settings_choose_the_backend(monkeypatch: pytest.MonkeyPatch) -> Non
     assert isinstance(make_canceller(off), NoEchoCanceller)
     monkeypatch.setattr(aec.sys, "platform", "linux")
     assert resolve_backend("auto") == "speex"
-    monkeypatch.setattr(aec.sys, "platform", "win32")
-    assert resolve_backend("auto") == "webrtc"
+    monkeypatch.setattr(aec.sys, "platform", "win32")  # the Windows bundle carries SpeexDSP
+    assert resolve_backend("auto") == "speex"
     with pytest.raises(AudioError, match="unknown echo canceller 'aec4'"):
         resolve_backend("aec4")
 
@@ -100,13 +100,14 @@ def test_the_settings_choose_the_backend(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_auto_falls_back_to_the_installed_backend_and_names_a_missing_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """On Linux without libspeexdsp, "auto" is WebRTC; asking for Speex by name says how to
-    install it; with neither installed, the error says what to install or to switch off."""
+    """Without libspeexdsp, "auto" is WebRTC; asking for Speex by name says how to install
+    it; with neither installed, the error says what to install or to switch off."""
     import sys
 
     monkeypatch.setattr(aec.sys, "platform", "linux")
     monkeypatch.setattr(aec.importlib.util, "find_spec", lambda name: None)  # no speexdsp
-    aec._speexdsp_extension.cache_clear()
+    monkeypatch.setattr(aec, "speex_library_candidates", lambda: [])  # and no libspeexdsp
+    aec._speexdsp.cache_clear()
     try:
         assert resolve_backend("auto") == "webrtc"
         assert isinstance(make_canceller(AudioSettings()), WebRtcEchoCanceller)
@@ -114,13 +115,73 @@ def test_auto_falls_back_to_the_installed_backend_and_names_a_missing_one(
             make_canceller(AudioSettings(aec_backend="speex"))
         monkeypatch.setitem(sys.modules, "livekit", None)  # `from livekit import rtc` fails
         aec._livekit_rtc.cache_clear()
-        with pytest.raises(AudioError, match="no echo canceller is installed: `pip install liv"):
+        with pytest.raises(AudioError, match="no echo canceller is installed: `pip install spe"):
             resolve_backend("auto")
         with pytest.raises(AudioError, match="comes with LiveKit's package: `pip install livek"):
             make_canceller(AudioSettings(aec_backend="webrtc"))
     finally:
-        aec._speexdsp_extension.cache_clear()
+        aec._speexdsp.cache_clear()
         aec._livekit_rtc.cache_clear()
+
+
+def speex_output(speex, near: np.ndarray, far: np.ndarray) -> np.ndarray:
+    """A SpeexDSP module's (or library's) echo canceller over whole 10 ms frames."""
+    state = speex.EchoCanceller_create(160, 3200, 16000)
+    out = [
+        speex.EchoCanceller_process(
+            state, aec._pcm16(near[i : i + 160]), aec._pcm16(far[i : i + 160])
+        )
+        for i in range(0, near.size - 159, 160)
+    ]
+    speex.delete_EchoCanceller(state)
+    return np.frombuffer(b"".join(out), "<i2")
+
+
+def test_the_library_through_ctypes_cancels_exactly_as_the_speexdsp_package_does() -> None:
+    """Where the speexdsp package is missing (Windows), the canceller calls libspeexdsp
+    through ctypes: on the same library, every output sample equals the package's."""
+    far, echo = echo_path(3)
+    near = echo.copy()
+    near[16000 * 4 : 16000 * 5] += 0.1 * np.sin(np.arange(16000) * 0.07).astype(np.float32)
+    system = next(p for p in aec.speex_library_candidates() if "native" not in p)
+    library = aec.SpeexLibrary(system)
+    ours = speex_output(library, near, far)
+    np.testing.assert_array_equal(ours, speex_output(aec._speexdsp_extension(), near, far))
+    late = slice(16000 * 2, 16000 * 4)  # converged, before the voice
+    assert 10 * np.log10(np.mean(near[late] ** 2) / np.mean((ours[late] / 32768) ** 2)) > 20
+    state = library.EchoCanceller_create(160, 3200, 16000)
+    with pytest.raises(AudioError, match="frames of 160 samples"):
+        library.EchoCanceller_process(state, bytes(300), bytes(320))
+    library.delete_EchoCanceller(state)
+
+
+def test_without_the_package_the_canceller_loads_the_first_library_that_opens(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    broken = tmp_path / "libspeexdsp.so"
+    broken.write_bytes(b"not a library")  # a truncated download, say: skipped
+    system = next(p for p in aec.speex_library_candidates() if "native" not in p)
+    monkeypatch.setattr(aec.importlib.util, "find_spec", lambda name: None)  # no speexdsp
+    monkeypatch.setattr(aec, "speex_library_candidates", lambda: [str(broken), system])
+    aec._speexdsp.cache_clear()
+    try:
+        canceller = make_canceller(AudioSettings(aec_backend="speex"))
+        assert isinstance(canceller._speex, aec.SpeexLibrary)
+        assert canceller._speex.path == system
+        far, echo = echo_path(4)
+        clean, passed = frames(canceller, echo, far)
+        np.testing.assert_array_equal(passed, echo[: passed.size])
+        late = slice(16000 * 3, clean.size)
+        assert 10 * np.log10(np.mean(echo[late] ** 2) / np.mean(clean[late] ** 2)) > 20
+        canceller.reset()  # a fresh state from the same library
+        assert canceller.process(echo[:160], far[:160]).dtype == np.float32
+        assert aec.describe(canceller) == f"SpeexDSP ({system})"
+        monkeypatch.setenv("MINMO_SPEEXDSP_LIBRARY", str(broken))  # named by the user
+        aec._speexdsp.cache_clear()
+        with pytest.raises(AudioError, match=r"MINMO_SPEEXDSP_LIBRARY=.*libspeexdsp.so cannot"):
+            make_canceller(AudioSettings(aec_backend="speex"))
+    finally:
+        aec._speexdsp.cache_clear()
 
 
 def test_with_webrtc_echo_alone_never_interrupts_and_the_user_does() -> None:

@@ -191,7 +191,7 @@ def test_the_canceller_works_without_the_imp_module(monkeypatch: pytest.MonkeyPa
     from app.audio import aec
 
     monkeypatch.setitem(sys.modules, "imp", None)  # `import imp` now fails, as on 3.12
-    aec._speexdsp_extension.cache_clear()
+    aec._speexdsp.cache_clear()
     canceller = SpeexEchoCanceller(160, 200)
     out = canceller.process(np.zeros(160, np.float32), np.zeros(160, np.float32))
     assert out.shape == (160,) and out.dtype == np.float32

@@ -36,6 +36,7 @@ def test_the_linux_bundle_builds_and_passes_its_self_test_without_the_venv(tmp_p
         assert done.returncode == 0, done.stdout + done.stderr[-3000:]
         assert "self-test passed" in done.stdout
         assert "ok   window and spoken turn: heard " in done.stdout
+        assert "echo canceller SpeexDSP (" in done.stdout
         files = [f for f in bundle.rglob("*") if f.is_file() and not f.is_symlink()]
         size = sum(f.stat().st_size for f in files)  # (its symlinks point inside it)
         print(f"bundle: {size / 1e9:.2f} GB")

@@ -396,6 +396,30 @@ def test_without_a_sound_device_the_window_loads_for_typed_messages(
     assert not w.engine.hands_free and w.engine.studio is not None
 
 
+def test_the_model_loader_runs_on_a_worker_and_is_deleted_on_the_gui_thread(window, qtbot):
+    """A Python QObject deleted on a worker thread takes the GIL while Qt holds its
+    connection locks, which can hang the GUI thread; the loader goes home first."""
+    import threading
+
+    gate, ran_on, deleted_on = threading.Event(), [], []
+
+    def factory(bridge):
+        gate.wait(10)
+        ran_on.append(threading.get_ident())
+        raise RuntimeError("no models here")
+
+    w = window(None, Settings())
+    w.load(factory)
+    w._loader.destroyed.connect(
+        lambda *_: deleted_on.append(threading.get_ident()), Qt.ConnectionType.DirectConnection
+    )
+    gate.set()
+    qtbot.waitUntil(lambda: bool(deleted_on), timeout=TIMEOUT_MS)
+    assert ran_on and ran_on[0] != threading.get_ident()
+    assert deleted_on == [threading.get_ident()]
+    assert "could not be loaded: RuntimeError: no models here" in w.notice.text()
+
+
 def test_an_unreachable_remote_llm_is_a_notice_and_the_window_carries_on(
     window, qtbot, voice
 ) -> None:

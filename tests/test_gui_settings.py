@@ -200,7 +200,7 @@ def test_cancel_changes_nothing_on_disk(qtbot, dialog):
 def test_an_echo_canceller_that_is_not_installed_cannot_be_chosen(qtbot, dialog, monkeypatch):
     from app.audio import aec
 
-    monkeypatch.setattr(aec, "backend_installed", lambda name: name == "webrtc")  # Windows
+    monkeypatch.setattr(aec, "backend_installed", lambda name: name == "webrtc")  # no libspeexdsp
     d = listed(qtbot, dialog(Settings(), room()))
     texts = [d.aec_combo.itemText(i) for i in range(d.aec_combo.count())]
     assert texts == ["Automatic (WebRTC AEC3)", "SpeexDSP (not installed)", "WebRTC AEC3"]

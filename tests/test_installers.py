@@ -68,3 +68,31 @@ def test_the_windows_installer_installs_the_bundle_folder_per_user() -> None:
     assert "PrivilegesRequired=lowest" in script and "minmo.ico" in script
     version = re.search(r'^version = "(.+)"', (REPO / "pyproject.toml").read_text(), re.M)
     assert f'#define AppVersion "{version.group(1)}"' in script  # kept in step
+
+
+def test_without_the_speexdsp_package_the_bundle_carries_the_built_library(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Windows: no speexdsp package, so the spec builds libspeexdsp (once) and bundles it
+    where app/audio/aec.py looks for it."""
+    from installers import bundle, speexdsp
+
+    built = []
+
+    def build(target: str) -> Path:
+        built.append(target)
+        library = tmp_path / speexdsp.library_name(target)
+        library.write_bytes(b"\x7fELF")
+        return library
+
+    monkeypatch.setattr(speexdsp, "NATIVE_DIR", tmp_path)
+    monkeypatch.setattr(speexdsp, "build", build)
+    monkeypatch.setattr(bundle, "_package_folder", lambda name: None)
+    name = speexdsp.library_name(speexdsp.host_target())
+    assert bundle.speexdsp_binaries() == [(str(tmp_path / name), "app/audio/native")]
+    assert bundle.speexdsp_binaries() == [(str(tmp_path / name), "app/audio/native")]
+    assert built == [speexdsp.host_target()]  # built when missing, then reused
+    monkeypatch.undo()
+    monkeypatch.setenv("MINMO_BUNDLE_SPEEXDSP", "library")
+    monkeypatch.setattr(speexdsp, "NATIVE_DIR", tmp_path)
+    assert bundle.speexdsp_binaries() == [(str(tmp_path / name), "app/audio/native")]

@@ -27,6 +27,7 @@ def test_the_self_test_passes_and_leaves_the_users_files_alone(tmp_path: Path) -
     assert lines[0].startswith("ok   imports: ") and " modules" in lines[0]
     turn = next(line for line in lines if line.startswith("ok   window and spoken turn: "))
     assert "heard " in turn and " 0 words" not in turn and "played 0.0 s" not in turn
+    assert "echo canceller SpeexDSP (" in turn  # the default, and where it came from
     assert lines[-1].startswith("self-test passed in ")
     assert json.loads(settings.read_text()) == {"turn_policy": "silence"}  # untouched
     assert not data.exists()  # the turn's history went to a temporary folder

@@ -7,8 +7,11 @@ latencies wrongly, the measured lag replaces the reported one.
 
 Backends sit behind ``EchoCanceller`` and ``make_canceller`` picks one from the settings:
 
-* ``speex``: SpeexDSP's multi-delay block frequency-domain (MDF) adaptive filter. It needs
-  libspeexdsp, so it is not installed on Windows.
+* ``speex``: SpeexDSP's multi-delay block frequency-domain (MDF) adaptive filter, through the
+  ``speexdsp`` package where it is installed (Linux, macOS: it compiles against the system's
+  libspeexdsp), else straight from the shared library with ctypes: the one
+  ``installers/speexdsp.py`` builds into ``app/audio/native/`` (what the Windows bundle
+  carries), or the system's.
 * ``webrtc``: WebRTC's audio processing module with AEC3 (the canceller browsers ship:
   linear filter, residual echo suppression, its own delay estimator), plus its noise
   suppressor and high-pass filter. It comes from LiveKit's ``livekit`` package, whose wheels
@@ -18,9 +21,12 @@ Backends sit behind ``EchoCanceller`` and ``make_canceller`` picks one from the 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import importlib.util
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Protocol
@@ -31,7 +37,7 @@ from app.audio.events import AEC_BACKENDS, MIC_RATE, AudioSettings
 from minmo_core.errors import AudioError
 
 # the backend "auto" takes on each platform (sys.platform prefix -> backend)
-DEFAULT_BACKEND = {"linux": "speex", "darwin": "speex", "win32": "webrtc"}
+DEFAULT_BACKEND = {"linux": "speex", "darwin": "speex", "win32": "speex"}
 
 
 class EchoCanceller(Protocol):
@@ -45,6 +51,18 @@ class EchoCanceller(Protocol):
         ...
 
     def reset(self) -> None: ...
+
+
+def describe(canceller: EchoCanceller) -> str:
+    """Which canceller this is, and for SpeexDSP where its library came from (the
+    self-test says it: on Windows, proof that the bundled DLL loads and runs)."""
+    if isinstance(canceller, SpeexEchoCanceller):
+        speex = canceller._speex
+        source = speex.path if isinstance(speex, SpeexLibrary) else "the speexdsp package"
+        return f"SpeexDSP ({source})"
+    if isinstance(canceller, WebRtcEchoCanceller):
+        return "WebRTC AEC3"
+    return "off"
 
 
 class NoEchoCanceller:
@@ -66,7 +84,7 @@ class SpeexEchoCanceller:
     """SpeexDSP's multi-delay block frequency-domain adaptive filter."""
 
     def __init__(self, frame: int = 160, tail_ms: int = 400, sample_rate: int = MIC_RATE):
-        self._speex = _speexdsp_extension()
+        self._speex = _speexdsp()
         self.frame, self.tail, self.sample_rate = frame, tail_ms * sample_rate // 1000, sample_rate
         self._state = self._speex.EchoCanceller_create(frame, self.tail, sample_rate)
         self.passed = np.zeros(frame, np.float32)
@@ -161,7 +179,7 @@ def backend_installed(name: str) -> bool:
     """Whether the named backend's library can be loaded here."""
     try:
         if name == "speex":
-            _speexdsp_extension()
+            _speexdsp()
         elif name == "webrtc":
             _livekit_rtc()
         else:
@@ -184,9 +202,8 @@ def resolve_backend(name: str) -> str:
         if backend_installed(backend):
             return backend
     raise AudioError(
-        "no echo canceller is installed: `pip install livekit` (WebRTC) or `pip install "
-        "speexdsp` (SpeexDSP, needs libspeexdsp); or switch echo cancellation off in Settings "
-        "when you use headphones"
+        f"no echo canceller is installed: {SPEEX_HOW_TO} or `pip install livekit` (WebRTC); or "
+        "switch echo cancellation off in Settings when you use headphones"
     )
 
 
@@ -201,7 +218,36 @@ def make_canceller(settings: AudioSettings) -> EchoCanceller:
     return SpeexEchoCanceller(frame, settings.aec_tail_ms)
 
 
+SPEEX_HOW_TO = (
+    "`pip install speexdsp` (needs libspeexdsp: `apt install libspeexdsp-dev`, `brew install "
+    "speexdsp`), or build the library with `python -m installers.speexdsp`"
+)
+NATIVE_DIR = Path(__file__).resolve().parent / "native"  # installers/speexdsp.py builds here
+SPEEX_LIBRARY_NAMES = {"win32": "speexdsp.dll", "darwin": "libspeexdsp.dylib"}  # else .so
+
+
 @functools.cache
+def _speexdsp():
+    """SpeexDSP's echo canceller: the ``speexdsp`` package's compiled module if it is
+    installed, else the shared library through ctypes (``SpeexLibrary``).
+    MINMO_SPEEXDSP_LIBRARY names a library to use instead of either."""
+    chosen = os.environ.get("MINMO_SPEEXDSP_LIBRARY")
+    if chosen:
+        try:
+            return SpeexLibrary(chosen)
+        except OSError as err:
+            raise AudioError(f"MINMO_SPEEXDSP_LIBRARY={chosen} cannot be loaded: {err}") from err
+    try:
+        return _speexdsp_extension()
+    except AudioError as missing:
+        for path in speex_library_candidates():
+            try:
+                return SpeexLibrary(path)
+            except OSError:
+                continue
+        raise AudioError(f"SpeexDSP is not installed: {SPEEX_HOW_TO}") from missing
+
+
 def _speexdsp_extension():
     """The ``speexdsp`` package's compiled module, loaded on its own.
 
@@ -210,7 +256,7 @@ def _speexdsp_extension():
     """
     spec = importlib.util.find_spec("speexdsp")
     if spec is None or spec.origin is None:
-        raise AudioError("SpeexDSP is not installed: `pip install speexdsp` (needs libspeexdsp)")
+        raise AudioError("the speexdsp package is not installed")
     found = sorted(Path(spec.origin).parent.glob("_speexdsp*.so")) + sorted(
         Path(spec.origin).parent.glob("_speexdsp*.pyd")
     )
@@ -220,6 +266,68 @@ def _speexdsp_extension():
     module = importlib.util.module_from_spec(ext)
     ext.loader.exec_module(module)
     return module
+
+
+def speex_library_candidates() -> list[str]:
+    """Where libspeexdsp may be, best first: the one built for the app, then the system's
+    (its loader's search path, then Homebrew's and MSYS2's usual places)."""
+    name = SPEEX_LIBRARY_NAMES.get(sys.platform, "libspeexdsp.so")
+    found = [str(NATIVE_DIR / name)] if (NATIVE_DIR / name).exists() else []
+    system = ctypes.util.find_library("speexdsp") or ctypes.util.find_library("libspeexdsp")
+    if system:
+        found.append(system)
+    if sys.platform == "darwin":
+        found += [f"{p}/lib/libspeexdsp.dylib" for p in ("/opt/homebrew", "/usr/local")]
+    elif sys.platform == "win32":
+        found.append("libspeexdsp-1.dll")
+    else:
+        found.append("libspeexdsp.so.1")
+    return list(dict.fromkeys(found))
+
+
+class SpeexLibrary:
+    """SpeexDSP's echo canceller called in its shared library with ctypes.
+
+    It offers the three calls of the ``speexdsp`` package's module that
+    ``SpeexEchoCanceller`` makes, and does what that module does: a one-microphone,
+    one-loudspeaker state told its sampling rate, then ``speex_echo_cancellation`` per frame.
+    """
+
+    SET_SAMPLING_RATE = 24  # SPEEX_ECHO_SET_SAMPLING_RATE in speex/speex_echo.h
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        lib = self._lib = ctypes.CDLL(path)
+        lib.speex_echo_state_init_mc.restype = ctypes.c_void_p
+        lib.speex_echo_state_init_mc.argtypes = [ctypes.c_int] * 4
+        lib.speex_echo_ctl.restype = ctypes.c_int
+        lib.speex_echo_ctl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+        lib.speex_echo_cancellation.restype = None
+        lib.speex_echo_cancellation.argtypes = [ctypes.c_void_p] * 4
+        lib.speex_echo_state_destroy.restype = None
+        lib.speex_echo_state_destroy.argtypes = [ctypes.c_void_p]
+        self._frames: dict[int, int] = {}  # state -> samples per frame
+
+    def EchoCanceller_create(self, frame: int, tail: int, sample_rate: int) -> int:
+        state = self._lib.speex_echo_state_init_mc(frame, tail, 1, 1)
+        if not state:
+            raise AudioError(f"SpeexDSP ({self.path}) could not make an echo canceller")
+        rate = ctypes.c_int(sample_rate)
+        self._lib.speex_echo_ctl(state, self.SET_SAMPLING_RATE, ctypes.byref(rate))
+        self._frames[state] = frame
+        return state
+
+    def EchoCanceller_process(self, state: int, near: bytes, far: bytes) -> bytes:
+        frame = self._frames[state]
+        if len(near) != 2 * frame or len(far) != 2 * frame:
+            raise AudioError(f"the echo canceller takes frames of {frame} samples")
+        out = ctypes.create_string_buffer(2 * frame)
+        self._lib.speex_echo_cancellation(state, near, far, out)
+        return out.raw
+
+    def delete_EchoCanceller(self, state: int) -> None:
+        if self._frames.pop(state, None) is not None:
+            self._lib.speex_echo_state_destroy(state)
 
 
 def _pcm16(x: np.ndarray) -> bytes:

@@ -135,6 +135,7 @@ class _Job(QObject):
     def __init__(self, work: Callable[[], object]) -> None:
         super().__init__()
         self.work = work
+        self._home = self.thread()  # the GUI thread
 
     @Slot()
     def run(self) -> None:
@@ -143,6 +144,7 @@ class _Job(QObject):
         except Exception as err:  # any failure is a line in the dialog
             self.failed.emit(_failure(err))
         finally:
+            self.moveToThread(self._home)  # deleted on the GUI thread (window.py's _Loader)
             self.finished.emit()
 
 

@@ -57,6 +57,7 @@ class _Loader(QObject):
     def __init__(self, factory: EngineFactory, bridge: EventBridge) -> None:
         super().__init__()
         self.factory, self.bridge = factory, bridge
+        self._home = self.thread()  # the GUI thread
 
     @Slot()
     def run(self) -> None:
@@ -67,6 +68,10 @@ class _Loader(QObject):
         except Exception as err:  # any failure is a message in the window
             self.failed.emit(f"{type(err).__name__}: {first_line(err, 200)}")
         finally:
+            # back to the GUI thread before finishing, so it is deleted there: a Python
+            # object destroyed on the worker takes the GIL while holding Qt's connection
+            # locks, which can deadlock the GUI thread (seen once: stuck in QLabel.setText)
+            self.moveToThread(self._home)
             self.finished.emit()
 
 
