@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from minmo_core.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class FrontendConfig:
@@ -118,7 +120,16 @@ class LLMConfig:
 
 @dataclass(frozen=True)
 class VoiceTokenLMConfig:
-    """CosyVoice 2's speech-token LM (cosyvoice2.yaml)."""
+    """The speech-token LM of CosyVoice 2 (cosyvoice2.yaml, ``Qwen2LM``) or CosyVoice 3
+    (cosyvoice3.yaml, ``CosyVoice3LM``).
+
+    The two differ in their control outputs. CosyVoice 2: sos and task_id are the two rows
+    of ``llm_embedding``; the head has S + 3 outputs with a bias (eos S, fill S + 2).
+    CosyVoice 3: no ``llm_embedding``, sos and task_id are rows S and S + 2 of
+    ``speech_embedding``; the head has S + 200 outputs and no bias (eos S + 1, fill S + 3,
+    every one of the 200 a stop id), and an instruction (up to ``<|endofprompt|>``) goes
+    right after sos.
+    """
 
     llm_input_size: int = 896
     llm_output_size: int = 896
@@ -135,18 +146,43 @@ class VoiceTokenLMConfig:
     min_token_text_ratio: float = 2.0
     max_token_text_ratio: float = 20.0
     chunk_tokens: int = 15  # speech tokens handed to token2wav at a time (MinMo)
+    cosyvoice: int = 2  # the release generation: 2 or 3
+
+    def __post_init__(self) -> None:
+        if self.cosyvoice not in (2, 3):
+            raise ConfigError(f"no CosyVoice {self.cosyvoice} voice LM: 2 or 3")
+
+    @property
+    def n_outputs(self) -> int:
+        """The head's outputs: speech codes, then control ids."""
+        return self.speech_token_size + (200 if self.cosyvoice == 3 else 3)
 
     @property
     def eos_token(self) -> int:
-        return self.speech_token_size  # 6561: end of speech
+        """End of speech: 6561 (CosyVoice 2), 6562 (CosyVoice 3)."""
+        return self.speech_token_size + (1 if self.cosyvoice == 3 else 0)
 
     @property
     def fill_token(self) -> int:
-        return self.speech_token_size + 2  # 6563: "15 speech tokens done, give me 5 more text"
+        """"15 speech tokens done, give me 5 more text": 6563 (CosyVoice 2), 6564 (3)."""
+        return self.speech_token_size + (3 if self.cosyvoice == 3 else 2)
 
     @property
     def stop_tokens(self) -> tuple[int, ...]:
-        return tuple(self.speech_token_size + i for i in range(3))  # the non-speech outputs
+        """Every non-speech output (the release stops on any of them)."""
+        return tuple(range(self.speech_token_size, self.n_outputs))
+
+    @property
+    def min_len_banned(self) -> tuple[int, ...]:
+        """What the release masks until min_len speech tokens are out: index S, which is eos
+        in CosyVoice 2 but sos in CosyVoice 3, so a CosyVoice 3 utterance may end early."""
+        return (self.speech_token_size,)
+
+    @property
+    def instruction_after_sos(self) -> bool:
+        """CosyVoice 3 puts the prompt's text up to <|endofprompt|> right after sos, before
+        any interleaving, and needs that token in every prompt."""
+        return self.cosyvoice == 3
 
     @classmethod
     def tiny(cls) -> VoiceTokenLMConfig:

@@ -92,6 +92,8 @@ def whole_text_tokens(
     if prompt.query is not None:
         pieces.append(prompt.query[None].to(lm.sos))
     all_text = [*prompt.text_ids, *text_ids]
+    if cfg.instruction_after_sos:
+        _instruction_end(cfg, all_text)  # (the layout is the same; the token must be there)
     pieces += [lm.embed_text(all_text), lm.task_id, lm.embed_speech(prompt.speech_tokens)]
     if trace is not None:
         trace.append(("sos", 0))
@@ -106,7 +108,7 @@ def whole_text_tokens(
     out: list[int] = []
     for step in range(max_len):
         logits = state.feed(x)
-        token = sampler(masked(logits, (cfg.eos_token,) if step < min_len else ()), out)
+        token = sampler(masked(logits, cfg.min_len_banned if step < min_len else ()), out)
         if token in cfg.stop_tokens:
             return
         out.append(token)
@@ -139,9 +141,15 @@ def interleaved_tokens(
     if prompt.query is not None:
         pending.append(prompt.query[None].to(lm.sos))
         kinds.append(("query", 0))
-    text = (
-        prompt_text_vectors if prompt_text_vectors is not None else lm.embed_text(prompt.text_ids)
-    )
+    prompt_ids = list(prompt.text_ids)
+    if cfg.instruction_after_sos and prompt_text_vectors is None:
+        # CosyVoice 3: the instruction, through <|endofprompt|>, right after sos; only the
+        # rest of the prompt (a voice's transcript) is interleaved with its speech
+        cut = _instruction_end(cfg, prompt_ids) + 1
+        pending.append(lm.embed_text(prompt_ids[:cut]))
+        kinds.extend(("instruct", i) for i in range(cut))
+        prompt_ids = prompt_ids[cut:]
+    text = prompt_text_vectors if prompt_text_vectors is not None else lm.embed_text(prompt_ids)
     text_seen = 0  # text positions taken out of ``text`` so far
     prompt_speech = lm.embed_speech(prompt.speech_tokens)
     prompt_used = 0
@@ -217,6 +225,17 @@ def interleaved_tokens(
             return
         emit(token)
         yield token
+
+
+def _instruction_end(cfg, ids: list[int]) -> int:
+    """Where <|endofprompt|> is in ``ids``; CosyVoice 3 refuses a prompt without it."""
+    try:
+        return ids.index(cfg.endofprompt_text_id)
+    except ValueError:
+        raise ConfigError(
+            "CosyVoice 3 needs <|endofprompt|> in its prompt (an instruction such as 'You are "
+            "a helpful assistant.<|endofprompt|>' before the transcript or text)"
+        ) from None
 
 
 _SENTENCE_END = re.compile(r"(?<=[。！？!?；;…\n])|(?<=[.])(?=\s)")

@@ -1,9 +1,9 @@
-"""VoiceTokenLM: CosyVoice 2's speech-token language model.
+"""VoiceTokenLM: the speech-token language model of CosyVoice 2 and CosyVoice 3.
 
 A Qwen2 body (CosyVoice-BlankEN, 0.5B) reads a sequence of 896-wide input vectors and a
-linear head predicts the next speech token (25 per second, 6561 codes) or one of three
-control outputs: end of speech (6561), an unused id (6562) and "fill" (6563: the 15 speech
-tokens of a block are done, feed 5 more text). Parameter names follow the released
+linear head predicts the next speech token (25 per second, 6561 codes) or a control output.
+CosyVoice 2 has three: end of speech (6561), an unused id (6562) and "fill" (6563: the 15
+speech tokens of a block are done, feed 5 more text). Parameter names follow the released
 ``llm.pt`` exactly:
 
     llm_embedding.weight        (2, 896)       rows: sos, task_id ("text is over")
@@ -11,6 +11,10 @@ tokens of a block are done, feed 5 more text). Parameter names follow the releas
     llm.model.lm_head.weight    tied to embed_tokens, unused here
     llm_decoder.{weight,bias}   (6564, 896)    speech-token head
     speech_embedding.weight     (6564, 896)    speech-token input embedding
+
+CosyVoice 3 (``CosyVoice3LM``) has no ``llm_embedding``: sos (6561), eos (6562), task_id
+(6563) and fill (6564) are among 200 control rows of ``speech_embedding`` (6761, 896), and
+``llm_decoder`` (6761 outputs) has no bias. ``VoiceTokenLMConfig.cosyvoice`` says which.
 
 How sequences are laid out (whole text, 5:15 interleave, MinMo semantic vectors) lives in
 ``minmo_core.voice.speech_tokens``; this module holds the network, sampling and loading.
@@ -113,11 +117,12 @@ class VoiceTokenLM(nn.Module):
     def __init__(self, cfg: VoiceTokenLMConfig, qwen: Qwen2Config) -> None:
         super().__init__()
         self.cfg = cfg
-        n_out = cfg.speech_token_size + 3  # speech codes + eos, unused, fill
-        self.llm_embedding = nn.Embedding(2, cfg.llm_input_size)
+        n_out = cfg.n_outputs  # speech codes + control outputs
+        if cfg.cosyvoice == 2:
+            self.llm_embedding = nn.Embedding(2, cfg.llm_input_size)
         qwen._attn_implementation = "sdpa"
         self.llm = nn.ModuleDict({"model": Qwen2ForCausalLM(qwen)})
-        self.llm_decoder = nn.Linear(cfg.llm_output_size, n_out)
+        self.llm_decoder = nn.Linear(cfg.llm_output_size, n_out, bias=cfg.cosyvoice == 2)
         self.speech_embedding = nn.Embedding(n_out, cfg.llm_input_size)
 
     @property
@@ -127,10 +132,14 @@ class VoiceTokenLM(nn.Module):
 
     @property
     def sos(self) -> torch.Tensor:
+        if self.cfg.cosyvoice == 3:
+            return self.speech_embedding.weight[self.cfg.speech_token_size][None]  # (1, D)
         return self.llm_embedding.weight[self.cfg.sos_id][None]  # (1, D)
 
     @property
     def task_id(self) -> torch.Tensor:
+        if self.cfg.cosyvoice == 3:
+            return self.speech_embedding.weight[self.cfg.speech_token_size + 2][None]
         return self.llm_embedding.weight[self.cfg.task_id][None]  # (1, D)
 
     def embed_text(self, ids: torch.Tensor | list[int]) -> torch.Tensor:
