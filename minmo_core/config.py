@@ -164,7 +164,7 @@ class VoiceTokenLMConfig:
 
     @property
     def fill_token(self) -> int:
-        """"15 speech tokens done, give me 5 more text": 6563 (CosyVoice 2), 6564 (3)."""
+        """The "15 speech tokens done, give me 5 more text" output: 6563 (CosyVoice 2), 6564 (3)."""
         return self.speech_token_size + (3 if self.cosyvoice == 3 else 2)
 
     @property
