@@ -235,7 +235,8 @@ class FlowConfig:
 
 @dataclass(frozen=True)
 class HiFTConfig:
-    """CosyVoice 2's HiFT vocoder (HiFTGenerator + ConvRNNF0Predictor)."""
+    """The HiFT vocoder: CosyVoice 2's HiFTGenerator + ConvRNNF0Predictor, or with
+    ``causal`` CosyVoice 3's CausalHiFTGenerator + CausalConvRNNF0Predictor."""
 
     sample_rate: int = 24000
     in_channels: int = 80
@@ -253,6 +254,9 @@ class HiFTConfig:
     nsf_voiced_threshold: float = 10.0
     audio_limit: float = 0.99
     f0_cond_channels: int = 512
+    causal: bool = False  # CosyVoice 3
+    conv_pre_look_right: int = 4  # causal: mel frames conv_pre looks ahead
+    f0_look_right: int = 3  # causal: mel frames the F0 predictor's first conv looks ahead
 
     @classmethod
     def tiny(cls) -> HiFTConfig:

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from minmo_core.common.releases import COSYVOICE2, verify_files
-from minmo_core.config import FlowConfig
+from minmo_core.config import FlowConfig, HiFTConfig
 from minmo_core.errors import CheckpointError
 
 RELEASE_YAML = "cosyvoice2.yaml"
@@ -83,6 +83,39 @@ def flow_config(flow: dict, encoder: dict, decoder: dict, source: str = RELEASE_
         )
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{source}: the flow's settings lack or mangle {err}") from err
+
+
+def hift_config(hift: dict, causal: bool, source: str = RELEASE_YAML) -> HiFTConfig:
+    """HiFTConfig from the release's ``hift:`` constructor arguments (names as in the yaml;
+    ``causal``: CosyVoice 3's CausalHiFTGenerator)."""
+    try:
+        istft, predictor = hift["istft_params"], hift.get("f0_predictor", {})
+        return HiFTConfig(
+            sample_rate=int(hift["sampling_rate"]),
+            in_channels=int(hift["in_channels"]),
+            base_channels=int(hift["base_channels"]),
+            nb_harmonics=int(hift["nb_harmonics"]),
+            upsample_rates=tuple(int(r) for r in hift["upsample_rates"]),
+            upsample_kernel_sizes=tuple(int(k) for k in hift["upsample_kernel_sizes"]),
+            istft_n_fft=int(istft["n_fft"]),
+            istft_hop=int(istft["hop_len"]),
+            resblock_kernel_sizes=tuple(int(k) for k in hift["resblock_kernel_sizes"]),
+            resblock_dilations=tuple(
+                tuple(int(d) for d in ds) for ds in hift["resblock_dilation_sizes"]
+            ),
+            source_resblock_kernel_sizes=tuple(
+                int(k) for k in hift["source_resblock_kernel_sizes"]
+            ),
+            nsf_alpha=float(hift["nsf_alpha"]),
+            nsf_sigma=float(hift["nsf_sigma"]),
+            nsf_voiced_threshold=float(hift["nsf_voiced_threshold"]),
+            audio_limit=float(hift.get("audio_limit", 0.99)),
+            f0_cond_channels=int(predictor.get("cond_channels", hift["base_channels"])),
+            causal=causal,
+            conv_pre_look_right=int(hift.get("conv_pre_look_right", 4)),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{source}: the vocoder's settings lack or mangle {err}") from err
 
 
 def release_flow_config(folder: Path, allow_unpinned: bool = False) -> FlowConfig:

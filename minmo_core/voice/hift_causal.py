@@ -1,0 +1,337 @@
+"""CausalHiFTVocoder: CosyVoice 3's vocoder, 80-bin mel (50 Hz) -> 24 kHz waveform.
+
+The release's ``CausalHiFTGenerator`` with ``CausalConvRNNF0Predictor``: the same neural
+source filter and iSTFT head as CosyVoice 2's HiFT (``minmo_core.voice.hift``, same 328
+parameter names), made causal so that a stream can be vocoded as its mel arrives:
+
+* every convolution pads on the left only, except two that look right: ``conv_pre``
+  (kernel 5, 4 frames ahead) and the F0 predictor's first conv (kernel 4, 3 frames ahead);
+* the upsampling stages are a nearest-neighbour upsample and an ordinary convolution
+  (weights [out, in, k]) instead of transposed convolutions;
+* the F0 predictor runs in float64 (the release moves it there: its output decides the
+  sine phases, which accumulate over the whole utterance);
+* the excitation draws nothing at run time: its additive noise reads a fixed table of
+  uniform numbers at the sample's position (``NoiseTable``), and the sine phase is held
+  for each frame (nearest, not linear, upsampling of the per-frame phase).
+
+``inference(mel, finalize=False)`` is the release's streaming call: the last 3 mel frames
+are only the F0 predictor's look-ahead, the next 4 only conv_pre's, and the last 480
+samples are held back, so a call on a growing mel gives a prefix of the final audio.
+Run it in float32: the sine phases reach thousands of radians.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm
+
+from minmo_core.config import HiFTConfig
+from minmo_core.voice.hift import (
+    LRELU_SLOPE,
+    MAX_MAGNITUDE,
+    POST_LRELU_SLOPE,
+    SOURCE_RESBLOCK_DILATIONS,
+    Snake,
+)
+
+NOISE_SEED = 0  # our noise table's seed (the release draws its table afresh per process)
+NOISE_BLOCK = 24000  # noise table rows made at a time (one second at 24 kHz)
+
+
+class CausalConv1d(nn.Conv1d):
+    """A stride-1 convolution padded on one side: the left (causal), or the right, where
+    ``context`` (the next frames, in streaming) replaces the zeros.
+    x (B, C_in, T) -> (B, C_out, T)."""
+
+    def __init__(
+        self, c_in: int, c_out: int, kernel: int, dilation: int = 1, look_right: bool = False
+    ) -> None:
+        super().__init__(c_in, c_out, kernel, dilation=dilation)
+        # the release's formula; (kernel - 1) * dilation for every kernel it uses
+        self.pad = (kernel * dilation - dilation) // 2 * 2 + (kernel + 1) % 2
+        self.look_right = look_right
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.look_right:
+            return super().forward(F.pad(x, (self.pad, 0)))
+        if context is None:
+            context = x.new_zeros(x.shape[0], x.shape[1], self.pad)
+        return super().forward(torch.cat([x, context], dim=2))
+
+
+class UpsampleConv1d(nn.Conv1d):
+    """x rate (nearest), then a causal convolution. x (B, C_in, T) -> (B, C_out, rate·T)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, rate: int) -> None:
+        super().__init__(c_in, c_out, kernel)
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=self.rate, mode="nearest")
+        return super().forward(F.pad(x, (self.kernel_size[0] - 1, 0)))
+
+
+class DownsampleConv1d(nn.Conv1d):
+    """Strided convolution (kernel 2·rate) padded rate - 1 on the left.
+    x (B, C_in, T) -> (B, C_out, ceil(T / rate))."""
+
+    def __init__(self, c_in: int, c_out: int, rate: int) -> None:
+        super().__init__(c_in, c_out, 2 * rate, rate)
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, (self.rate - 1, 0)))
+
+
+def _causal(c_in: int, c_out: int, kernel: int, dilation: int = 1, look_right: bool = False):
+    return weight_norm(CausalConv1d(c_in, c_out, kernel, dilation, look_right))
+
+
+class CausalResBlock(nn.Module):
+    """HiFi-GAN residual block with Snake activations and causal convolutions (the keys of
+    ``hift.ResBlock``). x (B, C, T) -> (B, C, T)."""
+
+    def __init__(self, channels: int, kernel: int, dilations: tuple[int, ...]):
+        super().__init__()
+        self.convs1 = nn.ModuleList(_causal(channels, channels, kernel, d) for d in dilations)
+        self.convs2 = nn.ModuleList(_causal(channels, channels, kernel) for _ in dilations)
+        self.activations1 = nn.ModuleList(Snake(channels) for _ in dilations)
+        self.activations2 = nn.ModuleList(Snake(channels) for _ in dilations)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for act1, conv1, act2, conv2 in zip(
+            self.activations1, self.convs1, self.activations2, self.convs2, strict=True
+        ):
+            x = conv2(act2(conv1(act1(x)))) + x
+        return x
+
+
+class CausalF0Predictor(nn.Module):
+    """The release's CausalConvRNNF0Predictor: 5 convolutions (the first looks 3 frames
+    ahead), ELU, a linear layer. mel (B, n_mels, T) -> f0 (B, T) Hz, or (B, T - 3) when
+    not ``finalize`` (the last 3 frames are look-ahead only)."""
+
+    def __init__(self, in_channels: int, channels: int, look_right: int = 3):
+        super().__init__()
+        layers: list[nn.Module] = [_causal(in_channels, channels, look_right + 1, 1, True)]
+        layers.append(nn.ELU())
+        for _ in range(4):
+            layers += [_causal(channels, channels, 3), nn.ELU()]
+        self.condnet = nn.Sequential(*layers)  # keys condnet.{0,2,4,6,8}
+        self.classifier = nn.Linear(channels, 1)
+
+    @property
+    def look_right(self) -> int:
+        return self.condnet[0].pad
+
+    def forward(self, mel: torch.Tensor, finalize: bool = True) -> torch.Tensor:
+        first, ahead = self.condnet[0], self.look_right
+        x = first(mel) if finalize else first(mel[:, :, :-ahead], mel[:, :, -ahead:])
+        for layer in self.condnet[1:]:
+            x = layer(x)
+        return self.classifier(x.transpose(1, 2)).squeeze(-1).abs()
+
+
+class NoiseTable:
+    """The causal source's fixed noise: uniform [0, 1) numbers, ``columns`` per sample,
+    the same at every call for the same sample position (so a stream re-run over a growing
+    mel sees the same noise). Rows are made a second at a time from ``seed``; ``fixed``
+    (1, N, columns), when given, is used instead (the release's own table, for parity)."""
+
+    def __init__(self, columns: int, seed: int = NOISE_SEED, fixed: torch.Tensor | None = None):
+        self.columns, self.seed, self.fixed = columns, seed, fixed
+
+    def rows(self, start: int, length: int, device, dtype) -> torch.Tensor:
+        """Rows start..start+length -> (1, length, columns)."""
+        if self.fixed is not None:
+            if start + length > self.fixed.shape[1]:
+                raise ValueError(
+                    f"the noise table has {self.fixed.shape[1]} rows, not {start + length}"
+                )
+            return self.fixed[:, start : start + length].to(device=device, dtype=dtype)
+        first, last = start // NOISE_BLOCK, (start + length - 1) // NOISE_BLOCK
+        blocks = []
+        for block in range(first, last + 1):
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + block)
+            blocks.append(torch.rand(NOISE_BLOCK, self.columns, generator=generator))
+        table = torch.cat(blocks)[start - first * NOISE_BLOCK :][:length]
+        return table[None].to(device=device, dtype=dtype)
+
+
+class CausalHarmonicSource(nn.Module):
+    """The release's SourceModuleHnNSF with SineGen2 in causal mode: F0 and its harmonics
+    as sines whose phase is held for each frame, uniform table noise, a linear layer and
+    tanh."""
+
+    def __init__(self, cfg: HiFTConfig, upsample_scale: int):
+        super().__init__()
+        self.cfg = cfg
+        self.upsample_scale = upsample_scale  # 480 samples per mel frame
+        self.l_linear = nn.Linear(cfg.nb_harmonics + 1, 1)
+        self.noise = NoiseTable(cfg.nb_harmonics + 1)
+
+    def sine_waves(self, f0: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """f0 (B, T) Hz -> sine_waves (B, L, H+1), uv (B, L, 1), L = 480·T; ``start`` is
+        the first sample's position in the utterance (where the noise table is read)."""
+        cfg, scale = self.cfg, self.upsample_scale
+        harmonics = torch.arange(1, cfg.nb_harmonics + 2, device=f0.device, dtype=f0.dtype)
+        # per frame, as the release's per-sample values averaged back to frame rate are
+        rad = (f0[:, :, None] * harmonics) / cfg.sample_rate % 1  # (B, T, H+1)
+        phase = torch.cumsum(rad, dim=1) * 2 * math.pi  # (B, T, H+1)
+        phase = phase.transpose(1, 2) * scale  # (B, H+1, T)
+        phase = phase.repeat_interleave(scale, dim=2).transpose(1, 2)  # (B, L, H+1) held
+        sines = torch.sin(phase) * cfg.nsf_alpha
+        uv = (f0.repeat_interleave(scale, dim=1)[..., None] > cfg.nsf_voiced_threshold).to(
+            sines.dtype
+        )  # (B, L, 1)
+        noise_amp = uv * cfg.nsf_sigma + (1 - uv) * cfg.nsf_alpha / 3
+        table = self.noise.rows(start, sines.shape[1], sines.device, sines.dtype)
+        return sines * uv + noise_amp * table, uv
+
+    def forward(self, f0: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """f0 (B, T) Hz -> source (B, 1, 480·T)."""
+        sine_waves, _ = self.sine_waves(f0, start)
+        return torch.tanh(self.l_linear(sine_waves)).transpose(1, 2)
+
+
+class CausalHiFTVocoder(nn.Module):
+    """CosyVoice 3's CausalHiFTGenerator with its F0 predictor: mel (B, 80, T) -> audio."""
+
+    def __init__(self, cfg: HiFTConfig):
+        super().__init__()
+        self.cfg = cfg
+        n_fft, rates = cfg.istft_n_fft, cfg.upsample_rates
+        self.upsample_scale = math.prod(rates) * cfg.istft_hop  # 480 samples per mel frame
+        spec_channels = n_fft + 2
+        widths = [cfg.base_channels // 2**i for i in range(len(rates) + 1)]
+
+        self.m_source = CausalHarmonicSource(cfg, self.upsample_scale)
+        self.conv_pre = _causal(cfg.in_channels, widths[0], cfg.conv_pre_look_right + 1, 1, True)
+        self.ups = nn.ModuleList(
+            weight_norm(UpsampleConv1d(widths[i], widths[i + 1], k, u))
+            for i, (u, k) in enumerate(zip(rates, cfg.upsample_kernel_sizes, strict=True))
+        )
+        self.source_downs = nn.ModuleList()
+        for i in range(len(rates)):
+            r = math.prod(rates[i + 1 :])
+            self.source_downs.append(
+                CausalConv1d(spec_channels, widths[i + 1], 1)
+                if r == 1
+                else DownsampleConv1d(spec_channels, widths[i + 1], r)
+            )
+        self.source_resblocks = nn.ModuleList(
+            CausalResBlock(widths[i + 1], k, SOURCE_RESBLOCK_DILATIONS)
+            for i, k in enumerate(cfg.source_resblock_kernel_sizes)
+        )
+        self.resblocks = nn.ModuleList(
+            CausalResBlock(widths[i + 1], k, d)
+            for i in range(len(rates))
+            for k, d in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilations, strict=True)
+        )
+        self.conv_post = _causal(widths[-1], spec_channels, 7)
+        self.f0_predictor = CausalF0Predictor(
+            cfg.in_channels, cfg.f0_cond_channels, cfg.f0_look_right
+        )
+        window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
+        self.register_buffer("window", window.float(), persistent=False)
+
+    def predict_f0(self, mel: torch.Tensor, finalize: bool = True) -> torch.Tensor:
+        """mel (B, n_mels, T) -> f0 (B, T) Hz (B, T - 3 unless ``finalize``), computed in
+        float64 as the release does, returned in the mel's dtype."""
+        if self.f0_predictor.classifier.weight.dtype != torch.float64:
+            self.f0_predictor.to(torch.float64)
+        return self.f0_predictor(mel.to(torch.float64), finalize).to(mel)
+
+    def source_stft(self, source: torch.Tensor) -> torch.Tensor:
+        """source (B, 1, L) -> (B, n_fft + 2, L / hop + 1): real parts, then imaginary."""
+        n_fft = self.cfg.istft_n_fft
+        spec = torch.stft(
+            source.squeeze(1), n_fft, self.cfg.istft_hop, n_fft, self.window, return_complex=True
+        )
+        spec = torch.view_as_real(spec)
+        return torch.cat([spec[..., 0], spec[..., 1]], dim=1)
+
+    def predict_spectrum(
+        self, mel: torch.Tensor, s_stft: torch.Tensor, finalize: bool = True
+    ) -> torch.Tensor:
+        """mel (B, n_mels, T), s_stft (B, n_fft + 2, 120·T + 1) -> conv_post output, for
+        120·T + 1 frames, or 120·(T - 4) + 1 unless ``finalize`` (conv_pre's look-ahead)."""
+        ahead = self.cfg.conv_pre_look_right
+        if finalize:
+            x = self.conv_pre(mel)
+        else:
+            x = self.conv_pre(mel[:, :, :-ahead], mel[:, :, -ahead:])
+            s_stft = s_stft[:, :, : -math.prod(self.cfg.upsample_rates) * ahead]
+        n_kernels = len(self.cfg.resblock_kernel_sizes)
+        for i, (up, down, source_block) in enumerate(
+            zip(self.ups, self.source_downs, self.source_resblocks, strict=True)
+        ):
+            x = up(F.leaky_relu(x, LRELU_SLOPE))
+            if i == len(self.ups) - 1:
+                x = F.pad(x, (1, 0), mode="reflect")
+            x = x + source_block(down(s_stft))
+            blocks = self.resblocks[i * n_kernels : (i + 1) * n_kernels]
+            xs = blocks[0](x)
+            for block in blocks[1:]:
+                xs = xs + block(x)
+            x = xs / n_kernels
+        return self.conv_post(F.leaky_relu(x, POST_LRELU_SLOPE))
+
+    def istft(self, spectrum: torch.Tensor) -> torch.Tensor:
+        """conv_post output (B, n_fft + 2, F) -> audio (B, (F - 1)·hop), not yet clamped."""
+        n_bins = self.cfg.istft_n_fft // 2 + 1
+        magnitude = torch.exp(spectrum[:, :n_bins]).clamp(max=MAX_MAGNITUDE)
+        phase = torch.sin(spectrum[:, n_bins:])
+        spec = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
+        n_fft = self.cfg.istft_n_fft
+        return torch.istft(spec, n_fft, self.cfg.istft_hop, n_fft, self.window)
+
+    def decode(self, mel: torch.Tensor, source: torch.Tensor, finalize: bool = True):
+        """mel (B, n_mels, T), source (B, 1, 480·T) -> audio (B, 480·T), or
+        (B, 480·(T - 5)) unless ``finalize`` (look-ahead, then the held-back last frame)."""
+        audio = self.istft(self.predict_spectrum(mel, self.source_stft(source), finalize))
+        if not finalize:
+            audio = audio[:, : -self.upsample_scale]
+        return audio.clamp(-self.cfg.audio_limit, self.cfg.audio_limit)
+
+    def forward(
+        self, mel: torch.Tensor, finalize: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """mel (B, n_mels, T) -> audio, source (B, 1, 480·T'), T' = T, or T - 3 unless
+        ``finalize``; the audio has 480·T samples, or 480·(T - 8) unless ``finalize``."""
+        f0 = self.predict_f0(mel, finalize)
+        source = self.m_source(f0)
+        if not finalize:
+            mel = mel[:, :, : -self.f0_predictor.look_right]
+        return self.decode(mel, source, finalize), source
+
+    @torch.inference_mode()
+    def inference(
+        self, mel: torch.Tensor, finalize: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` without autograd."""
+        return self(mel, finalize)
+
+    def remove_weight_norm(self) -> CausalHiFTVocoder:
+        """Fold g·v/‖v‖ into plain weights (load checkpoints first)."""
+        for module in list(self.modules()):
+            if parametrize.is_parametrized(module, "weight"):
+                parametrize.remove_parametrizations(module, "weight")
+        return self
+
+
+__all__ = [
+    "CausalConv1d",
+    "CausalF0Predictor",
+    "CausalHarmonicSource",
+    "CausalHiFTVocoder",
+    "CausalResBlock",
+    "DownsampleConv1d",
+    "NoiseTable",
+    "UpsampleConv1d",
+]
