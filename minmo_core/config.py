@@ -234,6 +234,37 @@ class FlowConfig:
 
 
 @dataclass(frozen=True)
+class DiTFlowConfig:
+    """CosyVoice 3's flow-matching token-to-mel model (CausalMaskedDiffWithDiT): token
+    embeddings (80 wide) through one look-ahead layer, a DiT estimator."""
+
+    input_size: int = 80
+    output_size: int = 80  # mel bins
+    vocab_size: int = 6561
+    spk_embed_dim: int = 192
+    token_mel_ratio: int = 2
+    pre_lookahead_len: int = 3
+    pre_lookahead_channels: int = 1024
+    dim: int = 1024
+    depth: int = 22
+    heads: int = 16
+    dim_head: int = 64
+    ff_mult: int = 2
+    static_chunk_size: int = 50  # mel frames per attention chunk when streaming
+    n_timesteps: int = 10
+    cfg_rate: float = 0.7
+    sigma_min: float = 1e-6
+    chunk_tokens: int = 15  # MinMo synthesises every 15 speech tokens
+
+    @classmethod
+    def tiny(cls) -> DiTFlowConfig:
+        return cls(
+            vocab_size=256, spk_embed_dim=16, pre_lookahead_channels=32, dim=32, depth=1,
+            heads=2, dim_head=16, n_timesteps=2,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class HiFTConfig:
     """The HiFT vocoder: CosyVoice 2's HiFTGenerator + ConvRNNF0Predictor, or with
     ``causal`` CosyVoice 3's CausalHiFTGenerator + CausalConvRNNF0Predictor."""

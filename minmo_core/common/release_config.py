@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from minmo_core.common.releases import COSYVOICE2, verify_files
-from minmo_core.config import FlowConfig, HiFTConfig
+from minmo_core.config import DiTFlowConfig, FlowConfig, HiFTConfig
 from minmo_core.errors import CheckpointError
 
 RELEASE_YAML = "cosyvoice2.yaml"
@@ -116,6 +116,34 @@ def hift_config(hift: dict, causal: bool, source: str = RELEASE_YAML) -> HiFTCon
         )
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{source}: the vocoder's settings lack or mangle {err}") from err
+
+
+def dit_flow_config(flow: dict, source: str = "cosyvoice3.yaml") -> DiTFlowConfig:
+    """DiTFlowConfig from the release's ``flow:`` section (CausalMaskedDiffWithDiT, its
+    ``pre_lookahead_layer`` and ``decoder.estimator`` nested as in cosyvoice3.yaml)."""
+    try:
+        lookahead, decoder = flow["pre_lookahead_layer"], flow["decoder"]
+        estimator, cfm = decoder["estimator"], decoder["cfm_params"]
+        cfm = cfm.get("content", cfm)
+        return DiTFlowConfig(
+            input_size=int(flow["input_size"]),
+            output_size=int(flow["output_size"]),
+            vocab_size=int(flow["vocab_size"]),
+            spk_embed_dim=int(flow["spk_embed_dim"]),
+            token_mel_ratio=int(flow["token_mel_ratio"]),
+            pre_lookahead_len=int(flow["pre_lookahead_len"]),
+            pre_lookahead_channels=int(lookahead["channels"]),
+            dim=int(estimator["dim"]),
+            depth=int(estimator["depth"]),
+            heads=int(estimator["heads"]),
+            dim_head=int(estimator["dim_head"]),
+            ff_mult=int(estimator["ff_mult"]),
+            static_chunk_size=int(estimator["static_chunk_size"]),
+            cfg_rate=float(cfm["inference_cfg_rate"]),
+            sigma_min=float(cfm["sigma_min"]),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{source}: the flow's settings lack or mangle {err}") from err
 
 
 def release_flow_config(folder: Path, allow_unpinned: bool = False) -> FlowConfig:

@@ -69,11 +69,12 @@ class PreLookahead(nn.Module):
     embedded, which produce no output themselves) or zeros.
     """
 
-    def __init__(self, dim: int, lookahead: int) -> None:
+    def __init__(self, dim: int, lookahead: int, channels: int | None = None) -> None:
         super().__init__()
         self.lookahead = lookahead
-        self.conv1 = nn.Conv1d(dim, dim, kernel_size=lookahead + 1)
-        self.conv2 = nn.Conv1d(dim, dim, kernel_size=3)
+        channels = channels or dim  # CosyVoice 3 widens inside: 80 -> 1024 -> 80
+        self.conv1 = nn.Conv1d(dim, channels, kernel_size=lookahead + 1)
+        self.conv2 = nn.Conv1d(channels, dim, kernel_size=3)
 
     def forward(
         self, x: torch.Tensor, context: torch.Tensor | None = None, prefix: Prefix | None = None
