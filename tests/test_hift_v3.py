@@ -89,3 +89,29 @@ def test_real_size_matches_the_release(folder: Path) -> None:
     state = model.state_dict()
     assert len(state) == real["state_dict"]["tensors"]  # 328
     assert sum(t.numel() for t in state.values()) == real["state_dict"]["values"]  # 20,779,887
+
+
+def test_a_stream_equals_the_whole_utterance_and_keeps_a_bounded_window(vocoder, golden):
+    """Mel arriving in pieces (15-token chunks, then irregular ones): the audio is the
+    whole utterance's within float rounding, and each call re-runs a window that does not
+    grow with the utterance (the release re-runs everything so far)."""
+    import copy
+
+    vocoder = copy.deepcopy(vocoder)
+    vocoder.m_source.noise = NoiseTable(9)  # ours: as long as any utterance
+    noise = torch.Generator().manual_seed(1)
+    mel = torch.cat([golden["speech_feat"]] * 8, dim=2)  # 240 frames, 4.8 s
+    mel = mel + 0.05 * torch.randn(mel.shape, generator=noise)
+    whole, _ = vocoder.inference(mel)
+    for sizes in ([30] * 8, [1, 7, 3, 40, 2, 30, 50, 9, 60, 38]):
+        stream, pieces, at, windows = vocoder.stream(), [], 0, []
+        for n in sizes:
+            pieces.append(stream.push(mel[:, :, at : at + n], finalize=at + n == mel.size(2)))
+            windows.append(stream.mel.size(2))
+            at += n
+        audio = torch.cat(pieces, dim=1)
+        assert audio.shape == whole.shape
+        torch.testing.assert_close(audio, whole, atol=1e-6, rtol=0)
+        assert max(windows) <= 24 + 8 + 8 + max(sizes)  # context, F0's, held back, new
+    with pytest.raises(RuntimeError, match="finalised"):
+        stream.push(mel[:, :, :1])

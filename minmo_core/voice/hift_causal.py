@@ -41,6 +41,8 @@ from minmo_core.voice.hift import (
 
 NOISE_SEED = 0  # our noise table's seed (the release draws its table afresh per process)
 NOISE_BLOCK = 24000  # noise table rows made at a time (one second at 24 kHz)
+F0_CONTEXT = 8  # frames the F0 predictor's four causal convolutions (kernel 3) reach back
+STREAM_CONTEXT_FRAMES = 24  # frames before the new ones a stream re-runs (the decoder's reach)
 
 
 class CausalConv1d(nn.Conv1d):
@@ -175,14 +177,30 @@ class CausalHarmonicSource(nn.Module):
         self.l_linear = nn.Linear(cfg.nb_harmonics + 1, 1)
         self.noise = NoiseTable(cfg.nb_harmonics + 1)
 
-    def sine_waves(self, f0: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """f0 (B, T) Hz -> sine_waves (B, L, H+1), uv (B, L, 1), L = 480·T; ``start`` is
-        the first sample's position in the utterance (where the noise table is read)."""
-        cfg, scale = self.cfg, self.upsample_scale
+    def frame_rad(self, f0: torch.Tensor) -> torch.Tensor:
+        """f0 (B, T) Hz -> each harmonic's phase step per sample in cycles, mod 1:
+        (B, T, H+1), per frame (the release's per-sample values averaged back to frame rate
+        are these)."""
+        cfg = self.cfg
         harmonics = torch.arange(1, cfg.nb_harmonics + 2, device=f0.device, dtype=f0.dtype)
-        # per frame, as the release's per-sample values averaged back to frame rate are
-        rad = (f0[:, :, None] * harmonics) / cfg.sample_rate % 1  # (B, T, H+1)
-        phase = torch.cumsum(rad, dim=1) * 2 * math.pi  # (B, T, H+1)
+        return (f0[:, :, None] * harmonics) / cfg.sample_rate % 1
+
+    def sine_waves(
+        self, f0: torch.Tensor, start: int = 0, rad_before: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """f0 (B, T) Hz -> sine_waves (B, L, H+1), uv (B, L, 1), L = 480·T; ``start`` is
+        the first sample's position in the utterance (where the noise table is read),
+        ``rad_before`` (B, P, H+1) the ``frame_rad`` of the P frames before it: the phase
+        sums them first, as one pass over the whole utterance would (a float32 cumulative
+        sum in the same order, so a stream's phases are the whole utterance's)."""
+        cfg, scale = self.cfg, self.upsample_scale
+        rad = self.frame_rad(f0)  # (B, T, H+1)
+        if rad_before is not None and rad_before.size(1):
+            cumulative = torch.cumsum(torch.cat([rad_before, rad], dim=1), dim=1)
+            cumulative = cumulative[:, rad_before.size(1) :]
+        else:
+            cumulative = torch.cumsum(rad, dim=1)
+        phase = cumulative * 2 * math.pi  # (B, T, H+1)
         phase = phase.transpose(1, 2) * scale  # (B, H+1, T)
         phase = phase.repeat_interleave(scale, dim=2).transpose(1, 2)  # (B, L, H+1) held
         sines = torch.sin(phase) * cfg.nsf_alpha
@@ -193,9 +211,11 @@ class CausalHarmonicSource(nn.Module):
         table = self.noise.rows(start, sines.shape[1], sines.device, sines.dtype)
         return sines * uv + noise_amp * table, uv
 
-    def forward(self, f0: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """f0 (B, T) Hz -> source (B, 1, 480·T)."""
-        sine_waves, _ = self.sine_waves(f0, start)
+    def forward(
+        self, f0: torch.Tensor, start: int = 0, rad_before: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """f0 (B, T) Hz -> source (B, 1, 480·T) (``sine_waves`` for the arguments)."""
+        sine_waves, _ = self.sine_waves(f0, start, rad_before)
         return torch.tanh(self.l_linear(sine_waves)).transpose(1, 2)
 
 
@@ -317,6 +337,10 @@ class CausalHiFTVocoder(nn.Module):
         """``forward`` without autograd."""
         return self(mel, finalize)
 
+    def stream(self, context_frames: int = STREAM_CONTEXT_FRAMES) -> CausalHiFTStream:
+        """A stream for one utterance whose mel arrives in pieces (``CausalHiFTStream``)."""
+        return CausalHiFTStream(self, context_frames)
+
     def remove_weight_norm(self) -> CausalHiFTVocoder:
         """Fold g·v/‖v‖ into plain weights (load checkpoints first)."""
         for module in list(self.modules()):
@@ -325,10 +349,74 @@ class CausalHiFTVocoder(nn.Module):
         return self
 
 
+class CausalHiFTStream:
+    """One utterance vocoded as its mel arrives, at a bounded cost per call.
+
+    The release re-runs the vocoder over all the mel so far and keeps the new samples.
+    The vocoder is causal, so here each call runs it over a window instead: the frames
+    whose audio is new, ``context_frames`` before them (the convolutions' reach: their
+    output there is discarded), and F0_CONTEXT more for the F0 predictor; the sine phases
+    continue from the earlier frames' phase steps (kept: 36 bytes a frame), and the noise table
+    is read at the window's place in the utterance. The audio equals the whole
+    utterance's within float rounding (tests/test_hift_v3.py). ``push`` returns every
+    sample that no later mel can change: all but the last 8 frames' (3 of F0 look-ahead,
+    4 of conv_pre's, 1 held back), until ``finalize``.
+    """
+
+    def __init__(self, vocoder: CausalHiFTVocoder, context_frames: int) -> None:
+        self.vocoder = vocoder
+        self.context = context_frames
+        cfg = vocoder.cfg
+        self.hold = cfg.f0_look_right + cfg.conv_pre_look_right + 1  # frames held back
+        self.mel: torch.Tensor | None = None  # (B, 80, kept frames), from frame ``first``
+        self.first = 0
+        self.emitted = 0  # frames whose audio was given out
+        self.rad: torch.Tensor | None = None  # (B, frames, H+1): every earlier frame's phase step
+        self.finished = False
+
+    @torch.inference_mode()
+    def push(self, mel: torch.Tensor, finalize: bool = False) -> torch.Tensor:
+        """mel (B, 80, n) the utterance's next frames (n may be 0 when finalising) ->
+        audio (B, samples) that is now final; ``finalize``: the utterance ends here."""
+        if self.finished:
+            raise RuntimeError("this vocoder stream was finalised; start a new one")
+        v, scale = self.vocoder, self.vocoder.upsample_scale
+        self.mel = mel if self.mel is None else torch.cat([self.mel, mel], dim=2)
+        total = self.first + self.mel.size(2)  # frames so far
+        end = total if finalize else total - self.hold  # frames whose audio is ready
+        self.finished = finalize
+        if end <= self.emitted:
+            return self.mel.new_zeros(self.mel.size(0), 0)
+        start = max(0, self.emitted - self.context)  # the decode window's first frame
+        f0_start = max(0, start - F0_CONTEXT)
+        window = self.mel[:, :, f0_start - self.first :]
+        f0 = v.predict_f0(window, finalize)[:, start - f0_start :]  # frames start..
+        if self.rad is None:
+            self.rad = f0.new_zeros(f0.size(0), 0, v.cfg.nb_harmonics + 1)
+        if self.rad.size(1) != start:
+            raise AssertionError(f"phase steps kept to frame {self.rad.size(1)}, window at {start}")
+        source = v.m_source(f0, start * scale, self.rad)
+        decode_mel = window[:, :, start - f0_start :]
+        if not finalize:
+            decode_mel = decode_mel[:, :, : -v.f0_predictor.look_right]
+        audio = v.decode(decode_mel, source, finalize)  # frames start..end
+        new = audio[:, (self.emitted - start) * scale :]
+        # the next window starts ``context`` frames before the next new frame: keep the
+        # phase steps up to there (this call's F0 is exact from ``start`` on); 36 bytes a
+        # frame, so the whole utterance's are kept and summed in one pass
+        following = max(0, end - self.context)
+        self.rad = torch.cat([self.rad, v.m_source.frame_rad(f0[:, : following - start])], 1)
+        keep_from = max(0, following - F0_CONTEXT)  # frames the next call may read
+        self.mel = self.mel[:, :, keep_from - self.first :]
+        self.first, self.emitted = keep_from, end
+        return new
+
+
 __all__ = [
     "CausalConv1d",
     "CausalF0Predictor",
     "CausalHarmonicSource",
+    "CausalHiFTStream",
     "CausalHiFTVocoder",
     "CausalResBlock",
     "DownsampleConv1d",
