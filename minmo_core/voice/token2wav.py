@@ -168,7 +168,7 @@ class Token2WavStream:
         per token and runs on)."""
         out = []
         while tokens:
-            room = MAX_GROUP_TOKENS - len(self.tokens) if self.flow is not None else len(tokens)
+            room = MAX_GROUP_TOKENS - len(self.tokens) if self._capped else len(tokens)
             if room <= 0:
                 out.append(self.end_group())
                 continue
@@ -205,6 +205,12 @@ class Token2WavStream:
             self.cache = None
             return self._emit(tail.float().cpu())
         return self._render(len(self.tokens), finalize=True)
+
+    @property
+    def _capped(self) -> bool:
+        """Whether a group ends at MAX_GROUP_TOKENS (the incremental flow keeps state per
+        token; the release's re-encoding scheme does not)."""
+        return self.flow is not None
 
     def _new_flow(self) -> FlowStream:
         return self.t2w.flow.stream(self.prompt.tokens, self.prompt.mel, self.prompt.embedding)
