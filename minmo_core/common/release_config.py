@@ -17,6 +17,7 @@ from minmo_core.config import DiTFlowConfig, FlowConfig, HiFTConfig
 from minmo_core.errors import CheckpointError
 
 RELEASE_YAML = "cosyvoice2.yaml"
+RELEASE_YAMLS = {2: RELEASE_YAML, 3: "cosyvoice3.yaml"}  # CosyVoice generation -> its file
 UPSAMPLE_ENCODER_UP_BLOCKS = 4  # fixed inside the release's UpsampleConformerEncoder
 
 
@@ -39,12 +40,57 @@ _TolerantLoader.add_multi_constructor("!", _untagged)
 def _resolve(value: object, top: dict) -> object:
     if isinstance(value, tuple) and value[:1] == ("!ref",):
         match = re.fullmatch(r"\s*<([\w.]+)>\s*", str(value[1]))
-        return _resolve(top.get(match.group(1)), top) if match else value[1]
+        if match:
+            return _resolve(top.get(match.group(1)), top)
+        return _arithmetic(str(value[1]), top)
     if isinstance(value, dict):
         return {k: _resolve(v, top) for k, v in value.items()}
     if isinstance(value, list):
         return [_resolve(v, top) for v in value]
     return value
+
+
+def _arithmetic(expression: str, top: dict) -> object:
+    """A ``!ref`` expression such as ``<chunk_size> * <token_mel_ratio>``: the references'
+    numbers combined with + - * / (nothing else is evaluated); otherwise the text itself."""
+    import ast
+    import operator
+
+    operators = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+                 ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv}  # fmt: skip
+
+    def number(name: str) -> str:
+        value = _resolve(top.get(name), top)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(name)
+        return repr(value)
+
+    def evaluate(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return evaluate(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in operators:
+            return operators[type(node.op)](evaluate(node.left), evaluate(node.right))
+        raise ValueError(ast.dump(node))
+
+    try:
+        text = re.sub(r"<([\w.]+)>", lambda m: number(m.group(1)), expression)
+        return evaluate(ast.parse(text, mode="eval"))
+    except (ValueError, SyntaxError, ZeroDivisionError):
+        return expression
+
+
+def release_generation(folder: Path | str) -> int:
+    """Which CosyVoice a release folder holds, from its yaml (never from its name):
+    3 with ``cosyvoice3.yaml``, else 2 (``cosyvoice2.yaml``, or a folder of bare weights)."""
+    folder = Path(folder)
+    found = [g for g, name in RELEASE_YAMLS.items() if (folder / name).is_file()]
+    if len(found) > 1:
+        raise CheckpointError(
+            f"{folder} holds both {' and '.join(RELEASE_YAMLS.values())}: one release per folder"
+        )
+    return found[0] if found else 2
 
 
 def read_release_yaml(path: Path) -> dict:

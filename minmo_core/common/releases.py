@@ -151,8 +151,9 @@ def _manifests() -> dict[str, Release]:
 SENSEVOICE_SMALL = load_release_file(DATA / "releases" / "sensevoice-small.toml")
 BLANK_EN = "CosyVoice-BlankEN"  # the voice LM's Qwen2 config and tokenizer, inside the release
 COSYVOICE2 = load_release_file(DATA / "releases" / "cosyvoice2-0.5b.toml")
+COSYVOICE3 = load_release_file(DATA / "releases" / "fun-cosyvoice3-0.5b-2512.toml")
 
-RELEASES = {"sensevoice": SENSEVOICE_SMALL, "cosyvoice2": COSYVOICE2}
+RELEASES = {"sensevoice": SENSEVOICE_SMALL, "cosyvoice2": COSYVOICE2, "cosyvoice3": COSYVOICE3}
 
 
 def sha256_of(path: Path, chunk: int = 1 << 22) -> str:

@@ -274,6 +274,13 @@ def download_releases(
 ) -> list[Path]:
     """Fetch what ``releases`` lack into ``store``, verified; returns their folders."""
     source = source or HubSource()
+    unpinned = [r.name for r in releases if not r.revision]
+    if unpinned:  # a release whose commit is unknown could change under the app's feet
+        raise CheckpointError(
+            f"{', '.join(unpinned)} is not pinned to a hub commit yet, so it is not "
+            "downloaded; put its files in a folder and import it (`minmo models import "
+            "FOLDER`, or the first-run screen)"
+        )
     check_reachable(source.url)
     plans = []  # (release, folder, staging, expected, names to fetch)
     for release in releases:

@@ -26,16 +26,20 @@ last 3 tokens are look-ahead only.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minmo_core.common.checkpoints import load_into, load_state_dict
 from minmo_core.config import DiTFlowConfig
+from minmo_core.errors import CheckpointError
 from minmo_core.voice.flow_decoder import FlowMatching
 from minmo_core.voice.flow_encoder import PreLookahead
 from minmo_core.voice.prefix import Prefix
 
+FLOW_FILE = "flow.pt"
 TIME_FREQ_DIM = 256  # the sinusoidal time embedding's width (fixed in the release)
 TIME_SCALE = 1000.0  # t in [0, 1] is scaled to [0, 1000] before the sinusoids
 POS_KERNEL, POS_GROUPS = 31, 16  # the causal convolutional position embedding
@@ -95,8 +99,15 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        inv_freq = 1.0 / (ROTARY_BASE ** (torch.arange(0, dim, 2).float() / dim))
-        self.register_buffer("inv_freq", inv_freq)  # in the release's state dict
+        self.dim = dim
+        self.register_buffer("inv_freq", self._inv_freq())  # in the release's state dict
+
+    def _inv_freq(self) -> torch.Tensor:
+        return 1.0 / (ROTARY_BASE ** (torch.arange(0, self.dim, 2).float() / self.dim))
+
+    def reset(self) -> None:
+        """Recompute the frequencies (after building on the meta device)."""
+        self.inv_freq = self._inv_freq().to(self.inv_freq.device)
 
     def forward(self, n: int, start: int = 0) -> torch.Tensor:
         """Angles of positions start..start+n: (n, dim), each pair's angle twice."""
@@ -307,4 +318,31 @@ class DiTFlowDecoder(nn.Module):
         return mel[:, :, n_prompt:]
 
 
-__all__ = ["DiT", "DiTFlowDecoder", "apply_rotary"]
+def load_dit_flow(
+    folder: Path | str,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    allow_unpinned: bool = False,
+) -> DiTFlowDecoder:
+    """A CosyVoice 3 release folder's ``flow.pt`` with the sizes of its ``cosyvoice3.yaml``
+    (read, never executed) -> DiTFlowDecoder in eval mode, float32 unless ``dtype``."""
+    from minmo_core.common.release_config import RELEASE_YAMLS, dit_flow_config, read_release_yaml
+    from minmo_core.common.releases import COSYVOICE3, verify_files
+
+    folder = Path(folder)
+    yaml_name = RELEASE_YAMLS[3]
+    verify_files(folder, COSYVOICE3, [yaml_name, FLOW_FILE], allow_unpinned)
+    flow = read_release_yaml(folder / yaml_name).get("flow")
+    if not isinstance(flow, dict):
+        raise CheckpointError(f"{folder / yaml_name} has no flow section")
+    cfg = dit_flow_config(flow, str(folder / yaml_name))
+    state = load_state_dict(folder / FLOW_FILE)
+    with torch.device("meta"):
+        model = DiTFlowDecoder(cfg)
+    model.to_empty(device="cpu")
+    model.decoder.estimator.rotary_embed.reset()  # a computed buffer: recompute, then load
+    load_into(model, state, folder / FLOW_FILE)
+    return model.to(device=torch.device(device), dtype=dtype or torch.float32).eval()
+
+
+__all__ = ["FLOW_FILE", "DiT", "DiTFlowDecoder", "apply_rotary", "load_dit_flow"]

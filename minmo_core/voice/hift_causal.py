@@ -23,6 +23,7 @@ Run it in float32: the sine phases reach thousands of radians.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -412,6 +413,39 @@ class CausalHiFTStream:
         return new
 
 
+def load_causal_vocoder(
+    folder: Path | str,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    allow_unpinned: bool = False,
+) -> CausalHiFTVocoder:
+    """A CosyVoice 3 release folder's ``hift.pt`` with the sizes of its ``cosyvoice3.yaml``
+    (the F0 predictor's look-ahead from the checkpoint) -> CausalHiFTVocoder in eval mode."""
+    import dataclasses
+
+    from minmo_core.common.checkpoints import load_into, load_state_dict
+    from minmo_core.common.release_config import RELEASE_YAMLS, hift_config, read_release_yaml
+    from minmo_core.common.releases import COSYVOICE3, verify_files
+    from minmo_core.errors import CheckpointError
+    from minmo_core.voice.hift import HIFT_FILE, load_hift_state
+
+    folder = Path(folder)
+    yaml_name = RELEASE_YAMLS[3]
+    verify_files(folder, COSYVOICE3, [yaml_name, HIFT_FILE], allow_unpinned)
+    hift = read_release_yaml(folder / yaml_name).get("hift")
+    if not isinstance(hift, dict):
+        raise CheckpointError(f"{folder / yaml_name} has no hift section")
+    cfg = hift_config(hift, causal=True, source=str(folder / yaml_name))
+    state = load_hift_state(load_state_dict(folder / HIFT_FILE))
+    first = state.get("f0_predictor.condnet.0.parametrizations.weight.original1")
+    if first is None or first.dim() != 3:
+        raise CheckpointError(f"{folder / HIFT_FILE} has no F0 predictor: not a HiFT vocoder")
+    cfg = dataclasses.replace(cfg, f0_look_right=first.shape[2] - 1)
+    model = CausalHiFTVocoder(cfg)
+    load_into(model, state, folder / HIFT_FILE)
+    return model.to(device=torch.device(device), dtype=dtype).eval()
+
+
 __all__ = [
     "CausalConv1d",
     "CausalF0Predictor",
@@ -422,4 +456,5 @@ __all__ = [
     "DownsampleConv1d",
     "NoiseTable",
     "UpsampleConv1d",
+    "load_causal_vocoder",
 ]

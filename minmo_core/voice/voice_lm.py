@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -51,7 +51,38 @@ ADDED_SPECIAL_TOKENS = (
     "<laughter>", "</laughter>", "[hissing]", "[sigh]", "[vocalized-noise]", "[lipsmack]", "[mn]",
 )  # fmt: skip
 
+# CosyVoice 3's tokenizer adds, after CosyVoice 2's tokens, <|endofsystem|>, the CMU
+# (ARPAbet) phonemes and the Mandarin pinyin units, for pronunciation fixes such as
+# "[j][ǐ]" in the text; the ids follow from the order, as in the release's tokenizer.
+ARPABET_VOWELS = ("AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY",
+                  "UH", "UW")  # fmt: skip
+ARPABET_CONSONANTS = ("B", "CH", "D", "DH", "F", "G", "HH", "JH", "K", "L", "M", "N", "NG", "P",
+                      "R", "S", "SH", "T", "TH", "V", "W", "Y", "Z", "ZH")  # fmt: skip
+PINYIN_UNITS = """
+a ai an ang ao b c ch d e ei en eng f g h i ian in ing iu ià iàn iàng iào iá ián iáng iáo iè ié
+iòng ióng iù iú iā iān iāng iāo iē iě iōng iū iǎ iǎn iǎng iǎo iǒng iǔ j k l m n o ong ou p q r s
+sh t u uang ue un uo uà uài uàn uàng uá uái uán uáng uè ué uì uí uò uó uā uāi uān uāng uē uě uī
+uō uǎ uǎi uǎn uǎng uǐ uǒ vè w x y z zh à ài àn àng ào á ái án áng áo è èi èn èng èr é éi én éng ér
+ì ìn ìng í ín íng ò òng òu ó óng óu ù ùn ú ún ā āi ān āng āo ē ēi ēn ēng ě ěi ěn ěng ěr ī īn īng ō
+ōng ōu ū ūn ǎ ǎi ǎn ǎng ǎo ǐ ǐn ǐng ǒ ǒng ǒu ǔ ǔn ǘ ǚ ǜ
+"""
+
+
+def special_tokens(cosyvoice: int) -> tuple[str, ...]:
+    """The tokens a release adds to the Qwen2 tokenizer, in its order."""
+    if cosyvoice == 2:
+        return ADDED_SPECIAL_TOKENS
+    arpabet = []
+    for phone in sorted(ARPABET_VOWELS + ARPABET_CONSONANTS):
+        arpabet.append(f"[{phone}]")
+        if phone in ARPABET_VOWELS:  # with each stress mark
+            arpabet += [f"[{phone}{stress}]" for stress in "012"]
+    pinyin = sorted(f"[{unit}]" for unit in PINYIN_UNITS.split())
+    return (*ADDED_SPECIAL_TOKENS, "<|endofsystem|>", *arpabet, *pinyin)
+
+
 LLM_FILE = "llm.pt"
+LLM_FILES = (LLM_FILE, "llm.rl.pt")  # CosyVoice 3 also ships an RL-tuned LM
 # The release's tokenizer is Qwen2's byte-level BPE as vocab.json + merges.txt; a single
 # tokenizer.json (a converted or test tokenizer) is accepted with other weights.
 RELEASE_TOKENIZER = (f"{BLANK_EN}/tokenizer_config.json", f"{BLANK_EN}/vocab.json",
@@ -193,7 +224,8 @@ def _qwen_config(folder: Path) -> Qwen2Config:
 
 
 def load_tokenizer(folder: Path, cfg: VoiceTokenLMConfig) -> PreTrainedTokenizerBase:
-    """CosyVoice-BlankEN's Qwen2 tokenizer with the release's added special tokens."""
+    """CosyVoice-BlankEN's Qwen2 tokenizer with the release's added special tokens (CosyVoice
+    2's or 3's, as ``cfg.cosyvoice`` says)."""
     path = Path(folder) / BLANK_EN
     has_bpe = (path / "vocab.json").is_file() and (path / "merges.txt").is_file()
     if not has_bpe and not (path / "tokenizer.json").is_file():
@@ -205,7 +237,7 @@ def load_tokenizer(folder: Path, cfg: VoiceTokenLMConfig) -> PreTrainedTokenizer
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as err:  # transformers raises many kinds for a broken tokenizer folder
         raise CheckpointError(f"no usable tokenizer in {path}: {first_line(err, 160)}") from err
-    tokenizer.add_special_tokens({"additional_special_tokens": list(ADDED_SPECIAL_TOKENS)})
+    tokenizer.add_special_tokens({"additional_special_tokens": list(special_tokens(cfg.cosyvoice))})
     eop = tokenizer.convert_tokens_to_ids("<|endofprompt|>")
     if len(tokenizer) > 150000 and eop != cfg.endofprompt_text_id:
         raise CheckpointError(
@@ -220,30 +252,52 @@ def load_voice_lm(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     allow_unpinned: bool = False,
+    llm_file: str = LLM_FILE,
 ) -> tuple[VoiceTokenLM, PreTrainedTokenizerBase]:
-    """The official CosyVoice2-0.5B folder (``llm.pt`` + ``CosyVoice-BlankEN/``) -> model."""
+    """An official release folder (``llm.pt`` + ``CosyVoice-BlankEN/``) -> model.
+
+    CosyVoice2-0.5B or Fun-CosyVoice3-0.5B-2512, as the folder's yaml says
+    (``release_generation``); ``llm_file`` picks CosyVoice 3's RL-tuned ``llm.rl.pt``."""
+    from minmo_core.common.release_config import release_generation
+    from minmo_core.common.releases import COSYVOICE3
+
     folder = Path(folder)
+    generation = release_generation(folder)
+    release = COSYVOICE3 if generation == 3 else COSYVOICE2
+    if llm_file not in LLM_FILES or llm_file not in release.files:
+        raise CheckpointError(f"{release.name} has no voice LM {llm_file!r}")
     blank = folder / BLANK_EN
     tokenizer_files = RELEASE_TOKENIZER
     if allow_unpinned and not (blank / "vocab.json").is_file():
         tokenizer_files = ()  # load_tokenizer names what is missing
     verify_files(
-        folder, COSYVOICE2, (LLM_FILE, f"{BLANK_EN}/config.json", *tokenizer_files), allow_unpinned
+        folder, release, (llm_file, f"{BLANK_EN}/config.json", *tokenizer_files), allow_unpinned
     )
     qwen = _qwen_config(folder)
-    state = load_state_dict(folder / "llm.pt")
+    path = folder / llm_file
+    state = load_state_dict(path)
     decoder = state.get("llm_decoder.weight")
     if decoder is None or decoder.dim() != 2:
-        raise CheckpointError(f"{folder / 'llm.pt'} has no llm_decoder.weight: not a voice LM")
+        raise CheckpointError(f"{path} has no llm_decoder.weight: not a voice LM")
+    has_v2_heads = "llm_embedding.weight" in state or "llm_decoder.bias" in state
+    if has_v2_heads != (generation == 2):
+        found = "CosyVoice 2" if has_v2_heads else "CosyVoice 3"
+        raise CheckpointError(
+            f"{path} is a {found} voice LM, but {folder} is a CosyVoice {generation} release "
+            f"({'cosyvoice3.yaml' if generation == 3 else 'no cosyvoice3.yaml'}): mixed files"
+        )
     cfg = VoiceTokenLMConfig(
         llm_input_size=qwen.hidden_size,
         llm_output_size=qwen.hidden_size,
-        speech_token_size=decoder.shape[0] - 3,
+        speech_token_size=decoder.shape[0] - (200 if generation == 3 else 3),
+        cosyvoice=generation,
     )
     tokenizer = load_tokenizer(folder, cfg)
+    # the instruction's end as this tokenizer spells it (151646 in the release's)
+    cfg = replace(cfg, endofprompt_text_id=tokenizer.convert_tokens_to_ids("<|endofprompt|>"))
     with no_init_weights():  # no random init; computed buffers (rotary inv_freq) stay real
         model = VoiceTokenLM(cfg, qwen)
-    load_into(model, state, folder / "llm.pt")
+    load_into(model, state, path)
     if qwen.tie_word_embeddings:
         model.llm["model"].tie_weights()
     del state
@@ -264,6 +318,7 @@ def masked(logits: torch.Tensor, banned: tuple[int, ...]) -> torch.Tensor:
 __all__ = [
     "ADDED_SPECIAL_TOKENS",
     "LLM_FILE",
+    "LLM_FILES",
     "DecodeState",
     "RasSampler",
     "Sampler",
@@ -272,4 +327,5 @@ __all__ = [
     "load_tokenizer",
     "load_voice_lm",
     "masked",
+    "special_tokens",
 ]

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from minmo_core.config import FlowConfig, HiFTConfig, VoiceTokenLMConfig
 from minmo_core.errors import ConfigError
 from minmo_core.voice.styles import (
+    END_OF_PROMPT,
     Language,
     VoiceStyle,
     check_style,
@@ -204,13 +205,28 @@ class InstructPrompt:
         return render_instruction(self.style, self.language)
 
 
-def lm_prompt(prompt: ZeroShotPrompt | InstructPrompt | None) -> tuple[str, list[int]]:
-    """(prompt text, prompt speech tokens) for the voice-token LM; ("", []) for no prompt."""
+# CosyVoice 3 reads every prompt after a system sentence ending in <|endofprompt|> (the
+# release's examples: "You are a helpful assistant.<|endofprompt|>" + a voice's transcript,
+# "You are a helpful assistant. 请用广东话表达。<|endofprompt|>" for an instruction)
+COSYVOICE3_SYSTEM = "You are a helpful assistant."
+
+
+def lm_prompt(
+    prompt: ZeroShotPrompt | InstructPrompt | None, cosyvoice: int = 2
+) -> tuple[str, list[int]]:
+    """(prompt text, prompt speech tokens) for the voice-token LM of CosyVoice 2 (("", [])
+    for no prompt) or 3 (always a system sentence and <|endofprompt|> first)."""
     match prompt:
         case None:
-            return "", []
+            text, tokens = "", []
         case ZeroShotPrompt(voice=voice):
-            return voice.transcript, voice.speech_tokens.tolist()
+            text, tokens = voice.transcript, voice.speech_tokens.tolist()
         case InstructPrompt():
-            return prompt.instruction, []
-    raise TypeError(f"not a voice prompt: {type(prompt).__name__}")
+            text, tokens = prompt.instruction, []
+        case _:
+            raise TypeError(f"not a voice prompt: {type(prompt).__name__}")
+    if cosyvoice == 3:
+        if isinstance(prompt, InstructPrompt):
+            return f"{COSYVOICE3_SYSTEM} {text}", tokens  # the instruction ends the prompt
+        return f"{COSYVOICE3_SYSTEM}{END_OF_PROMPT}{text}", tokens
+    return text, tokens
