@@ -56,6 +56,14 @@ def tiny_release_dir(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Pat
 
 
 @pytest.fixture(scope="session")
+def tiny_release_v3_dir(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> Path:
+    """A Fun-CosyVoice3-0.5B-2512 folder in the official layout (the fixtures' weights)."""
+    from tests.tiny_cosyvoice import write_tiny_release_v3
+
+    return write_tiny_release_v3(tmp_path_factory.mktemp("release_v3"), fixtures_dir)
+
+
+@pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct converted to a safetensors folder (see tests/real_models.py)."""
     from tests.real_models import FETCH, smollm2_folder

@@ -74,3 +74,77 @@ def test_mixed_files_and_two_yamls_are_refused(tmp_path: Path, v3_dir: Path, fix
     shutil.copy(v2 / "cosyvoice2.yaml", mixed / "cosyvoice2.yaml")
     with pytest.raises(CheckpointError, match=r"holds both cosyvoice2\.yaml and cosyvoice3\.yaml"):
         release_generation(mixed)
+
+
+def test_a_spoken_turn_from_the_command_line_speaks_through_cosyvoice_3(
+    tiny_release_v3_dir: Path,
+    tiny_sensevoice_dir: Path,
+    fixtures_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    import soundfile as sf
+
+    from app.bench.chat_model import write_tiny_qwen
+    from app.cli import main
+    from tests.test_cli_conversation import stack
+
+    qwen = write_tiny_qwen(tmp_path / "qwen")
+    question = fixtures_dir / "audio" / "sensevoice_sample.wav"
+    out = tmp_path / "reply.wav"
+    argv = ["chat", "--audio", str(question), "-o", str(out)]
+    assert main([*argv, *stack(qwen, tiny_release_v3_dir, tiny_sensevoice_dir)]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.strip() and "you said: " in printed.err
+    audio, rate = sf.read(out)
+    assert rate == 24000 and audio.size > 0
+
+
+def test_switching_the_voice_release_between_turns_keeps_the_conversation(
+    qwen_dir: Path, voice, synth: SpeechSynthesizer
+) -> None:
+    """A turn spoken by CosyVoice 3, then the window reloads with CosyVoice 2 (as it does
+    when the pack changes: the conversation carries over) and the next turn speaks."""
+    import dataclasses
+
+    from minmo_core.engine.engine import ConversationEngine, EngineSettings
+    from minmo_core.engine.events import AssistantAudio, TurnEnded
+    from minmo_core.llm.chat import ChatLLM
+    from tests.test_engine import GREEDY, TIMEOUT, Recorder
+
+    lm = synth.tokens.lm
+    lm.cfg = dataclasses.replace(lm.cfg, max_token_text_ratio=5.0)  # short replies
+    llm = ChatLLM(qwen_dir, GREEDY, device="cpu")
+    spoken = []
+    turns: list = []
+    for release in (synth, voice):
+        recorder = Recorder()
+        engine = ConversationEngine(llm, release, recorder, EngineSettings(seed=0))
+        engine.turns.extend(turns)
+        engine.start()
+        try:
+            turn = engine.send_text("Hello there!")
+            assert engine.wait_idle(TIMEOUT)
+            (ended,) = recorder.of(TurnEnded, turn)
+            assert ended.reply_text.strip() and not ended.interrupted
+            spoken.append(sum(a.audio.size for a in recorder.of(AssistantAudio, turn)))
+            turns = list(engine.turns)
+        finally:
+            engine.shutdown()
+    assert all(n > 0 for n in spoken)
+    assert len(turns) == 2  # the second engine answered with the first turn in memory
+
+
+def test_aligned_mode_is_refused_with_cosyvoice_3(
+    qwen_dir: Path, synth: SpeechSynthesizer, sensevoice, adapters_dir: Path
+) -> None:
+    from minmo_core.engine.engine import ConversationEngine
+    from minmo_core.llm.adapters import load_adapters
+    from minmo_core.llm.chat import ChatLLM
+    from tests.test_engine import GREEDY, Recorder
+
+    llm = ChatLLM(qwen_dir, GREEDY, device="cpu")
+    with pytest.raises(ConfigError, match="aligned mode speaks through CosyVoice 2"):
+        ConversationEngine(
+            llm, synth, Recorder(), sensevoice=sensevoice, adapters=load_adapters(adapters_dir)
+        )

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     lm, tokenizer = load_voice_lm(folder, device, allow_unpinned=args.allow_unpinned)
     sampler = greedy_sampler if args.greedy else RasSampler.from_config(lm.cfg, args.seed)
     generator = SpeechTokenGenerator(lm, tokenizer, sampler)
-    lm_prompt_ = generator.prompt(*lm_prompt(prompt))
+    lm_prompt_ = generator.prompt(*lm_prompt(prompt, lm.cfg.cosyvoice))
     if args.stream:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         chunks = generator.from_token_ids(ids, lm_prompt_)

@@ -213,6 +213,12 @@ class ConversationEngine:
         speaks = adapters.output_projector is not None or adapters.voice_lm is not None
         if self.sensevoice is None or (self.voice is None and speaks):
             raise ConfigError("aligned mode needs the voice encoder and the voice decoder")
+        if speaks and getattr(self.voice, "cosyvoice", 2) != 2:
+            raise ConfigError(
+                "aligned mode speaks through CosyVoice 2 (MinMo's output projector is trained "
+                "against its voice LM); choose a CosyVoice 2 voice pack, or talk in composed "
+                "mode with CosyVoice 3"
+            )
         adapters.check_fits(
             self.llm.hidden_size,
             self.sensevoice.encoder.cfg.d_model,

@@ -243,7 +243,9 @@ def _speech_chunks(
         prompt = InstructPrompt(style, settings.voice, settings.wording)
     else:
         prompt = ZeroShotPrompt(settings.voice) if settings.voice is not None else None
-    return voice.tokens.from_token_ids(ids, voice.tokens.prompt(*lm_prompt(prompt)))
+    return voice.tokens.from_token_ids(
+        ids, voice.tokens.prompt(*lm_prompt(prompt, voice.cosyvoice))
+    )
 
 
 def _generator(seed: int | None) -> torch.Generator:

@@ -75,7 +75,7 @@ def load_stack(
     sense = model_folder(spec.sensevoice, *SENSEVOICE_FOLDER) if ears else None
     steps = [
         ("the speech recogniser (SenseVoiceSmall)", sense is not None),
-        ("the voice (CosyVoice2-0.5B)", cosy is not None),
+        (f"the voice ({_voice_name(cosy)})", cosy is not None),
         (f"the language model ({spec.llm_url if remote else Path(llm_dir).name})", True),
     ]
     steps = [what for what, wanted in steps if wanted]
@@ -101,6 +101,15 @@ def load_stack(
     if on_progress is not None:
         on_progress(len(steps), len(steps), "ready")
     return Stack(llm, synth, sensevoice, cosy)
+
+
+def _voice_name(folder: Path | None) -> str:
+    from minmo_core.common.release_config import release_generation
+    from minmo_core.common.releases import COSYVOICE2, COSYVOICE3
+
+    if folder is None or not Path(folder).is_dir():
+        return COSYVOICE2.name
+    return (COSYVOICE3 if release_generation(folder) == 3 else COSYVOICE2).name
 
 
 def llm_folder(given, env_var: str, default: str) -> Path:

@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 from minmo_core.common.release_config import release_flow_config
-from minmo_core.errors import ConfigError
 from minmo_core.voice.flow import load_flow
 from minmo_core.voice.flow_dit import load_dit_flow
 from minmo_core.voice.hift import load_vocoder
@@ -92,12 +91,6 @@ class SpeechSynthesizer:
             prompt = InstructPrompt(style, voice, wording)
         else:
             prompt = ZeroShotPrompt(voice) if voice is not None else None
-        if self.cosyvoice == 3 and voice is not None:
-            raise ConfigError(
-                f"voice {voice.name!r} was cloned for CosyVoice 2 (its speech tokens and mel "
-                "are CosyVoice 2's); CosyVoice 3 speaks in its own voice until voices can be "
-                "cloned for it"
-            )
         lm_prompt_ = self.tokens.prompt(*lm_prompt(prompt, self.cosyvoice))
         generator = torch.Generator()
         if self.seed is not None:

@@ -215,7 +215,16 @@ def lm_prompt(
     prompt: ZeroShotPrompt | InstructPrompt | None, cosyvoice: int = 2
 ) -> tuple[str, list[int]]:
     """(prompt text, prompt speech tokens) for the voice-token LM of CosyVoice 2 (("", [])
-    for no prompt) or 3 (always a system sentence and <|endofprompt|> first)."""
+    for no prompt) or 3 (always a system sentence and <|endofprompt|> first).
+
+    Voices are cloned with CosyVoice 2's tokenizer and mel: CosyVoice 3 refuses them."""
+    voice = getattr(prompt, "voice", None)
+    if cosyvoice == 3 and voice is not None:
+        raise ConfigError(
+            f"voice {voice.name!r} was cloned for CosyVoice 2 (its speech tokens and mel are "
+            "CosyVoice 2's); CosyVoice 3 speaks in its own voice until voices can be cloned "
+            "for it"
+        )
     match prompt:
         case None:
             text, tokens = "", []
