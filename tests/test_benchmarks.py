@@ -165,23 +165,30 @@ def test_the_benchmark_warms_up_until_the_time_settles(monkeypatch: pytest.Monke
     assert times == pytest.approx([0.1, 0.1])
 
 
-def test_voice_lm_bench_reports_time_per_speech_token() -> None:
+def test_voice_lm_bench_reports_time_per_speech_token_for_both_releases() -> None:
     table = bench_voice_lm(preset="tiny", n_tokens=5, repeats=1)
-    record = dict(zip(table.columns, table.rows[0], strict=True))
-    assert record["params"] == "2.2M"  # the fixture geometry, lm_head tied to embed_tokens
-    per_token = float(record["d_lm ms/token"])
-    assert per_token > 0
-    # d_lm has 2 decimals, "15 tokens ms" 1: they agree to 15 x 0.005 + 0.05 = 0.125 ms
-    assert float(record["15 tokens ms"]) == pytest.approx(15 * per_token, abs=0.125)
+    records = [dict(zip(table.columns, row, strict=True)) for row in table.rows]
+    assert [r["release"] for r in records] == ["cosyvoice2", "cosyvoice3"]
+    assert records[0]["params"] == "2.2M"  # the fixture geometry, lm_head tied to embed_tokens
+    assert records[1]["params"] == "2.5M"  # CosyVoice 3: 296 head rows, no llm_embedding
+    for row in records:
+        per_token = float(row["d_lm ms/token"])
+        assert per_token > 0
+        # d_lm has 2 decimals, "15 tokens ms" 1: they agree to 15 x 0.005 + 0.05 = 0.125 ms
+        assert float(row["15 tokens ms"]) == pytest.approx(15 * per_token, abs=0.125)
 
 
-def test_token2wav_bench_reports_chunk_and_vocoder_figures() -> None:
+def test_token2wav_bench_reports_chunk_and_vocoder_figures_for_both_releases() -> None:
     table = bench_token2wav(preset="tiny", repeats=1, prompt_tokens=5)
-    record = dict(zip(table.columns, table.rows[0], strict=True))
-    flow_ms, hift_ms = float(record["flow ms/chunk"]), float(record["HiFT ms/chunk"])
-    assert flow_ms > 0 and hift_ms > 0
-    assert float(record["d_syn x 15 ms"]) == pytest.approx(flow_ms + hift_ms, abs=1.0)
-    assert float(record["HiFT RTF (2 s)"]) > 0
+    records = [dict(zip(table.columns, row, strict=True)) for row in table.rows]
+    assert [r["release"] for r in records] == ["cosyvoice2", "cosyvoice3"]
+    for row in records:
+        flow_ms, hift_ms = float(row["flow ms/chunk"]), float(row["HiFT ms/chunk"])
+        assert flow_ms > 0 and hift_ms > 0
+        assert float(row["d_syn x 15 ms"]) == pytest.approx(flow_ms + hift_ms, abs=1.0)
+        assert float(row["HiFT RTF (2 s)"]) > 0
+    one = bench_token2wav(preset="tiny", repeats=1, prompt_tokens=5, backends=("cosyvoice3",))
+    assert [row[3] for row in one.rows] == ["cosyvoice3"]
 
 
 def test_e2e_bench_reports_each_stage_with_speculation_off_and_on(tmp_path: Path) -> None:
@@ -229,6 +236,9 @@ def test_stream_bench_times_each_chunk_of_a_long_reply(tmp_path: Path) -> None:
     target = tmp_path / "BENCHMARKS.md"
     assert main(["bench", "stream", "--preset", "tiny", "--chunks", "6", "--record",
                  str(target)]) == 0  # fmt: skip
+    with pytest.raises(SystemExit) as refused:
+        main(["bench", "stream", "--backend", "cosyvoice4"])
+    assert refused.value.code == 2
     text = target.read_text()
     assert "## Streaming cost per chunk (voice LM + flow + HiFT)" in text
     header = next(line for line in text.splitlines() if line.startswith("| date"))
@@ -238,13 +248,16 @@ def test_stream_bench_times_each_chunk_of_a_long_reply(tmp_path: Path) -> None:
         dict(zip(columns, (c.strip() for c in line.strip("|").split("|")), strict=True))
         for line in lines
     ]
-    assert [(r["scheme"], r["chunk tokens"]) for r in rows] == [
-        ("re-encode (release)", "fixed 15"),
-        ("re-encode, restarts", "fixed 15"),
-        ("incremental", "fixed 15"),
-        ("re-encode (release)", "15, 25, then 50"),
-        ("incremental", "15, 25, then 50"),
+    assert [(r["release"], r["scheme"], r["chunk tokens"]) for r in rows] == [
+        ("cosyvoice2", "re-encode (release)", "fixed 15"),
+        ("cosyvoice2", "re-encode, restarts", "fixed 15"),
+        ("cosyvoice2", "incremental", "fixed 15"),
+        ("cosyvoice2", "re-encode (release)", "15, 25, then 50"),
+        ("cosyvoice2", "incremental", "15, 25, then 50"),
+        ("cosyvoice3", "re-encode, restarts; vocoder windowed", "fixed 15"),
+        ("cosyvoice3", "re-encode, restarts; vocoder windowed", "15, 25, then 50"),
     ]
+    assert rows[5]["chunks"] == "6"  # (how far CosyVoice 3's chunks grow depends on the CPU)
     fixed, growing = rows[2], rows[4]
     assert fixed["chunks"] == "6" and growing["chunks"] == "3"  # 90 tokens: 15 + 25 + 50
     assert fixed["chunk 10 ms"] == "—" and growing["chunk 5 ms"] == "—"

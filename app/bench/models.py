@@ -164,9 +164,17 @@ def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return module
 
 
-def random_voice_lm(preset: str, device: torch.device, dtype: torch.dtype, text_vocab: int = 0):
-    """A VoiceTokenLM at the real (0.5B) or tiny size with seeded random weights, whose text
-    embedding holds at least ``text_vocab`` ids."""
+def random_voice_lm(
+    preset: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    text_vocab: int = 0,
+    cosyvoice: int = 2,
+):
+    """A VoiceTokenLM (CosyVoice 2's or 3's) at the real (0.5B) or tiny size with seeded
+    random weights, whose text embedding holds at least ``text_vocab`` ids."""
+    from dataclasses import replace
+
     from transformers import Qwen2Config
     from transformers.modeling_utils import no_init_weights
 
@@ -174,22 +182,44 @@ def random_voice_lm(preset: str, device: torch.device, dtype: torch.dtype, text_
 
     real = preset == "real"
     cfg = VoiceTokenLMConfig() if real else VoiceTokenLMConfig.tiny()
+    cfg = replace(cfg, cosyvoice=cosyvoice)
     with no_init_weights():
         qwen = dict(QWEN2_05B if real else QWEN2_TINY)
         qwen["vocab_size"] = max(qwen["vocab_size"], text_vocab)
+        # <|endofprompt|> is 151646 in the release's tokenizer; a tiny vocabulary's last id
+        cfg = replace(cfg, endofprompt_text_id=min(cfg.endofprompt_text_id, qwen["vocab_size"] - 1))
         model = VoiceTokenLM(cfg, Qwen2Config(**qwen))
     randomise(model)
     model.llm["model"].tie_weights()  # lm_head shares embed_tokens, as in the release
     return model.to(device, dtype).eval()
 
 
+RELEASES = {"cosyvoice2": 2, "cosyvoice3": 3}  # --backend names -> CosyVoice generation
+
+
 def bench_voice_lm(
-    preset: str = "real", device: str = "cpu", n_tokens: int = 45, repeats: int = 3
+    preset: str = "real",
+    device: str = "cpu",
+    n_tokens: int = 45,
+    repeats: int = 3,
+    backends: tuple[str, ...] = tuple(RELEASES),
 ) -> Table:
-    """Prefill of a 20-token text, then speech tokens one at a time with the KV cache."""
+    """Prefill of a 20-token text, then speech tokens one at a time with the KV cache; one
+    row per release (CosyVoice 2 and 3 differ only in their heads)."""
+    rows = []
+    for backend in backends:
+        table = _bench_voice_lm(preset, device, n_tokens, repeats, RELEASES[backend])
+        rows += [(*row[:5], backend, *row[5:]) for row in table.rows]
+    columns = (*table.columns[:5], "release", *table.columns[5:])
+    return Table(
+        "## Voice-token LM (CosyVoice 2 and 3)", columns, rows, (*PREFIX_COLUMNS[:3], "release")
+    )
+
+
+def _bench_voice_lm(preset: str, device: str, n_tokens: int, repeats: int, cosyvoice: int) -> Table:
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    model = random_voice_lm(preset, dev, dtype)
+    model = random_voice_lm(preset, dev, dtype, cosyvoice=cosyvoice)
     text = torch.arange(20) % model.body.embed_tokens.num_embeddings
     speech_ids = model.cfg.speech_token_size
 
@@ -241,8 +271,76 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_token2wav(
-    preset: str = "real", device: str = "cpu", repeats: int = 3, prompt_tokens: int = 25
+    preset: str = "real",
+    device: str = "cpu",
+    repeats: int = 3,
+    prompt_tokens: int = 25,
+    backends: tuple[str, ...] = tuple(RELEASES),
 ) -> Table:
+    """HiFT alone on 2 s of mel, and one streaming 15-token chunk (flow + HiFT) after a
+    voice prompt, with 15 tokens already played; one row per release."""
+    rows = []
+    for backend in backends:
+        bench = _bench_token2wav if RELEASES[backend] == 2 else _bench_token2wav_v3
+        table = bench(preset, device, repeats, prompt_tokens)
+        rows += [(*row[:3], backend, *row[3:]) for row in table.rows]
+    columns = (*table.columns[:3], "release", *table.columns[3:])
+    return Table(
+        "## Token2wav (flow matching + HiFT, CosyVoice 2 and 3)", columns, rows,
+        ("date", "machine", "preset", "release"),
+    )  # fmt: skip
+
+
+def _bench_token2wav_v3(preset: str, device: str, repeats: int, prompt_tokens: int) -> Table:
+    """CosyVoice 3: the DiT flow re-runs the group so far (the release's scheme), the causal
+    vocoder runs over its streaming window (24 + 8 context frames, 30 new, 8 held back)."""
+    from app.bench.stack import random_token2wav
+    from minmo_core.voice.hift_causal import F0_CONTEXT, STREAM_CONTEXT_FRAMES
+
+    dev = torch.device(device)
+    real = preset == "real"
+    t2w = random_token2wav(preset, dev, cosyvoice=3)
+    flow, vocoder = t2w.flow, t2w.vocoder
+    dtype = next(flow.parameters()).dtype
+    generator = torch.Generator().manual_seed(0)
+    vocab, ratio = flow.cfg.vocab_size, flow.cfg.token_mel_ratio
+    prompt = torch.randint(0, vocab, (1, prompt_tokens), generator=generator)
+    prompt_mel = torch.randn(1, ratio * prompt_tokens, 80, generator=generator)
+    embedding = torch.randn(1, flow.cfg.spk_embed_dim, generator=generator)
+    reply = torch.randint(0, vocab, (1, 30 + flow.cfg.pre_lookahead_len), generator=generator)
+    mel_2s = torch.randn(1, 80, 100, generator=generator).to(dev)
+    hold = vocoder.cfg.f0_look_right + vocoder.cfg.conv_pre_look_right + 1
+    window = torch.randn(1, 80, STREAM_CONTEXT_FRAMES + F0_CONTEXT + 30 + hold,
+                         generator=generator).to(dev)  # fmt: skip
+
+    def chunk_flow() -> torch.Tensor:
+        return flow.inference(reply, prompt, prompt_mel, embedding, streaming=True, finalize=False)
+
+    hift_2s = statistics.median(time_call(lambda: vocoder.inference(mel_2s), dev, repeats))
+    flow_ms = statistics.median(time_call(chunk_flow, dev, repeats)) * 1000
+    hift_ms = statistics.median(
+        time_call(lambda: vocoder.inference(window, finalize=False), dev, repeats)
+    )
+    hift_ms *= 1000
+    chunk_ms = flow_ms + hift_ms
+    reference = (
+        f"chunk: MinMo {MINMO_TOKEN2WAV_CHUNK_MS:.0f} ms (L20, CosyVoice 2)"
+        if real
+        else "none (tiny preset)"
+    )
+    row = (
+        *row_prefix(dev, preset, torch.nn.ModuleList([flow, vocoder]), dtype),
+        f"{hift_2s / 2.0:.3f}",
+        f"{flow_ms:.0f}",
+        f"{hift_ms:.0f}",
+        f"{chunk_ms:.0f}",
+        f"{chunk_ms / 1000 / (15 / 25):.2f}",
+        reference,
+    )
+    return Table("", TOKEN2WAV_COLUMNS, [row])
+
+
+def _bench_token2wav(preset: str, device: str, repeats: int, prompt_tokens: int) -> Table:
     """HiFT alone on 2 s of mel, and one streaming 15-token chunk (flow + HiFT) after a
     voice prompt, with 15 tokens already played (the release re-encodes all tokens so far)."""
     from minmo_core.config import FlowConfig, HiFTConfig
@@ -289,17 +387,9 @@ def bench_token2wav(
         f"{chunk_ms / 1000 / chunk_audio_s:.2f}",
         reference,
     )
-    columns = (
-        "date",
-        "machine",
-        "preset",
-        "params (flow+HiFT)",
-        "flow dtype",
-        "HiFT RTF (2 s)",
-        "flow ms/chunk",
-        "HiFT ms/chunk",
-        "d_syn x 15 ms",
-        "chunk RTF",
-        "compare with",
-    )
-    return Table("## Token2wav (flow matching + HiFT)", columns, [row])
+    return Table("", TOKEN2WAV_COLUMNS, [row])
+
+
+TOKEN2WAV_COLUMNS = ("date", "machine", "preset", "params (flow+HiFT)", "flow dtype",
+                     "HiFT RTF (2 s)", "flow ms/chunk", "HiFT ms/chunk", "d_syn x 15 ms",
+                     "chunk RTF", "compare with")  # fmt: skip

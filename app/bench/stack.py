@@ -66,29 +66,50 @@ def random_sensevoice(preset: str, device: torch.device, dtype: torch.dtype):
     return SenseVoice(encoder.to(device, dtype), Frontend(FrontendConfig()), vocabulary, device)
 
 
-def random_voice(preset: str, device: torch.device, text_vocab: int, tokenizer, ratio: float):
-    """A SpeechSynthesizer: voice LM (bfloat16 on a GPU), flow (float16), HiFT (float32)."""
+def random_voice(
+    preset: str,
+    device: torch.device,
+    text_vocab: int,
+    tokenizer,
+    ratio: float,
+    cosyvoice: int = 2,
+):
+    """A SpeechSynthesizer: voice LM (bfloat16 on a GPU), flow (float16), HiFT (float32),
+    of CosyVoice 2 or 3."""
     from app.bench.models import random_voice_lm
     from minmo_core.voice.speech_tokens import SpeechTokenGenerator
     from minmo_core.voice.tts import SpeechSynthesizer
     from minmo_core.voice.voice_lm import greedy_sampler
 
     gpu = device.type == "cuda"
-    lm = random_voice_lm(preset, device, torch.bfloat16 if gpu else torch.float32, text_vocab)
+    dtype = torch.bfloat16 if gpu else torch.float32
+    lm = random_voice_lm(preset, device, dtype, text_vocab, cosyvoice)
     lm.cfg = replace(lm.cfg, max_token_text_ratio=ratio)
     tokens = SpeechTokenGenerator(lm, tokenizer, greedy_sampler)
-    return SpeechSynthesizer(tokens, random_token2wav(preset, device), seed=0)
+    return SpeechSynthesizer(tokens, random_token2wav(preset, device, cosyvoice), seed=0)
 
 
-def random_token2wav(preset: str, device: torch.device):
-    """Token2Wav (flow float16 on a GPU, HiFT float32) with seeded random weights."""
-    from minmo_core.config import FlowConfig, HiFTConfig
+def random_token2wav(preset: str, device: torch.device, cosyvoice: int = 2):
+    """Token2Wav (flow float16 on a GPU, HiFT float32) with seeded random weights: CosyVoice
+    2's (conformer + U-Net flow, HiFT) or 3's (DiT flow, causal HiFT)."""
+    from minmo_core.config import DiTFlowConfig, FlowConfig, HiFTConfig
     from minmo_core.voice.flow import FlowDecoder
     from minmo_core.voice.hift import HiFTVocoder
     from minmo_core.voice.token2wav import Token2Wav
 
     real = preset == "real"
     torch.manual_seed(0)
+    if cosyvoice == 3:
+        from minmo_core.voice.flow_dit import DiTFlowDecoder
+        from minmo_core.voice.hift_causal import CausalHiFTVocoder
+        from minmo_core.voice.token2wav_causal import CausalToken2Wav
+
+        flow_cfg = DiTFlowConfig() if real else replace(DiTFlowConfig.tiny(), spk_embed_dim=192)
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        flow = DiTFlowDecoder(flow_cfg).to(device, dtype).eval()
+        hift_cfg = replace(HiFTConfig() if real else HiFTConfig.tiny(), causal=True)
+        vocoder = CausalHiFTVocoder(hift_cfg).remove_weight_norm()
+        return CausalToken2Wav(flow, vocoder.to(device, torch.float32).eval())
     flow_cfg = FlowConfig() if real else replace(FlowConfig.tiny(), spk_embed_dim=192)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     flow = FlowDecoder(flow_cfg).to(device, dtype).eval()

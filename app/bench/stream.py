@@ -24,12 +24,14 @@ from pathlib import Path
 import torch
 
 from app.bench.record import Table, machine_name
+from minmo_core.voice.speech_tokens import LMPrompt
 from minmo_core.voice.token2wav import FlowPrompt
 
 REPORTED = (1, 2, 5, 10, 20, 40)  # chunks whose time is a column
 SENTENCE = "This is a sentence of a long answer, with a clause and a few more words. "
 
 
+V3_SCHEMES = (("re-encode, restarts; vocoder windowed", True, True),)
 SCHEMES = (  # name, the release's flow, restart at sentence groups
     ("re-encode (release)", True, False),
     ("re-encode, restarts", True, True),
@@ -45,6 +47,7 @@ def chunk_times(
     schedule=None,
     reencode: bool = False,
     restarts: bool = True,
+    prompt=None,
 ):
     """Seconds for each chunk of audio until ``tokens`` speech tokens are rendered, the voice
     LM's share included (the LM runs lazily, so a chunk's time spans its tokens and its
@@ -53,7 +56,7 @@ def chunk_times(
     stream = voice.t2w.stream(FlowPrompt.from_voice(None), generator, schedule, reencode)
     times: list[float] = []
     started = time.perf_counter()
-    speech = voice.tokens.from_token_ids(iter(ids))
+    speech = voice.tokens.from_token_ids(iter(ids), prompt)
     try:
         for piece in speech:
             if not piece and not restarts:
@@ -79,7 +82,14 @@ def _ratio(times: list[float], late: int, early: int) -> str:
     return f"{times[late - 1] / times[early - 1]:.2f}" if len(times) >= late else "—"
 
 
-def bench_stream(preset: str = "real", device: str = "cpu", chunks: int = 40) -> Table:
+def bench_stream(
+    preset: str = "real",
+    device: str = "cpu",
+    chunks: int = 40,
+    backends: tuple[str, ...] = ("cosyvoice2", "cosyvoice3"),
+) -> Table:
+    """Each release's schemes (CosyVoice 3 has one: its flow re-runs the sentence group so
+    far, its causal vocoder runs over a bounded window) over the same reply."""
     from transformers import AutoTokenizer
 
     from app.bench.chat_model import write_chat_tokenizer
@@ -90,32 +100,40 @@ def bench_stream(preset: str = "real", device: str = "cpu", chunks: int = 40) ->
     with tempfile.TemporaryDirectory() as tmp:
         write_chat_tokenizer(Path(tmp))
         tokenizer = AutoTokenizer.from_pretrained(tmp)
-    voice = random_voice(preset, dev, len(tokenizer), tokenizer, ratio=3.0)
     ids = tokenizer(SENTENCE * 60, add_special_tokens=False)["input_ids"]
-    chunk_times(voice, ids[:40], 30, dev)  # warm up
     audio_s = 15 / 25 * chunks  # 15 speech tokens = 0.6 s
     rows = []
     machine = machine_name(
         dev.type, torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
     )
-    for schedule in (FIXED, GROWING):
-        release_total = None
-        for scheme, reencode, restarts in SCHEMES:
-            if restarts and reencode and schedule is not FIXED:
-                continue  # the restarts' share, once is enough
-            times = chunk_times(voice, ids, 15 * chunks, dev, schedule, reencode, restarts)
-            total = sum(times)
-            release_total = release_total or total
-            cells = [f"{times[n - 1] * 1000:.0f}" if n <= len(times) else "—" for n in REPORTED]
-            rows.append((
-                dt.date.today().isoformat(), machine, preset, scheme, schedule.name,
-                str(len(times)), *cells, _ratio(times, 40, 2), f"{max(times) * 1000:.0f}",
-                f"{audio_s:.1f}", f"{total:.1f}",
-                f"{release_total / total:.2f}", f"{audio_s / total:.2f}",
-            ))  # fmt: skip
-    columns = ("date", "machine", "preset", "scheme", "chunk tokens", "chunks",
+    for backend in backends:
+        cosyvoice = 3 if backend == "cosyvoice3" else 2
+        voice = random_voice(preset, dev, len(tokenizer), tokenizer, ratio=3.0, cosyvoice=cosyvoice)
+        # CosyVoice 3 needs <|endofprompt|> before the text (the app's system sentence)
+        eop = voice.tokens.lm.cfg.endofprompt_text_id
+        prompt = LMPrompt([eop]) if cosyvoice == 3 else None
+        chunk_times(voice, ids[:40], 30, dev, prompt=prompt)  # warm up
+        schemes = SCHEMES if cosyvoice == 2 else V3_SCHEMES
+        for schedule in (FIXED, GROWING):
+            release_total = None
+            for scheme, reencode, restarts in schemes:
+                if restarts and reencode and schedule is not FIXED and cosyvoice == 2:
+                    continue  # the restarts' share, once is enough
+                times = chunk_times(
+                    voice, ids, 15 * chunks, dev, schedule, reencode, restarts, prompt
+                )
+                total = sum(times)
+                release_total = release_total or total
+                cells = [f"{times[n - 1] * 1000:.0f}" if n <= len(times) else "—" for n in REPORTED]
+                rows.append((
+                    dt.date.today().isoformat(), machine, preset, backend, scheme, schedule.name,
+                    str(len(times)), *cells, _ratio(times, 40, 2), f"{max(times) * 1000:.0f}",
+                    f"{audio_s:.1f}", f"{total:.1f}",
+                    f"{release_total / total:.2f}", f"{audio_s / total:.2f}",
+                ))  # fmt: skip
+    columns = ("date", "machine", "preset", "release", "scheme", "chunk tokens", "chunks",
                *[f"chunk {n} ms" for n in REPORTED], "chunk 40 / chunk 2", "slowest chunk ms",
                "reply s", "total compute s", "release / this (×)",
                "real-time factor (×)")  # fmt: skip
-    key = ("date", "machine", "preset", "scheme", "chunk tokens")
+    key = ("date", "machine", "preset", "release", "scheme", "chunk tokens")
     return Table("## Streaming cost per chunk (voice LM + flow + HiFT)", columns, rows, key)

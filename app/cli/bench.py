@@ -34,11 +34,13 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
         "--tokens", type=whole_number(1), default=45, help="speech tokens per run (default 45)"
     )
     _common_options(vlm, repeats=3)
+    _release_option(vlm)
     vlm.set_defaults(func=run_voice_lm)
     t2w = jobs.add_parser(
         "token2wav", parents=parents, help="flow + HiFT: time per 15-token chunk, HiFT RTF"
     )
     _common_options(t2w, repeats=3)
+    _release_option(t2w)
     t2w.set_defaults(func=run_token2wav)
     audio = jobs.add_parser(
         "audio",
@@ -121,6 +123,7 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
         help="15-token chunks of the reply (default 50: 30 s of speech)",
     )  # fmt: skip
     _common_options(stream, repeats=None)
+    _release_option(stream)
     stream.set_defaults(func=run_stream)
     gui = jobs.add_parser(
         "gui",
@@ -198,14 +201,17 @@ def run_voice_lm(args: argparse.Namespace) -> int:
 
     return _report(
         args,
-        lambda device: bench_voice_lm(args.preset, device, args.tokens, args.repeats),
+        lambda device: bench_voice_lm(args.preset, device, args.tokens, args.repeats, args.backend),
     )
 
 
 def run_token2wav(args: argparse.Namespace) -> int:
     from app.bench.models import bench_token2wav
 
-    return _report(args, lambda device: bench_token2wav(args.preset, device, args.repeats))
+    return _report(
+        args,
+        lambda device: bench_token2wav(args.preset, device, args.repeats, backends=args.backend),
+    )
 
 
 def run_audio(args: argparse.Namespace) -> int:
@@ -217,15 +223,30 @@ def run_audio(args: argparse.Namespace) -> int:
     )
 
 
-def _backends(text: str) -> tuple[str, ...]:
+def _backends(text: str, known: tuple[str, ...] = ("speex", "webrtc")) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    known = ("speex", "webrtc")
     wrong = [n for n in names if n not in known]
     if wrong or not names:
         raise argparse.ArgumentTypeError(
             f"{', '.join(wrong) or 'nothing'}: choose from {', '.join(known)}"
         )
     return names
+
+
+VOICE_RELEASES = ("cosyvoice2", "cosyvoice3")
+
+
+def _releases(text: str) -> tuple[str, ...]:
+    return _backends(text, VOICE_RELEASES)
+
+
+def _release_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        type=_releases,
+        default=VOICE_RELEASES,
+        help="voice releases to compare, comma-separated: cosyvoice2, cosyvoice3 (default: both)",
+    )
 
 
 def run_e2e(args: argparse.Namespace) -> int:
@@ -240,7 +261,9 @@ def run_e2e(args: argparse.Namespace) -> int:
 def run_stream(args: argparse.Namespace) -> int:
     from app.bench.stream import bench_stream
 
-    return _report(args, lambda device: bench_stream(args.preset, device, args.chunks))
+    return _report(
+        args, lambda device: bench_stream(args.preset, device, args.chunks, args.backend)
+    )
 
 
 def run_gui(args: argparse.Namespace) -> int:
