@@ -106,6 +106,28 @@ def test_a_barge_in_that_overtakes_the_replys_audio_events_still_ends_that_reply
     assert [m.turn_id for m in model.markers if m.kind == "cut"] == [1]
 
 
+def test_a_barge_in_that_overtakes_even_the_speaking_state_is_given_to_its_turn() -> None:
+    """The window can take a barge-in and its confirmation before any of the reply's events
+    (the speaking state, its audio): the cut names no turn yet, and the reply's audio then
+    arrives as if it played after it. When the reply's end (interrupted) arrives, the
+    markers become that turn's and nothing of it is drawn past the barge-in."""
+    clock, model = Clock(), TimelineModel()
+    model.feed(BargeIn(time=0.0, speech_onset=0.0), clock.t)
+    barged = clock.t
+    clock.t += 0.8
+    model.feed(BargeInConfirmed(time=0.0), clock.t)
+    clock.t += 0.05
+    model.feed(StateChanged(turn_id=1, t=clock.t, state=EngineState.SPEAKING), clock.t)
+    model.feed(audio(1, 1.0, clock.t), clock.t)  # queued before the barge-in, shown after it
+    clock.t += 0.1
+    model.feed(TurnEnded(turn_id=1, t=clock.t, reply_text="a b", heard_text="a",
+                         interrupted=True), clock.t)  # fmt: skip
+    assert all(span.end <= barged for span in model.assistant if span.turn_id == 1)
+    assert [(m.kind, m.turn_id) for m in model.markers] == [("barge-in", 1), ("cut", 1)]
+    model.feed(audio(1, 0.5, clock.t), clock.t)  # a last chunk: the turn has ended
+    assert all(span.end <= barged for span in model.assistant if span.turn_id == 1)
+
+
 def test_the_engine_timings_place_the_decision_and_the_gap_at_their_true_times() -> None:
     clock, model = Clock(), TimelineModel()
     spoken_turn(model, clock)

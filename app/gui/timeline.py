@@ -11,7 +11,7 @@ moment they arrive (``now``), a few milliseconds late at most; a VAD end is plac
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 OUTPUT_RATE = 24000  # the assistant's audio (AssistantAudio)
 
@@ -199,10 +199,28 @@ class TimelineModel:
     def _on_TurnEnded(self, event, now: float) -> None:
         if event.interrupted:
             self._held_at = None
-            self._cut(now, event.turn_id)
-            if not any(m.kind in ("cut", "stop") and m.turn_id == event.turn_id
-                       for m in self.markers):  # fmt: skip
-                self.markers.append(Marker(now, "cut", "cut", event.turn_id))
+            turn = event.turn_id
+            self._cut(now, turn)
+            # a barge-in can reach the window before the reply's first audio and state
+            # events (they cross threads): its markers then name no turn (0), and audio
+            # queued before it was drawn after it. Now the turn is known: the markers are
+            # its, and its reply stopped at the barge-in.
+            self.markers = [
+                replace(m, turn_id=turn) if m.turn_id == 0 and m.kind in ("barge-in", "cut")
+                else m
+                for m in self.markers
+            ]  # fmt: skip
+            barged = [m.t for m in self.markers if m.kind == "barge-in" and m.turn_id == turn]
+            if barged:
+                stopped = max(t for t in barged if t <= now) if min(barged) <= now else now
+                self.assistant = [
+                    s for s in self.assistant if not (s.turn_id == turn and s.start >= stopped)
+                ]
+                for span in self.assistant:
+                    if span.turn_id == turn and span.end is not None and span.end > stopped:
+                        span.end = max(span.start, stopped)
+            if not any(m.kind in ("cut", "stop") and m.turn_id == turn for m in self.markers):
+                self.markers.append(Marker(now, "cut", "cut", turn))
         stages = self.stages.get(event.turn_id)
         if stages is not None:
             stages.interrupted = event.interrupted
