@@ -12,6 +12,7 @@ import pytest
 from minmo_core.common import releases
 from minmo_core.common.releases import (
     COSYVOICE2,
+    COSYVOICE3,
     RELEASES,
     SENSEVOICE_SMALL,
     Pin,
@@ -126,8 +127,9 @@ def test_a_corrupt_cache_file_only_costs_a_rehash(tmp_path: Path) -> None:
 
 
 def test_each_model_folder_has_one_release_listing_every_file() -> None:
-    assert [r.name for r in RELEASES.values()] == [SENSEVOICE_SMALL.name, COSYVOICE2.name]
-    for release in RELEASES.values():
+    names = [r.name for r in RELEASES.values()]
+    assert names == [SENSEVOICE_SMALL.name, COSYVOICE2.name, COSYVOICE3.name]
+    for release in (SENSEVOICE_SMALL, COSYVOICE2):
         assert release.revision and len(release.revision) == 40
         for name, entry in release.files.items():
             assert entry.pin is not None, f"{release.name}/{name} has no pin"
@@ -137,6 +139,30 @@ def test_each_model_folder_has_one_release_listing_every_file() -> None:
                  "cosyvoice2.yaml", "CosyVoice-BlankEN/config.json",
                  "CosyVoice-BlankEN/vocab.json", "CosyVoice-BlankEN/merges.txt"):  # fmt: skip
         assert COSYVOICE2.files[name].used
+
+
+def test_cosyvoice_3_is_listed_unpinned_and_never_downloaded_so(tmp_path: Path) -> None:
+    """No machine that wrote the manifest reached the hub: no commit, no sizes or sha256.
+    Every file a loader reads is listed; a download is refused before any network call."""
+    from minmo_core.manager.download import download_releases
+    from minmo_core.manager.store import ModelStore
+
+    assert COSYVOICE3.revision == "" and not COSYVOICE3.fully_pinned
+    for name in ("llm.pt", "flow.pt", "hift.pt", "speech_tokenizer_v3.onnx", "campplus.onnx",
+                 "cosyvoice3.yaml", "CosyVoice-BlankEN/config.json",
+                 "CosyVoice-BlankEN/vocab.json", "CosyVoice-BlankEN/merges.txt"):  # fmt: skip
+        assert COSYVOICE3.files[name].used
+    assert not COSYVOICE3.files["llm.rl.pt"].used  # chosen in settings, not fetched by default
+    assert sum(p.parameters for p in COSYVOICE3.parts) == COSYVOICE3.parameters
+
+    class Unreachable:
+        url = "http://127.0.0.1:9"
+
+        def remote_files(self, release):
+            raise AssertionError("no network call for an unpinned release")
+
+    with pytest.raises(CheckpointError, match="not pinned to a hub commit yet"):
+        download_releases([COSYVOICE3], ModelStore(tmp_path), Unreachable())
 
 
 def test_asking_for_a_file_outside_the_release_is_a_programming_error(tmp_path: Path) -> None:
