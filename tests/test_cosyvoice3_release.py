@@ -148,3 +148,18 @@ def test_aligned_mode_is_refused_with_cosyvoice_3(
         ConversationEngine(
             llm, synth, Recorder(), sensevoice=sensevoice, adapters=load_adapters(adapters_dir)
         )
+
+
+def test_training_refuses_a_cosyvoice_3_voice(
+    qwen_dir: Path, tiny_sensevoice_dir: Path, v3_dir: Path, tmp_path: Path
+) -> None:
+    """MinMo's voice side (output projector, LoRA of the voice LM) trains against
+    CosyVoice 2's voice LM: a CosyVoice 3 folder is named and refused."""
+    from minmo_core.train.config import ModelPaths, StageConfig
+    from minmo_core.train.models import load_models
+
+    paths = ModelPaths(str(qwen_dir), str(tiny_sensevoice_dir), str(v3_dir),
+                       allow_unpinned=True, device="cpu")  # fmt: skip
+    stage = StageConfig(stage="t2s", train=str(tmp_path / "train.jsonl"))
+    with pytest.raises(ConfigError, match="is a CosyVoice 3 release: MinMo's voice side"):
+        load_models(paths, stage)

@@ -120,6 +120,11 @@ def load_models(paths: ModelPaths, stage: StageConfig, seed: int | None = None) 
     voice = None
     if paths.cosyvoice is not None:  # training reads the voice LM only, never the flow
         lm, tokenizer = load_voice_lm(paths.cosyvoice, device, torch.float32, paths.allow_unpinned)
+        if lm.cfg.cosyvoice != 2:
+            raise ConfigError(
+                f"{paths.cosyvoice} is a CosyVoice {lm.cfg.cosyvoice} release: MinMo's voice "
+                "side is trained against CosyVoice 2's voice LM (models.cosyvoice)"
+            )
         voice = SpeechTokenGenerator(lm, tokenizer, greedy_sampler)
     elif stage.stage in ("t2s", "s2s"):
         raise ConfigError(f"the {stage.stage} stage needs the voice (models.cosyvoice)")
