@@ -35,6 +35,7 @@ from torch import nn
 from minmo_core.common.checkpoints import load_into, load_state_dict
 from minmo_core.config import DiTFlowConfig
 from minmo_core.errors import CheckpointError
+from minmo_core.voice.flow import FlowDecoder
 from minmo_core.voice.flow_decoder import FlowMatching
 from minmo_core.voice.flow_encoder import PreLookahead
 from minmo_core.voice.prefix import Prefix
@@ -279,12 +280,9 @@ class DiTFlowDecoder(nn.Module):
             h = self.pre_lookahead_layer(x[:, :-lookahead], x[:, -lookahead:])
         return h.repeat_interleave(self.cfg.token_mel_ratio, dim=1).transpose(1, 2)
 
-    def speaker(self, embedding: torch.Tensor) -> torch.Tensor:
-        """The speaker x-vector (1, 192), any norm -> L2-normalised and projected: (1, 80)."""
-        weight = self.spk_embed_affine_layer.weight
-        return self.spk_embed_affine_layer(
-            F.normalize(embedding.to(weight.device, weight.dtype), dim=1)
-        )
+    # the same layers and checks as CosyVoice 2's flow
+    speaker = FlowDecoder.speaker
+    _check_prompt = FlowDecoder._check_prompt
 
     @torch.inference_mode()
     def inference(
@@ -301,12 +299,7 @@ class DiTFlowDecoder(nn.Module):
         (1, 80, 2(L - 3)) unless ``finalize``; ``streaming``: chunked attention."""
         if tokens.dim() != 2 or tokens.size(0) != 1:
             raise ValueError(f"tokens must be (1, L), got {tuple(tokens.shape)}")
-        ratio = self.cfg.token_mel_ratio
-        if prompt_feat.size(1) != ratio * prompt_tokens.size(1):
-            raise ValueError(
-                f"prompt_feat has {prompt_feat.size(1)} frames for {prompt_tokens.size(1)} "
-                f"prompt tokens; the flow needs exactly {ratio} frames per token"
-            )
+        self._check_prompt(prompt_tokens, prompt_feat)
         weight = self.spk_embed_affine_layer.weight
         device, dtype = weight.device, weight.dtype
         spks = self.speaker(embedding)

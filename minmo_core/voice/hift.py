@@ -19,6 +19,7 @@ reach thousands of radians and the STFT needs a full-precision float type.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,12 +70,19 @@ class ResBlock(nn.Module):
     """HiFi-GAN residual block with Snake activations: one residual unit per dilation,
     each a dilated conv then an undilated one. x: (B, C, T) -> (B, C, T)."""
 
-    def __init__(self, channels: int, kernel: int, dilations: tuple[int, ...]):
+    def __init__(
+        self,
+        channels: int,
+        kernel: int,
+        dilations: tuple[int, ...],
+        conv: Callable[..., nn.Module] | None = None,
+    ):
+        """``conv(c_in, c_out, kernel, dilation=...)`` makes each convolution: weight-normed
+        with "same" padding by default; CosyVoice 3's vocoder passes its causal one."""
         super().__init__()
-        self.convs1 = nn.ModuleList(
-            _conv(channels, channels, kernel, dilation=d) for d in dilations
-        )
-        self.convs2 = nn.ModuleList(_conv(channels, channels, kernel) for _ in dilations)
+        conv = conv or _conv
+        self.convs1 = nn.ModuleList(conv(channels, channels, kernel, dilation=d) for d in dilations)
+        self.convs2 = nn.ModuleList(conv(channels, channels, kernel) for _ in dilations)
         self.activations1 = nn.ModuleList(Snake(channels) for _ in dilations)
         self.activations2 = nn.ModuleList(Snake(channels) for _ in dilations)
 
@@ -185,7 +193,41 @@ class HarmonicSource(nn.Module):
         return torch.tanh(self.l_linear(sine_waves)).transpose(1, 2)  # (B, 1, L)
 
 
-class HiFTVocoder(nn.Module):
+class ISTFTHead(nn.Module):
+    """What CosyVoice 2's and 3's vocoders share around their networks: the source's STFT,
+    the iSTFT of the predicted spectrum, folding weight norm. Needs ``cfg`` (a HiFTConfig)
+    and the ``window`` buffer."""
+
+    cfg: HiFTConfig
+    window: torch.Tensor
+
+    def source_stft(self, source: torch.Tensor) -> torch.Tensor:
+        """source (B, 1, L) -> (B, n_fft + 2, L / hop + 1): real parts, then imaginary."""
+        n_fft = self.cfg.istft_n_fft
+        spec = torch.stft(
+            source.squeeze(1), n_fft, self.cfg.istft_hop, n_fft, self.window, return_complex=True
+        )  # (B, n_fft / 2 + 1, L / hop + 1)
+        return torch.cat([spec.real, spec.imag], dim=1)
+
+    def inverse_stft(self, spectrum: torch.Tensor) -> torch.Tensor:
+        """conv_post output (B, n_fft + 2, F) -> audio (B, (F - 1)·hop), not clamped."""
+        n_bins = self.cfg.istft_n_fft // 2 + 1
+        magnitude = torch.exp(spectrum[:, :n_bins]).clamp(max=MAX_MAGNITUDE)  # (B, 9, F)
+        phase = torch.sin(spectrum[:, n_bins:])  # (B, 9, F)
+        spec = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
+        n_fft = self.cfg.istft_n_fft
+        return torch.istft(spec, n_fft, self.cfg.istft_hop, n_fft, self.window)  # (B, L)
+
+    def remove_weight_norm(self):
+        """Fold g·v/‖v‖ into plain weights (faster inference; state dict keys become
+        ``*.weight``, so load checkpoints first)."""
+        for module in list(self.modules()):
+            if parametrize.is_parametrized(module, "weight"):
+                parametrize.remove_parametrizations(module, "weight")
+        return self
+
+
+class HiFTVocoder(ISTFTHead):
     """CosyVoice 2's HiFTGenerator with its F0 predictor: mel (B, 80, T) -> audio (B, 480·T)."""
 
     def __init__(self, cfg: HiFTConfig):
@@ -226,14 +268,6 @@ class HiFTVocoder(nn.Module):
         window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
         self.register_buffer("window", window.float(), persistent=False)
 
-    def source_stft(self, source: torch.Tensor) -> torch.Tensor:
-        """source (B, 1, L) -> (B, n_fft + 2, L / hop + 1): real parts, then imaginary."""
-        n_fft = self.cfg.istft_n_fft
-        spec = torch.stft(
-            source.squeeze(1), n_fft, self.cfg.istft_hop, n_fft, self.window, return_complex=True
-        )  # (B, n_fft / 2 + 1, L / hop + 1)
-        return torch.cat([spec.real, spec.imag], dim=1)
-
     def predict_spectrum(self, mel: torch.Tensor, s_stft: torch.Tensor) -> torch.Tensor:
         """mel (B, n_mels, T), s_stft (B, n_fft + 2, 120·T + 1) -> conv_post output of the
         same shape as s_stft: log-magnitudes, then phases (before their sine)."""
@@ -252,13 +286,7 @@ class HiFTVocoder(nn.Module):
 
     def istft(self, spectrum: torch.Tensor) -> torch.Tensor:
         """conv_post output (B, n_fft + 2, F) -> audio (B, (F - 1)·hop), clamped."""
-        n_bins = self.cfg.istft_n_fft // 2 + 1
-        magnitude = torch.exp(spectrum[:, :n_bins]).clamp(max=MAX_MAGNITUDE)  # (B, 9, F)
-        phase = torch.sin(spectrum[:, n_bins:])  # (B, 9, F)
-        spec = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
-        n_fft = self.cfg.istft_n_fft
-        audio = torch.istft(spec, n_fft, self.cfg.istft_hop, n_fft, self.window)  # (B, L)
-        return audio.clamp(-self.cfg.audio_limit, self.cfg.audio_limit)
+        return self.inverse_stft(spectrum).clamp(-self.cfg.audio_limit, self.cfg.audio_limit)
 
     def decode(self, mel: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         """mel (B, n_mels, T), source (B, 1, 480·T) -> audio (B, 480·T)."""
@@ -294,14 +322,6 @@ class HiFTVocoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``forward`` without autograd."""
         return self(mel, cache_source, generator)
-
-    def remove_weight_norm(self) -> HiFTVocoder:
-        """Fold g·v/‖v‖ into plain weights (faster inference; state dict keys become
-        ``*.weight``, so load checkpoints first)."""
-        for module in list(self.modules()):
-            if parametrize.is_parametrized(module, "weight"):
-                parametrize.remove_parametrizations(module, "weight")
-        return self
 
 
 def load_hift_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -359,6 +379,7 @@ __all__ = [
     "F0Predictor",
     "HarmonicSource",
     "HiFTVocoder",
+    "ISTFTHead",
     "ResBlock",
     "Snake",
     "SourceDraws",

@@ -28,16 +28,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from minmo_core.config import HiFTConfig
 from minmo_core.voice.hift import (
     LRELU_SLOPE,
-    MAX_MAGNITUDE,
     POST_LRELU_SLOPE,
     SOURCE_RESBLOCK_DILATIONS,
-    Snake,
+    ISTFTHead,
+    ResBlock,
 )
 
 NOISE_SEED = 0  # our noise table's seed (the release draws its table afresh per process)
@@ -93,25 +92,6 @@ class DownsampleConv1d(nn.Conv1d):
 
 def _causal(c_in: int, c_out: int, kernel: int, dilation: int = 1, look_right: bool = False):
     return weight_norm(CausalConv1d(c_in, c_out, kernel, dilation, look_right))
-
-
-class CausalResBlock(nn.Module):
-    """HiFi-GAN residual block with Snake activations and causal convolutions (the keys of
-    ``hift.ResBlock``). x (B, C, T) -> (B, C, T)."""
-
-    def __init__(self, channels: int, kernel: int, dilations: tuple[int, ...]):
-        super().__init__()
-        self.convs1 = nn.ModuleList(_causal(channels, channels, kernel, d) for d in dilations)
-        self.convs2 = nn.ModuleList(_causal(channels, channels, kernel) for _ in dilations)
-        self.activations1 = nn.ModuleList(Snake(channels) for _ in dilations)
-        self.activations2 = nn.ModuleList(Snake(channels) for _ in dilations)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for act1, conv1, act2, conv2 in zip(
-            self.activations1, self.convs1, self.activations2, self.convs2, strict=True
-        ):
-            x = conv2(act2(conv1(act1(x)))) + x
-        return x
 
 
 class CausalF0Predictor(nn.Module):
@@ -220,7 +200,7 @@ class CausalHarmonicSource(nn.Module):
         return torch.tanh(self.l_linear(sine_waves)).transpose(1, 2)
 
 
-class CausalHiFTVocoder(nn.Module):
+class CausalHiFTVocoder(ISTFTHead):
     """CosyVoice 3's CausalHiFTGenerator with its F0 predictor: mel (B, 80, T) -> audio."""
 
     def __init__(self, cfg: HiFTConfig):
@@ -246,11 +226,11 @@ class CausalHiFTVocoder(nn.Module):
                 else DownsampleConv1d(spec_channels, widths[i + 1], r)
             )
         self.source_resblocks = nn.ModuleList(
-            CausalResBlock(widths[i + 1], k, SOURCE_RESBLOCK_DILATIONS)
+            ResBlock(widths[i + 1], k, SOURCE_RESBLOCK_DILATIONS, conv=_causal)
             for i, k in enumerate(cfg.source_resblock_kernel_sizes)
         )
         self.resblocks = nn.ModuleList(
-            CausalResBlock(widths[i + 1], k, d)
+            ResBlock(widths[i + 1], k, d, conv=_causal)
             for i in range(len(rates))
             for k, d in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilations, strict=True)
         )
@@ -267,15 +247,6 @@ class CausalHiFTVocoder(nn.Module):
         if self.f0_predictor.classifier.weight.dtype != torch.float64:
             self.f0_predictor.to(torch.float64)
         return self.f0_predictor(mel.to(torch.float64), finalize).to(mel)
-
-    def source_stft(self, source: torch.Tensor) -> torch.Tensor:
-        """source (B, 1, L) -> (B, n_fft + 2, L / hop + 1): real parts, then imaginary."""
-        n_fft = self.cfg.istft_n_fft
-        spec = torch.stft(
-            source.squeeze(1), n_fft, self.cfg.istft_hop, n_fft, self.window, return_complex=True
-        )
-        spec = torch.view_as_real(spec)
-        return torch.cat([spec[..., 0], spec[..., 1]], dim=1)
 
     def predict_spectrum(
         self, mel: torch.Tensor, s_stft: torch.Tensor, finalize: bool = True
@@ -303,19 +274,10 @@ class CausalHiFTVocoder(nn.Module):
             x = xs / n_kernels
         return self.conv_post(F.leaky_relu(x, POST_LRELU_SLOPE))
 
-    def istft(self, spectrum: torch.Tensor) -> torch.Tensor:
-        """conv_post output (B, n_fft + 2, F) -> audio (B, (F - 1)·hop), not yet clamped."""
-        n_bins = self.cfg.istft_n_fft // 2 + 1
-        magnitude = torch.exp(spectrum[:, :n_bins]).clamp(max=MAX_MAGNITUDE)
-        phase = torch.sin(spectrum[:, n_bins:])
-        spec = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
-        n_fft = self.cfg.istft_n_fft
-        return torch.istft(spec, n_fft, self.cfg.istft_hop, n_fft, self.window)
-
     def decode(self, mel: torch.Tensor, source: torch.Tensor, finalize: bool = True):
         """mel (B, n_mels, T), source (B, 1, 480·T) -> audio (B, 480·T), or
         (B, 480·(T - 5)) unless ``finalize`` (look-ahead, then the held-back last frame)."""
-        audio = self.istft(self.predict_spectrum(mel, self.source_stft(source), finalize))
+        audio = self.inverse_stft(self.predict_spectrum(mel, self.source_stft(source), finalize))
         if not finalize:
             audio = audio[:, : -self.upsample_scale]
         return audio.clamp(-self.cfg.audio_limit, self.cfg.audio_limit)
@@ -333,21 +295,15 @@ class CausalHiFTVocoder(nn.Module):
 
     @torch.inference_mode()
     def inference(
-        self, mel: torch.Tensor, finalize: bool = True
+        self, mel: torch.Tensor, finalize: bool = True, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``forward`` without autograd."""
+        """``forward`` without autograd. ``generator`` is accepted as CosyVoice 2's vocoder
+        takes it; this one draws nothing."""
         return self(mel, finalize)
 
     def stream(self, context_frames: int = STREAM_CONTEXT_FRAMES) -> CausalHiFTStream:
         """A stream for one utterance whose mel arrives in pieces (``CausalHiFTStream``)."""
         return CausalHiFTStream(self, context_frames)
-
-    def remove_weight_norm(self) -> CausalHiFTVocoder:
-        """Fold g·v/‖v‖ into plain weights (load checkpoints first)."""
-        for module in list(self.modules()):
-            if parametrize.is_parametrized(module, "weight"):
-                parametrize.remove_parametrizations(module, "weight")
-        return self
 
 
 class CausalHiFTStream:
@@ -452,7 +408,6 @@ __all__ = [
     "CausalHarmonicSource",
     "CausalHiFTStream",
     "CausalHiFTVocoder",
-    "CausalResBlock",
     "DownsampleConv1d",
     "NoiseTable",
     "UpsampleConv1d",

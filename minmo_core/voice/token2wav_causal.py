@@ -24,31 +24,21 @@ import torch
 
 from minmo_core.voice.flow_dit import DiTFlowDecoder
 from minmo_core.voice.hift_causal import CausalHiFTStream, CausalHiFTVocoder
-from minmo_core.voice.token2wav import FIXED, ChunkSchedule, FlowPrompt, Token2WavStream
+from minmo_core.voice.token2wav import (
+    FIXED,
+    ChunkSchedule,
+    FlowPrompt,
+    Token2Wav,
+    Token2WavStream,
+)
 
 
-class CausalToken2Wav:
-    """DiTFlowDecoder + CausalHiFTVocoder (CosyVoice 3)."""
+class CausalToken2Wav(Token2Wav):
+    """DiTFlowDecoder + CausalHiFTVocoder (CosyVoice 3): Token2Wav's whole-utterance
+    rendering as it is, its own stream."""
 
-    def __init__(
-        self, flow: DiTFlowDecoder, vocoder: CausalHiFTVocoder, chunk_tokens: int = 15
-    ) -> None:
-        self.flow = flow
-        self.vocoder = vocoder
-        self.chunk_tokens = chunk_tokens
-        self.lookahead = flow.cfg.pre_lookahead_len
-
-    @torch.inference_mode()
-    def synthesize(
-        self, tokens: list[int], prompt: FlowPrompt, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """All tokens at once (full attention) -> audio (N,) float32, N = 2 x 480 x tokens.
-        (The causal vocoder draws nothing: ``generator`` is accepted for the interface.)"""
-        mel = self.flow.inference(
-            torch.tensor([tokens]), prompt.tokens, prompt.mel, prompt.embedding, False, True
-        )
-        audio, _ = self.vocoder.inference(mel.to(self._vocoder_dtype))
-        return audio[0].float().cpu()
+    flow: DiTFlowDecoder
+    vocoder: CausalHiFTVocoder
 
     def stream(
         self,
@@ -62,10 +52,6 @@ class CausalToken2Wav:
         always re-runs the group so far (``reencode`` is accepted for the interface)."""
         schedule = schedule or ChunkSchedule((self.chunk_tokens,), f"fixed {self.chunk_tokens}")
         return CausalToken2WavStream(self, prompt, generator, schedule, clock)
-
-    @property
-    def _vocoder_dtype(self) -> torch.dtype:
-        return next(self.vocoder.parameters()).dtype
 
 
 class CausalToken2WavStream(Token2WavStream):
