@@ -105,6 +105,8 @@ def fetch_source(cache: Path = CACHE_DIR, tarball: Path | None = None) -> Path:
                 part.unlink()
             else:
                 raise SystemExit("could not download SpeexDSP's source:\n  " + "\n  ".join(errors))
+    if not tarball.is_file():
+        raise SystemExit(f"{tarball} does not exist: give SpeexDSP {VERSION}'s release tarball")
     if _sha256(tarball) != SHA256:
         raise SystemExit(f"{tarball} is not SpeexDSP {VERSION}'s release: SHA-256 differs")
     return tarball

@@ -136,3 +136,5 @@ def test_a_tarball_that_is_not_the_pinned_release_is_refused(tmp_path) -> None:
     with pytest.raises(SystemExit, match=r"not SpeexDSP 1\.2\.1.s release: SHA-256 differs"):
         build_speexdsp.build("linux-x86_64", tmp_path / "out", fake)
     assert not (tmp_path / "out" / "libspeexdsp.so").exists()
+    with pytest.raises(SystemExit, match="does not exist: give SpeexDSP"):
+        build_speexdsp.build("linux-x86_64", tmp_path / "out", tmp_path / "missing.tar.gz")
