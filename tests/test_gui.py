@@ -328,6 +328,31 @@ def test_push_to_talk_with_space(window, qtbot, qwen_dir, voice, sensevoice, fix
     assert load_settings()[0].talk_mode == "hands-free"
 
 
+def test_the_style_panel_marks_what_the_loaded_release_did_not_learn(qtbot) -> None:
+    from app.gui.widgets.style import StylePanel
+
+    panel = StylePanel()
+    qtbot.addWidget(panel)
+    dialect, volume = panel.menus["dialect"], panel.menus["volume"]
+    henan, zhengzhou = dialect.findData("henan"), dialect.findData("zhengzhou")
+    volume.setCurrentIndex(volume.findData("loud"))
+    dialect.setCurrentIndex(henan)
+    assert panel.cosyvoice == 2
+    assert dialect.itemText(henan) == "Henan (experimental)"
+    assert dialect.itemText(zhengzhou) == "Zhengzhou"
+    assert dialect.itemData(zhengzhou, Qt.ItemDataRole.ToolTipRole) == "郑州话"
+    with qtbot.assertNotEmitted(panel.changed):
+        panel.set_backend(3)  # a CosyVoice 3 pack was loaded
+    assert dialect.itemText(henan) == "Henan" and dialect.itemText(zhengzhou).endswith(
+        "(experimental)"
+    )
+    assert dialect.itemData(henan, Qt.ItemDataRole.ToolTipRole) == "请用河南话表达。"
+    assert volume.itemText(volume.findData("loud")) == "Loud"
+    assert panel.values()["dialect"] == "henan" and panel.values()["volume"] == "loud"
+    panel.set_backend(None)  # no voice loaded: the marks stay as they were
+    assert panel.cosyvoice == 3
+
+
 def test_style_and_voice_changes_reach_the_engine(
     window, qtbot, qwen_dir, voice, sensevoice, tiny_release_dir, fixtures_dir, monkeypatch
 ):

@@ -1,4 +1,4 @@
-"""CosyVoice 2 instruction styles: parsing, the contradiction rules, rendering, menus."""
+"""CosyVoice 2 and 3 instruction styles: parsing, the contradiction rules, rendering, menus."""
 
 from __future__ import annotations
 
@@ -12,13 +12,22 @@ from minmo_core.voice.styles import (
     Persona,
     SpeakingRate,
     VoiceStyle,
+    Volume,
     check_style,
     choices,
     instruction_is_empty,
     render_instruction,
+    trained,
 )
+from minmo_core.voice.voice_prompt import InstructPrompt, lm_prompt
 
-SLOT_KINDS = {"emotion": Emotion, "dialect": Dialect, "rate": SpeakingRate, "persona": Persona}
+SLOT_KINDS = {
+    "emotion": Emotion,
+    "dialect": Dialect,
+    "rate": SpeakingRate,
+    "persona": Persona,
+    "volume": Volume,
+}
 
 
 @pytest.mark.parametrize(
@@ -52,7 +61,7 @@ def test_parse_accepts_names_variants_and_chinese_wordings(
     style = VoiceStyle.parse(**{slot: name})
     assert getattr(style, slot) is expected
     others = [getattr(style, s) for s in SLOT_KINDS if s != slot]
-    assert others == [None, None, None]
+    assert others == [None, None, None, None]
 
 
 def test_parse_fills_every_slot_at_once() -> None:
@@ -98,7 +107,12 @@ MENU_LABELS = [
 def test_every_menu_label_parses_in_its_own_slot_only(slot: str, value: str, label: str) -> None:
     assert getattr(VoiceStyle.parse(**{slot: label}), slot).value == value
     for other in SLOT_KINDS.keys() - {slot}:
-        with pytest.raises(ConfigError, match=f"is a value for {slot}, not for {other}"):
+        if label.lower() == "normal" and other in ("rate", "volume"):
+            assert getattr(VoiceStyle.parse(**{other: label}), other).value == "normal"
+            continue  # a normal rate and a normal volume: the one shared name
+        with pytest.raises(
+            ConfigError, match=f"is a value for [a-z ]*{slot}[a-z ]*, not for {other}"
+        ):
             VoiceStyle.parse(**{other: label})
 
 
@@ -193,15 +207,113 @@ def test_every_value_renders_its_wording(value: object) -> None:
         assert en == f"Speak {value.wording.en_phrase}.{END_OF_PROMPT}"
 
 
-def test_menus_list_every_value_once_and_mark_only_wuhan_experimental() -> None:
-    menus = choices()
-    assert list(menus) == ["persona", "dialect", "emotion", "rate"]
+CV2_UNTRAINED = {("dialect", d) for d in (
+    "wuhan", "northeastern", "gansu", "guizhou", "henan", "hubei", "hunan", "jiangxi", "minnan",
+    "ningxia", "shanxi", "shaanxi", "shandong", "yunnan",
+)} | {("volume", "soft"), ("volume", "loud")}  # fmt: skip
+CV3_TRAINED = {
+    ("dialect", d) for d in (
+        "cantonese", "sichuanese", "shanghainese", "tianjin", "northeastern", "gansu", "guizhou",
+        "henan", "hubei", "hunan", "jiangxi", "minnan", "ningxia", "shanxi", "shaanxi",
+        "shandong", "yunnan",
+    )
+} | {("emotion", "happy"), ("emotion", "sad"), ("emotion", "angry"), ("rate", "very_slow"),
+     ("rate", "very_fast"), ("persona", "robot"), ("persona", "peppa"), ("volume", "soft"),
+     ("volume", "loud")}  # fmt: skip
+
+
+@pytest.mark.parametrize("cosyvoice", [2, 3])
+def test_menus_list_every_value_once_and_mark_what_the_release_did_not_learn(cosyvoice) -> None:
+    menus = choices(cosyvoice)
+    assert list(menus) == ["persona", "dialect", "emotion", "rate", "volume"]
     for slot, entries in menus.items():
         assert [e.value for e in entries] == [m.value for m in SLOT_KINDS[slot]]
         assert len({e.zh for e in entries}) == len({e.en for e in entries}) == len(entries)
-    experimental = [(slot, e.value) for slot, es in menus.items() for e in es if e.experimental]
-    assert experimental == [("dialect", "wuhan")]
-    assert Dialect.WUHAN.wording.experimental
+    experimental = {(slot, e.value) for slot, es in menus.items() for e in es if e.experimental}
+    if cosyvoice == 2:
+        assert experimental == CV2_UNTRAINED
+        assert Dialect.WUHAN.wording.experimental
+    else:
+        everything = {(slot, e.value) for slot, es in menus.items() for e in es}
+        nothing = {("rate", "normal"), ("volume", "normal")}
+        assert experimental == everything - CV3_TRAINED - nothing
+    with pytest.raises(ConfigError, match="CosyVoice 4"):
+        choices(4)
+
+
+# Fun-CosyVoice3-0.5B-2512's instruct_list (cosyvoice/utils/common.py at ace7c47f): the
+# instructions its LM was trained on, each one request
+RELEASE_V3 = [
+    *(f"You are a helpful assistant. 请用{d}表达。<|endofprompt|>" for d in (
+        "广东话", "东北话", "甘肃话", "贵州话", "河南话", "湖北话", "湖南话", "江西话", "闽南话",
+        "宁夏话", "山西话", "陕西话", "山东话", "上海话", "四川话", "天津话", "云南话",
+    )),
+    "You are a helpful assistant. Please say a sentence as loudly as possible.<|endofprompt|>",
+    "You are a helpful assistant. Please say a sentence in a very soft voice.<|endofprompt|>",
+    "You are a helpful assistant. 请用尽可能慢地语速说一句话。<|endofprompt|>",
+    "You are a helpful assistant. 请用尽可能快地语速说一句话。<|endofprompt|>",
+    "You are a helpful assistant. 请非常开心地说一句话。<|endofprompt|>",
+    "You are a helpful assistant. 请非常伤心地说一句话。<|endofprompt|>",
+    "You are a helpful assistant. 请非常生气地说一句话。<|endofprompt|>",
+    "You are a helpful assistant. 我想体验一下小猪佩奇风格，可以吗？<|endofprompt|>",
+    "You are a helpful assistant. 你可以尝试用机器人的方式解答吗？<|endofprompt|>",
+]  # fmt: skip
+
+
+def test_cosyvoice3_prompts_of_trained_values_are_the_releases_instructions() -> None:
+    prompts = {}
+    for slot, kind in SLOT_KINDS.items():
+        for member in kind:
+            if trained(member, 3) and member.value != "normal":
+                style = VoiceStyle(**{slot: member})
+                text, tokens = lm_prompt(InstructPrompt(style), cosyvoice=3)
+                assert tokens == []
+                prompts[text] = (slot, member.value)
+    assert sorted(prompts) == sorted(RELEASE_V3)
+    assert set(prompts.values()) == CV3_TRAINED
+
+
+def test_cosyvoice3_words_untrained_values_in_its_own_patterns() -> None:
+    assert render_instruction(VoiceStyle(dialect=Dialect.ZHENGZHOU), cosyvoice=3) == (
+        "请用郑州话表达。" + END_OF_PROMPT
+    )
+    assert render_instruction(VoiceStyle(emotion=Emotion.FEARFUL), cosyvoice=3) == (
+        "请非常害怕地说一句话。" + END_OF_PROMPT
+    )
+    assert render_instruction(VoiceStyle(persona=Persona.ELEGANT), cosyvoice=3) == (
+        "我想体验一下优雅风格，可以吗？" + END_OF_PROMPT
+    )
+    assert render_instruction(VoiceStyle(rate=SpeakingRate.FAST), cosyvoice=3).startswith("请用")
+    assert not trained(Dialect.ZHENGZHOU, 3) and trained(Dialect.ZHENGZHOU, 2)
+    assert trained(Dialect.HENAN, 3) and not trained(Dialect.HENAN, 2)
+    assert trained(Volume.NORMAL, 2) and trained(SpeakingRate.NORMAL, 3)
+
+
+def test_cosyvoice3_joins_requests_in_order_and_ignores_the_wording_language() -> None:
+    style = VoiceStyle(
+        Emotion.HAPPY, Dialect.SICHUANESE, SpeakingRate.VERY_FAST, Persona.ROBOT, Volume.LOUD
+    )
+    expected = (
+        "你可以尝试用机器人的方式解答吗？请用四川话表达。请非常开心地说一句话。"
+        "请用尽可能快地语速说一句话。 Please say a sentence as loudly as possible." + END_OF_PROMPT
+    )
+    assert render_instruction(style, "zh", cosyvoice=3) == expected
+    assert render_instruction(style, "en", cosyvoice=3) == expected  # no rule 2 on CosyVoice 3
+    with pytest.raises(ConfigError, match="needs a Chinese"):
+        render_instruction(style, "en", cosyvoice=2)
+    text, _ = lm_prompt(InstructPrompt(style, language="en"), cosyvoice=3)
+    assert text == "You are a helpful assistant. " + expected
+    with pytest.raises(ConfigError, match="needs a Chinese"):
+        lm_prompt(InstructPrompt(style, language="en"), cosyvoice=2)
+
+
+def test_volume_on_cosyvoice2_is_worded_like_its_other_requests() -> None:
+    style = VoiceStyle(emotion=Emotion.CALM, volume=Volume.SOFT)
+    assert render_instruction(style, "zh") == "用冷静的情感，用轻柔的声音说这句话" + END_OF_PROMPT
+    assert render_instruction(style, "en") == "Speak calmly, softly." + END_OF_PROMPT
+    assert instruction_is_empty(VoiceStyle(rate=SpeakingRate.NORMAL, volume=Volume.NORMAL))
+    assert VoiceStyle.parse(volume="大声").volume is Volume.LOUD
+    assert VoiceStyle.parse(volume="Soft").volume is Volume.SOFT
 
 
 def test_the_release_lists_are_all_there() -> None:

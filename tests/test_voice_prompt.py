@@ -213,8 +213,11 @@ def test_instruct_prompt_in_english_wording() -> None:
 
 
 def test_instruct_prompt_applies_the_style_rules() -> None:
+    english_dialect = InstructPrompt(VoiceStyle(dialect=Dialect.TIANJIN), language="en")
     with pytest.raises(ConfigError, match="needs a Chinese instruction"):
-        InstructPrompt(VoiceStyle(dialect=Dialect.TIANJIN), language="en")
+        lm_prompt(english_dialect, cosyvoice=2)  # CosyVoice 2 learned dialects in Chinese
+    text, _ = lm_prompt(english_dialect, cosyvoice=3)  # CosyVoice 3 has its own sentences
+    assert text == "You are a helpful assistant. 请用天津话表达。" + END_OF_PROMPT
     with pytest.raises(ConfigError, match="unknown instruction language"):
         InstructPrompt(VoiceStyle(emotion=Emotion.SAD), language="de")  # type: ignore[arg-type]
 

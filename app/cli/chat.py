@@ -60,12 +60,11 @@ def llm_config(args: argparse.Namespace) -> LLMConfig:
 
 
 def engine_settings(args: argparse.Namespace, config: LLMConfig, speak: bool):
+    from app.cli.options import style_from_args
     from minmo_core.engine.engine import EngineSettings
     from minmo_core.engine.reply import VoiceSettings
-    from minmo_core.voice.styles import VoiceStyle, check_style
 
-    style = VoiceStyle.parse(args.emotion, args.dialect, args.rate, args.persona)
-    check_style(style, args.wording)
+    style = style_from_args(args)
     return EngineSettings(
         system_prompt=config.system_prompt,
         voice=VoiceSettings(style=style, wording=args.wording),

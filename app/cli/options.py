@@ -87,25 +87,56 @@ def add_allow_unpinned(p: argparse.ArgumentParser) -> None:
 
 
 def add_style(p: argparse.ArgumentParser) -> None:
-    """--emotion/--dialect/--rate/--persona with their values listed in --help."""
+    """--emotion/--dialect/--rate/--persona/--volume with their values listed in --help."""
     from minmo_core.voice.styles import choices
 
-    menus = choices()
+    menus = {g: choices(g) for g in (2, 3)}
     helps = {
         "emotion": "how it feels",
-        "dialect": "a Chinese dialect (with --wording zh)",
+        "dialect": "a Chinese dialect (CosyVoice 2: with --wording zh)",
         "rate": "speaking rate",
         "persona": "a role to play",
+        "volume": "how loud",
     }
-    for slot, entries in menus.items():
-        values = ", ".join(c.value + (" (experimental)" if c.experimental else "") for c in entries)
-        p.add_argument(f"--{slot}", metavar="NAME", help=f"{helps[slot]}: {values}")
+    for slot, entries in menus[2].items():
+        values = ", ".join(c.value for c in entries)
+        untrained = [
+            f"on CosyVoice {g}: " + ", ".join(c.value for c in menus[g][slot] if c.experimental)
+            for g in menus
+            if any(c.experimental for c in menus[g][slot])
+        ]
+        note = f" (experimental {'; '.join(untrained)})" if untrained else ""
+        p.add_argument(f"--{slot}", metavar="NAME", help=f"{helps[slot]}: {values}{note}")
     p.add_argument(
         "--wording",
         choices=["zh", "en"],
         default="zh",
-        help="language of the style instruction (default zh)",
+        help="language of CosyVoice 2's style instruction (default zh; CosyVoice 3 uses its "
+        "release's sentences)",
     )
+
+
+def style_from_args(args: argparse.Namespace):
+    """The VoiceStyle the options name, checked against the wording rules of the CosyVoice
+    release that will speak: the one in --cosyvoice or MINMO_COSYVOICE_DIR when that folder
+    exists, else the default CosyVoice 2 (checked again with :func:`check_style_for` once
+    the folder is known)."""
+    from minmo_core.voice.styles import VoiceStyle
+
+    style = VoiceStyle.parse(args.emotion, args.dialect, args.rate, args.persona, args.volume)
+    given = getattr(args, "cosyvoice", None) or os.environ.get(COSYVOICE_FOLDER[0])
+    check_style_for(style, args.wording, Path(given) if given else None)
+    return style
+
+
+def check_style_for(style, wording: str, folder: Path | None) -> None:
+    """ConfigError when the CosyVoice release in ``folder`` (None or not there: CosyVoice 2,
+    the default) cannot word ``style`` in ``wording``; reads only the folder's yaml."""
+    from minmo_core.common.release_config import release_generation
+    from minmo_core.voice.styles import check_style
+
+    generation = release_generation(folder) if folder is not None and folder.is_dir() else 2
+    check_style(style, wording, generation)
 
 
 def text_argument(words: list[str]) -> str:

@@ -13,7 +13,9 @@ from app.cli.options import (
     add_allow_unpinned,
     add_device,
     add_style,
+    check_style_for,
     folder_help,
+    style_from_args,
     text_argument,
 )
 from minmo_core.common.paths import model_folder
@@ -42,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
 def run(args: argparse.Namespace) -> int:
     from minmo_core.common.devices import resolve_device
     from minmo_core.voice.speech_tokens import SpeechTokenGenerator
-    from minmo_core.voice.styles import VoiceStyle, check_style, instruction_is_empty
+    from minmo_core.voice.styles import instruction_is_empty
     from minmo_core.voice.voice_lm import RasSampler, greedy_sampler, load_voice_lm
     from minmo_core.voice.voice_prompt import (
         InstructPrompt,
@@ -52,11 +54,11 @@ def run(args: argparse.Namespace) -> int:
     )
 
     text = text_argument(args.text)
-    style = VoiceStyle.parse(args.emotion, args.dialect, args.rate, args.persona)
-    check_style(style, args.wording)
+    style = style_from_args(args)
     voice = VoiceProfile.load(args.voice) if args.voice else None
     device = resolve_device(args.device)
     folder = model_folder(args.cosyvoice, *COSYVOICE_FOLDER)
+    check_style_for(style, args.wording, folder)
     if not instruction_is_empty(style):
         prompt = InstructPrompt(style, voice, args.wording)
     else:

@@ -11,8 +11,10 @@ from app.cli.options import (
     add_device,
     add_style,
     audio_output,
+    check_style_for,
     existing_file,
     folder_help,
+    style_from_args,
     text_argument,
 )
 from minmo_core.common.paths import model_folder
@@ -28,9 +30,9 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
         help="speak a text into an audio file (and the speakers)",
         description=(
             "Speak a text with CosyVoice 2, streaming 0.6 s chunks into the file (and the "
-            "speakers with --play). A style (--emotion, --dialect, --rate, --persona) is an "
-            "instruction to the voice LM; --voice clones a voice from a 3-30 s clip or a "
-            "saved profile."
+            "speakers with --play). A style (--emotion, --dialect, --rate, --persona, "
+            "--volume) is an instruction to the voice LM; --voice clones a voice from a "
+            "3-30 s clip or a saved profile."
         ),
     )
     p.add_argument("text", nargs="+", help="what to say")
@@ -140,19 +142,18 @@ def run(args: argparse.Namespace) -> int:
     import soundfile as sf
 
     from minmo_core.common.devices import resolve_device
-    from minmo_core.voice.styles import VoiceStyle, check_style
     from minmo_core.voice.token2wav import SCHEDULES
     from minmo_core.voice.tts import SAMPLE_RATE, SpeechSynthesizer
 
     text = text_argument(args.text)
-    style = VoiceStyle.parse(args.emotion, args.dialect, args.rate, args.persona)
-    check_style(style, args.wording)
+    style = style_from_args(args)
     file_format, subtype = audio_output(args.output)
     check_voice_options(args)
     if args.play:
         check_output_device()
     device = resolve_device(args.device)
     folder = model_folder(args.cosyvoice, *COSYVOICE_FOLDER)
+    check_style_for(style, args.wording, folder)
     voice = _voice(args, folder)
     synth = SpeechSynthesizer.from_folder(
         folder, device, args.allow_unpinned, args.greedy, args.seed

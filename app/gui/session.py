@@ -30,6 +30,8 @@ class Session:
     def __init__(self, engine, live=None, studio=None, notify: Callable | None = None) -> None:
         self.engine, self.live, self.studio = engine, live, studio
         self.notify = notify or (lambda event: None)
+        voice = getattr(engine, "voice", None)  # which CosyVoice speaks (None: text only)
+        self.cosyvoice: int | None = getattr(voice, "cosyvoice", None)
         self._style_lock = threading.Lock()
         self._style_job = 0
 
@@ -62,7 +64,7 @@ class Session:
 
     # -- how it speaks ----------------------------------------------------------------------
     def set_style(self, values: dict, library=None) -> threading.Thread:
-        """Emotion, dialect, rate and persona names and a library voice's name (None: the
+        """Emotion, dialect, rate, persona and volume names and a library voice's name (None: the
         default voice), from the next reply. The voice is read on a thread of its own; of
         quick successive changes the last one wins."""
         with self._style_lock:
@@ -82,7 +84,7 @@ class Session:
         try:
             style = VoiceStyle.parse(
                 values.get("emotion"), values.get("dialect"), values.get("rate"),
-                values.get("persona"),
+                values.get("persona"), values.get("volume"),
             )  # fmt: skip
             profile = None
             if values.get("voice"):

@@ -66,6 +66,7 @@ class Settings:
     dialect: str | None = None
     rate: str | None = None
     persona: str | None = None
+    volume: str | None = None
     voice: str | None = None  # a saved voice's name
     extra: dict = field(default_factory=dict)  # keys of newer versions, kept as they were
 

@@ -266,6 +266,7 @@ class MainWindow(QMainWindow):
             session.engine.turns.extend(old)
         self._carry_turns = None
         self.engine = session
+        self.style_panel.set_backend(getattr(session, "cosyvoice", None))
         import gc
 
         gc.collect(1)  # young garbage of the load (cheap) ...
@@ -389,7 +390,7 @@ class MainWindow(QMainWindow):
     def _style_values(self) -> dict:
         s = self.settings
         return {"emotion": s.emotion, "dialect": s.dialect, "rate": s.rate,
-                "persona": s.persona, "voice": s.voice}  # fmt: skip
+                "persona": s.persona, "volume": s.volume, "voice": s.voice}  # fmt: skip
 
     @Slot(dict)
     def style_changed(self, values: dict) -> None:

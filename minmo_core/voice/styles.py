@@ -1,4 +1,5 @@
-"""How the reply should sound: CosyVoice 2's natural-language instructions, as types.
+"""How the reply should sound: CosyVoice 2's and CosyVoice 3's natural-language
+instructions, as types.
 
 CosyVoice 2's speech-token LM was trained with an instruction as its prompt text, closed by
 the ``<|endofprompt|>`` token (the release's frontend appends it to the instruction; its
@@ -27,6 +28,25 @@ Rules a style must follow (checked by :func:`check_style`, hence by
 
 Wuhanese (武汉话) is named among the release README's supported "Chinese dialects" but is not
 in the instruction table, so :attr:`Dialect.WUHAN` is kept and marked ``experimental``.
+
+CosyVoice 3 (Fun-CosyVoice3-0.5B-2512) words its instructions differently: one sentence per
+request after the system sentence, as the release's ``instruct_list``
+(cosyvoice/utils/common.py) lists them:
+
+- dialect: ``请用四川话表达。`` for 广东话, 东北话, 甘肃话, 贵州话, 河南话, 湖北话, 湖南话,
+  江西话, 闽南话, 宁夏话, 山西话, 陕西话, 山东话, 上海话, 四川话, 天津话, 云南话;
+- volume: ``Please say a sentence as loudly as possible.`` and
+  ``Please say a sentence in a very soft voice.`` (in English);
+- speed: ``请用尽可能慢地语速说一句话。`` and ``请用尽可能快地语速说一句话。``;
+- emotion: ``请非常开心地说一句话。``, ``伤心``, ``生气``;
+- role-play: ``我想体验一下小猪佩奇风格，可以吗？``, ``你可以尝试用机器人的方式解答吗？``.
+
+Every value renders on both backends. A value one release was not trained on is rendered in
+that release's phrasing (``请用郑州话表达。`` for CosyVoice 3, ``用河南话说这句话`` for
+CosyVoice 2) and marked experimental for that backend (:func:`trained`, :func:`choices`), so
+a style survives a change of voice pack. CosyVoice 3's sentences are the release's own in
+either wording language; requests are joined in the fixed order persona, dialect, emotion,
+rate, volume (the release trained them one at a time).
 """
 
 from __future__ import annotations
@@ -39,6 +59,7 @@ from minmo_core.errors import ConfigError
 
 END_OF_PROMPT = "<|endofprompt|>"  # closes the instruction; text id 151646 in the tokenizer
 LANGUAGES = ("zh", "en")  # wordings an instruction can be rendered in
+BACKENDS = (2, 3)  # CosyVoice generations an instruction can be rendered for
 
 Language = Literal["zh", "en"]
 
@@ -51,7 +72,9 @@ class Wording:
     en: str  # English menu label
     en_phrase: str | None  # the words in an English instruction; None: no English wording
     zh_aliases: tuple[str, ...] = ()  # other Chinese words that parse to this value
-    experimental: bool = False  # not among the instructions the release was trained on
+    experimental: bool = False  # not among the instructions CosyVoice 2 was trained on
+    cv3: str | None = None  # CosyVoice 3's sentence; None: built from the pattern, untrained
+    cv3_trained: bool = False  # the sentence is one of CosyVoice 3's instruct_list
 
 
 class Emotion(StrEnum):
@@ -68,11 +91,12 @@ class Emotion(StrEnum):
 
     @property
     def wording(self) -> Wording:
-        return _WORDINGS[self]
+        return _WORDINGS[type(self), self]
 
 
 class Dialect(StrEnum):
-    """The dialects of the paper's Table 1, plus Wuhanese (``experimental``: README only)."""
+    """The dialects of CosyVoice 2's Table 1, plus Wuhanese (``experimental``: README only),
+    then the rest of CosyVoice 3's instruct_list."""
 
     CANTONESE = "cantonese"
     SICHUANESE = "sichuanese"
@@ -81,10 +105,23 @@ class Dialect(StrEnum):
     CHANGSHA = "changsha"
     TIANJIN = "tianjin"
     WUHAN = "wuhan"
+    NORTHEASTERN = "northeastern"
+    GANSU = "gansu"
+    GUIZHOU = "guizhou"
+    HENAN = "henan"
+    HUBEI = "hubei"
+    HUNAN = "hunan"
+    JIANGXI = "jiangxi"
+    MINNAN = "minnan"
+    NINGXIA = "ningxia"
+    SHANXI = "shanxi"
+    SHAANXI = "shaanxi"
+    SHANDONG = "shandong"
+    YUNNAN = "yunnan"
 
     @property
     def wording(self) -> Wording:
-        return _WORDINGS[self]
+        return _WORDINGS[type(self), self]
 
 
 class SpeakingRate(StrEnum):
@@ -98,7 +135,7 @@ class SpeakingRate(StrEnum):
 
     @property
     def wording(self) -> Wording:
-        return _WORDINGS[self]
+        return _WORDINGS[type(self), self]
 
 
 class Persona(StrEnum):
@@ -114,39 +151,149 @@ class Persona(StrEnum):
 
     @property
     def wording(self) -> Wording:
-        return _WORDINGS[self]
+        return _WORDINGS[type(self), self]
 
 
-StyleValue = Emotion | Dialect | SpeakingRate | Persona
+class Volume(StrEnum):
+    """CosyVoice 3's two volume instructions, plus ``normal``, which renders nothing."""
 
-_WORDINGS: dict[StyleValue, Wording] = {
-    Emotion.HAPPY: Wording("高兴", "Happy", "happily", ("开心",)),
-    Emotion.SAD: Wording("悲伤", "Sad", "sadly", ("伤心",)),
-    Emotion.SURPRISED: Wording("惊讶", "Surprised", "with surprise"),
-    Emotion.ANGRY: Wording("愤怒", "Angry", "angrily", ("生气",)),
-    Emotion.FEARFUL: Wording("恐惧", "Fearful", "fearfully", ("害怕",)),
-    Emotion.DISGUSTED: Wording("厌恶", "Disgusted", "with disgust"),
-    Emotion.CALM: Wording("冷静", "Calm", "calmly", ("平静",)),
-    Emotion.SERIOUS: Wording("严肃", "Serious", "seriously"),
-    Dialect.CANTONESE: Wording("粤语", "Cantonese", None, ("广东话",)),
-    Dialect.SICHUANESE: Wording("四川话", "Sichuanese", None),
-    Dialect.SHANGHAINESE: Wording("上海话", "Shanghainese", None),
-    Dialect.ZHENGZHOU: Wording("郑州话", "Zhengzhou", None),
-    Dialect.CHANGSHA: Wording("长沙话", "Changsha", None),
-    Dialect.TIANJIN: Wording("天津话", "Tianjin", None),
-    Dialect.WUHAN: Wording("武汉话", "Wuhan", None, experimental=True),
-    SpeakingRate.VERY_SLOW: Wording("非常慢速", "Very slow", "at a very slow pace"),
-    SpeakingRate.SLOW: Wording("慢速", "Slow", "at a slow pace"),
-    SpeakingRate.NORMAL: Wording("正常", "Normal", None, ("正常语速",)),
-    SpeakingRate.FAST: Wording("快速", "Fast", "at a fast pace"),
-    SpeakingRate.VERY_FAST: Wording("非常快速", "Very fast", "at a very fast pace"),
-    Persona.MYSTERIOUS: Wording("神秘", "Mysterious", "in the role of a mysterious character"),
-    Persona.FIERCE: Wording("凶猛", "Fierce", "in the role of a fierce character"),
-    Persona.CURIOUS: Wording("好奇", "Curious", "in the role of a curious character"),
-    Persona.ELEGANT: Wording("优雅", "Elegant", "in the role of an elegant character"),
-    Persona.LONELY: Wording("孤独", "Lonely", "in the role of a lonely character"),
-    Persona.ROBOT: Wording("机器人", "Robot", "in the role of a robot"),
-    Persona.PEPPA: Wording("小猪佩奇", "Peppa Pig", "in the role of Peppa Pig"),
+    SOFT = "soft"
+    NORMAL = "normal"
+    LOUD = "loud"
+
+    @property
+    def wording(self) -> Wording:
+        return _WORDINGS[type(self), self]
+
+
+StyleValue = Emotion | Dialect | SpeakingRate | Persona | Volume
+
+_D3 = "请用{}表达。"  # CosyVoice 3's dialect sentence
+_E3 = "请非常{}地说一句话。"  # ... emotion sentence
+# keyed by (kind, member): StrEnum members equal their strings, so SpeakingRate.NORMAL ==
+# Volume.NORMAL == "normal" would share one key
+_WORDINGS: dict[tuple[type, StyleValue], Wording] = {
+    (Emotion, Emotion.HAPPY): Wording(
+        "高兴", "Happy", "happily", ("开心",), cv3=_E3.format("开心"), cv3_trained=True
+    ),
+    (Emotion, Emotion.SAD): Wording(
+        "悲伤", "Sad", "sadly", ("伤心",), cv3=_E3.format("伤心"), cv3_trained=True
+    ),
+    (Emotion, Emotion.SURPRISED): Wording(
+        "惊讶", "Surprised", "with surprise", cv3=_E3.format("惊讶")
+    ),
+    (Emotion, Emotion.ANGRY): Wording(
+        "愤怒", "Angry", "angrily", ("生气",), cv3=_E3.format("生气"), cv3_trained=True
+    ),
+    (Emotion, Emotion.FEARFUL): Wording(
+        "恐惧", "Fearful", "fearfully", ("害怕",), cv3=_E3.format("害怕")
+    ),
+    (Emotion, Emotion.DISGUSTED): Wording(
+        "厌恶", "Disgusted", "with disgust", cv3=_E3.format("厌恶")
+    ),
+    (Emotion, Emotion.CALM): Wording("冷静", "Calm", "calmly", ("平静",), cv3=_E3.format("冷静")),
+    (Emotion, Emotion.SERIOUS): Wording("严肃", "Serious", "seriously", cv3=_E3.format("严肃")),
+    (Dialect, Dialect.CANTONESE): Wording(
+        "粤语", "Cantonese", None, ("广东话",), cv3=_D3.format("广东话"), cv3_trained=True
+    ),
+    (Dialect, Dialect.SICHUANESE): Wording("四川话", "Sichuanese", None, cv3_trained=True),
+    (Dialect, Dialect.SHANGHAINESE): Wording("上海话", "Shanghainese", None, cv3_trained=True),
+    (Dialect, Dialect.ZHENGZHOU): Wording("郑州话", "Zhengzhou", None),
+    (Dialect, Dialect.CHANGSHA): Wording("长沙话", "Changsha", None),
+    (Dialect, Dialect.TIANJIN): Wording("天津话", "Tianjin", None, cv3_trained=True),
+    (Dialect, Dialect.WUHAN): Wording("武汉话", "Wuhan", None, experimental=True),
+    (Dialect, Dialect.NORTHEASTERN): Wording(
+        "东北话", "Northeastern", None, experimental=True, cv3_trained=True
+    ),
+    (Dialect, Dialect.GANSU): Wording("甘肃话", "Gansu", None, experimental=True, cv3_trained=True),
+    (Dialect, Dialect.GUIZHOU): Wording(
+        "贵州话", "Guizhou", None, experimental=True, cv3_trained=True
+    ),
+    (Dialect, Dialect.HENAN): Wording("河南话", "Henan", None, experimental=True, cv3_trained=True),
+    (Dialect, Dialect.HUBEI): Wording("湖北话", "Hubei", None, experimental=True, cv3_trained=True),
+    (Dialect, Dialect.HUNAN): Wording("湖南话", "Hunan", None, experimental=True, cv3_trained=True),
+    (Dialect, Dialect.JIANGXI): Wording(
+        "江西话", "Jiangxi", None, experimental=True, cv3_trained=True
+    ),
+    (Dialect, Dialect.MINNAN): Wording(
+        "闽南话", "Minnan (Hokkien)", None, experimental=True, cv3_trained=True
+    ),
+    (Dialect, Dialect.NINGXIA): Wording(
+        "宁夏话", "Ningxia", None, experimental=True, cv3_trained=True
+    ),
+    (Dialect, Dialect.SHANXI): Wording(
+        "山西话", "Shanxi", None, experimental=True, cv3_trained=True
+    ),
+    (Dialect, Dialect.SHAANXI): Wording(
+        "陕西话", "Shaanxi", None, experimental=True, cv3_trained=True
+    ),
+    (Dialect, Dialect.SHANDONG): Wording(
+        "山东话", "Shandong", None, experimental=True, cv3_trained=True
+    ),
+    (Dialect, Dialect.YUNNAN): Wording(
+        "云南话", "Yunnan", None, experimental=True, cv3_trained=True
+    ),
+    (SpeakingRate, SpeakingRate.VERY_SLOW): Wording(
+        "非常慢速",
+        "Very slow",
+        "at a very slow pace",
+        cv3="请用尽可能慢地语速说一句话。",
+        cv3_trained=True,
+    ),
+    (SpeakingRate, SpeakingRate.SLOW): Wording(
+        "慢速", "Slow", "at a slow pace", cv3="请用稍慢的语速说一句话。"
+    ),
+    (SpeakingRate, SpeakingRate.NORMAL): Wording("正常", "Normal", None, ("正常语速",)),
+    (SpeakingRate, SpeakingRate.FAST): Wording(
+        "快速", "Fast", "at a fast pace", cv3="请用稍快的语速说一句话。"
+    ),
+    (SpeakingRate, SpeakingRate.VERY_FAST): Wording(
+        "非常快速",
+        "Very fast",
+        "at a very fast pace",
+        cv3="请用尽可能快地语速说一句话。",
+        cv3_trained=True,
+    ),
+    (Persona, Persona.MYSTERIOUS): Wording(
+        "神秘", "Mysterious", "in the role of a mysterious character"
+    ),
+    (Persona, Persona.FIERCE): Wording("凶猛", "Fierce", "in the role of a fierce character"),
+    (Persona, Persona.CURIOUS): Wording("好奇", "Curious", "in the role of a curious character"),
+    (Persona, Persona.ELEGANT): Wording("优雅", "Elegant", "in the role of an elegant character"),
+    (Persona, Persona.LONELY): Wording("孤独", "Lonely", "in the role of a lonely character"),
+    (Persona, Persona.ROBOT): Wording(
+        "机器人",
+        "Robot",
+        "in the role of a robot",
+        cv3="你可以尝试用机器人的方式解答吗？",
+        cv3_trained=True,
+    ),
+    (Persona, Persona.PEPPA): Wording(
+        "小猪佩奇",
+        "Peppa Pig",
+        "in the role of Peppa Pig",
+        cv3="我想体验一下小猪佩奇风格，可以吗？",
+        cv3_trained=True,
+    ),
+    (Volume, Volume.SOFT): Wording(
+        "轻柔",
+        "Soft",
+        "softly",
+        ("小声",),
+        experimental=True,
+        cv3="Please say a sentence in a very soft voice.",
+        cv3_trained=True,
+    ),
+    (Volume, Volume.NORMAL): Wording("正常音量", "Normal", None),
+    (Volume, Volume.LOUD): Wording(
+        "响亮",
+        "Loud",
+        "loudly",
+        ("大声",),
+        experimental=True,
+        cv3="Please say a sentence as loudly as possible.",
+        cv3_trained=True,
+    ),
 }
 
 # VoiceStyle's fields, in rendering order, with the enum each one takes
@@ -155,7 +302,9 @@ _SLOTS: dict[str, type[StyleValue]] = {
     "dialect": Dialect,
     "emotion": Emotion,
     "rate": SpeakingRate,
+    "volume": Volume,
 }
+_NOTHING = (SpeakingRate.NORMAL, Volume.NORMAL)  # values that ask for nothing
 
 
 class Choice(NamedTuple):
@@ -164,7 +313,7 @@ class Choice(NamedTuple):
     value: str  # what VoiceStyle.parse accepts, e.g. "very_fast"
     zh: str  # Chinese label, e.g. "非常快速"
     en: str  # English label, e.g. "Very fast"
-    experimental: bool  # not among the instructions the release was trained on
+    experimental: bool  # not among the instructions the backend's release was trained on
 
 
 def _normalise(name: str) -> str:
@@ -188,20 +337,24 @@ def _parse_slot(slot: str, name: str | None) -> StyleValue | None:
     if member is not None:
         return member
     valid = f"valid {slot} values: " + ", ".join(f"{m.value} ({m.wording.zh})" for m in kind)
-    for other, other_kind in _SLOTS.items():
-        if other != slot and _lookup(other_kind, name) is not None:
-            raise ConfigError(f"{name!r} is a value for {other}, not for {slot}; {valid}")
+    owners = [o for o, k in _SLOTS.items() if o != slot and _lookup(k, name) is not None]
+    if owners:
+        raise ConfigError(
+            f"{name!r} is a value for {' and '.join(owners)}, not for {slot}; {valid}"
+        )
     raise ConfigError(f"unknown {slot} {name!r}; {valid}")
 
 
 @dataclass(frozen=True)
 class VoiceStyle:
-    """How to speak: at most one emotion, dialect, speaking rate and persona (None: unset)."""
+    """How to speak: at most one emotion, dialect, speaking rate, persona and volume
+    (None: unset)."""
 
     emotion: Emotion | None = None
     dialect: Dialect | None = None
     rate: SpeakingRate | None = None
     persona: Persona | None = None
+    volume: Volume | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -217,6 +370,7 @@ class VoiceStyle:
         dialect: str | None = None,
         rate: str | None = None,
         persona: str | None = None,
+        volume: str | None = None,
     ) -> VoiceStyle:
         """Build a style from names a user or a settings file gave.
 
@@ -231,29 +385,62 @@ class VoiceStyle:
             dialect=_parse_slot("dialect", dialect),
             rate=_parse_slot("rate", rate),
             persona=_parse_slot("persona", persona),
+            volume=_parse_slot("volume", volume),
         )
 
     def _spoken(self) -> list[StyleValue]:
         """The set values that change the instruction, in rendering order."""
         values = (getattr(self, slot) for slot in _SLOTS)
-        return [v for v in values if v is not None and v is not SpeakingRate.NORMAL]
+        return [v for v in values if v is not None and v not in _NOTHING]
 
 
 def instruction_is_empty(style: VoiceStyle) -> bool:
     """True when the style asks for nothing, so no instruction is rendered (``normal`` rate
-    alone counts as nothing)."""
+    and volume count as nothing)."""
     return not style._spoken()
 
 
-def check_style(style: VoiceStyle, language: str = "zh") -> None:
-    """Raise ConfigError when ``style`` cannot be worded in ``language`` (the module's rules)."""
+def check_backend(cosyvoice: int) -> None:
+    if cosyvoice not in BACKENDS:
+        raise ConfigError(f"no instruction wording for CosyVoice {cosyvoice}; choose 2 or 3")
+
+
+def check_style(style: VoiceStyle, language: str = "zh", cosyvoice: int = 2) -> None:
+    """Raise ConfigError when ``style`` cannot be worded in ``language`` for CosyVoice
+    ``cosyvoice`` (the module's rules; CosyVoice 3 words dialects in Chinese whatever the
+    language)."""
     if language not in LANGUAGES:
         raise ConfigError(f"unknown instruction language {language!r}; choose one of: zh, en")
-    if language == "en" and style.dialect is not None:
+    check_backend(cosyvoice)
+    if cosyvoice == 2 and language == "en" and style.dialect is not None:
         raise ConfigError(
             f"the dialect {style.dialect.value} ({style.dialect.wording.zh}) needs a Chinese "
             'instruction (language="zh"): CosyVoice 2 learned dialects from Chinese wording only'
         )
+
+
+def trained(value: StyleValue, cosyvoice: int = 2) -> bool:
+    """Whether the ``cosyvoice`` release was trained on an instruction asking for ``value``
+    (``normal`` rate and volume, which render nothing, count as trained)."""
+    check_backend(cosyvoice)
+    if value in _NOTHING:
+        return True
+    if cosyvoice == 2:
+        return not value.wording.experimental
+    return value.wording.cv3_trained
+
+
+def _cv3_sentence(value: StyleValue) -> str:
+    """CosyVoice 3's sentence for ``value``: the release's own, else the same pattern."""
+    w = value.wording
+    if w.cv3 is not None:
+        return w.cv3
+    match value:
+        case Dialect():
+            return _D3.format(w.zh)
+        case Persona():
+            return f"我想体验一下{w.zh}风格，可以吗？"
+    raise AssertionError(f"{value!r} has no CosyVoice 3 sentence")  # every other has one
 
 
 def _zh_phrase(value: StyleValue) -> str:
@@ -267,33 +454,45 @@ def _zh_phrase(value: StyleValue) -> str:
             return f"用{word}的情感"
         case SpeakingRate():
             return f"用{word}的语速"
+        case Volume():
+            return f"用{word}的声音"
 
 
-def render_instruction(style: VoiceStyle, language: Language = "zh") -> str:
-    """The LM's prompt text for ``style``, ending with ``<|endofprompt|>``; "" for no style.
+def render_instruction(style: VoiceStyle, language: Language = "zh", cosyvoice: int = 2) -> str:
+    """The instruction for ``style``, ending with ``<|endofprompt|>``; "" for no style.
 
-    Parts come in a fixed order: persona, dialect, emotion, rate. For example
+    Parts come in a fixed order: persona, dialect, emotion, rate, volume. For CosyVoice 2,
     ``VoiceStyle(Emotion.HAPPY, Dialect.SICHUANESE, SpeakingRate.FAST)`` renders as
     ``用四川话，用高兴的情感，用快速的语速说这句话<|endofprompt|>`` in Chinese, and
-    ``Speak happily, at a fast pace.<|endofprompt|>`` without the dialect in English.
+    ``Speak happily, at a fast pace.<|endofprompt|>`` without the dialect in English. For
+    CosyVoice 3 it is the release's sentences, ``请用四川话表达。请非常开心地说一句话。...``
+    (the LM prompt puts the system sentence first: see ``voice_prompt.lm_prompt``).
 
     Raises ConfigError when the style breaks one of the module's rules.
     """
-    check_style(style, language)
+    check_style(style, language, cosyvoice)
     spoken = style._spoken()
     if not spoken:
         return ""
+    if cosyvoice == 3:
+        text = ""
+        for sentence in map(_cv3_sentence, spoken):
+            if text and (text[-1].isascii() or sentence[0].isascii()):
+                text += " "
+            text += sentence
+        return text + END_OF_PROMPT
     if language == "zh":
         return "，".join(_zh_phrase(v) for v in spoken) + "说这句话" + END_OF_PROMPT
     return "Speak " + ", ".join(v.wording.en_phrase for v in spoken) + "." + END_OF_PROMPT
 
 
-def choices() -> dict[str, tuple[Choice, ...]]:
-    """Menu entries for each VoiceStyle field (``"emotion"``, ``"dialect"``, ``"rate"``,
-    ``"persona"``), in enum order; a GUI adds its own "none" entry."""
+def choices(cosyvoice: int = 2) -> dict[str, tuple[Choice, ...]]:
+    """Menu entries for each VoiceStyle field (``"persona"``, ``"dialect"``, ``"emotion"``,
+    ``"rate"``, ``"volume"``), in enum order, with the values the ``cosyvoice`` release was
+    not trained on marked experimental; a GUI adds its own "none" entry."""
     return {
         slot: tuple(
-            Choice(m.value, m.wording.zh, m.wording.en, m.wording.experimental) for m in kind
+            Choice(m.value, m.wording.zh, m.wording.en, not trained(m, cosyvoice)) for m in kind
         )
         for slot, kind in _SLOTS.items()
     }

@@ -192,17 +192,17 @@ class InstructPrompt:
             raise ConfigError("an instruct prompt needs a VoiceStyle")
         if self.voice is not None and not isinstance(self.voice, VoiceProfile):
             raise ConfigError("an instruct prompt's voice must be a VoiceProfile or None")
-        check_style(self.style, self.language)
+        check_style(self.style, self.language, cosyvoice=3)  # language only: see lm_prompt
         if instruction_is_empty(self.style):
             raise ConfigError(
                 "the style asks for nothing: choose an emotion, dialect, rate or persona, "
                 "or clone the voice with a zero-shot prompt"
             )
 
-    @property
-    def instruction(self) -> str:
-        """The LM's prompt text, ending with ``<|endofprompt|>``."""
-        return render_instruction(self.style, self.language)
+    def instruction(self, cosyvoice: int = 2) -> str:
+        """The instruction in CosyVoice ``cosyvoice``'s wording, ending with
+        ``<|endofprompt|>``; ConfigError when that backend cannot word it."""
+        return render_instruction(self.style, self.language, cosyvoice)
 
 
 # CosyVoice 3 reads every prompt after a system sentence ending in <|endofprompt|> (the
@@ -231,7 +231,7 @@ def lm_prompt(
         case ZeroShotPrompt(voice=voice):
             text, tokens = voice.transcript, voice.speech_tokens.tolist()
         case InstructPrompt():
-            text, tokens = prompt.instruction, []
+            text, tokens = prompt.instruction(cosyvoice), []
         case _:
             raise TypeError(f"not a voice prompt: {type(prompt).__name__}")
     if cosyvoice == 3:

@@ -1,9 +1,10 @@
 """The style side panel: how the assistant speaks (emotion, dialect, speaking rate,
-role-play persona) and with whose voice. A change applies from the next reply.
+role-play persona, volume) and with whose voice. A change applies from the next reply.
 
-The menus come from ``minmo_core.voice.styles.choices()``; entries the CosyVoice 2 release
-was not trained on are marked experimental. The voice picker is filled by the window (the
-default voice, the library's voices, and "Clone a voice…").
+The menus come from ``minmo_core.voice.styles.choices()``; entries the loaded CosyVoice
+release (2 or 3: :meth:`StylePanel.set_backend`) was not trained on are marked experimental.
+The voice picker is filled by the window (the default voice, the library's voices, and
+"Clone a voice…").
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from minmo_core.voice.styles import choices
+from minmo_core.voice.styles import END_OF_PROMPT, VoiceStyle, choices, render_instruction
 
 SLOTS = (("emotion", "&Emotion"), ("dialect", "&Dialect"), ("rate", "Speaking &rate"),
-         ("persona", "&Persona"))  # fmt: skip
+         ("persona", "&Persona"), ("volume", "Vol&ume"))  # fmt: skip
 
 
 class StylePanel(QWidget):
@@ -39,16 +40,12 @@ class StylePanel(QWidget):
         box = QGroupBox("How it speaks")
         form = QFormLayout(box)
         self.menus: dict[str, QComboBox] = {}
-        menu_choices = choices()
         for slot, label in SLOTS:
             menu = QComboBox()
             menu.setAccessibleName(slot)
             menu.addItem("As it likes", None)
-            for choice in menu_choices[slot]:
-                text = f"{choice.en} (experimental)" if choice.experimental else choice.en
-                menu.addItem(text, choice.value)
-                # the words the voice model is given, for those who read them
-                menu.setItemData(menu.count() - 1, choice.zh, Qt.ItemDataRole.ToolTipRole)
+            for choice in choices()[slot]:
+                menu.addItem(choice.en, choice.value)
             menu.currentIndexChanged.connect(self._emit)
             caption = QLabel(label)
             caption.setBuddy(menu)
@@ -71,6 +68,23 @@ class StylePanel(QWidget):
         column.addWidget(box)
         column.addStretch(1)
         self._quiet = False
+        self.cosyvoice = 2
+        self.set_backend(2)
+
+    def set_backend(self, cosyvoice: int | None) -> None:
+        """Mark the entries the ``cosyvoice`` release (2 or 3; None keeps the last) was not
+        trained on as experimental; every entry stays selectable on both."""
+        if cosyvoice not in (2, 3):
+            return
+        self.cosyvoice = cosyvoice
+        menus = choices(cosyvoice)
+        for slot, menu in self.menus.items():
+            for row, choice in enumerate(menus[slot], start=1):
+                text = f"{choice.en} (experimental)" if choice.experimental else choice.en
+                menu.setItemText(row, text)
+                # the words the voice model is given, for those who read them
+                words = choice.zh if cosyvoice == 2 else _cv3_words(slot, choice.value)
+                menu.setItemData(row, words, Qt.ItemDataRole.ToolTipRole)
 
     def values(self) -> dict:
         out = {slot: menu.currentData() for slot, menu in self.menus.items()}
@@ -90,3 +104,9 @@ class StylePanel(QWidget):
     def _emit(self, _index: int) -> None:
         if not self._quiet:
             self.changed.emit(self.values())
+
+
+def _cv3_words(slot: str, value: str) -> str:
+    """CosyVoice 3's sentence for one menu value (without <|endofprompt|>); "" for normal."""
+    text = render_instruction(VoiceStyle.parse(**{slot: value}), cosyvoice=3)
+    return text.removesuffix(END_OF_PROMPT)
