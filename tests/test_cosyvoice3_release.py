@@ -68,6 +68,34 @@ def test_a_cloned_cosyvoice_2_voice_is_refused_by_name(synth) -> None:
         next(synth.speak("hello.", voice=make_voice()))
 
 
+def test_voices_are_cloned_with_the_v3_tokenizer_and_mel_and_speak(
+    synth, v3_dir: Path, tmp_path: Path, fixtures_dir: Path
+) -> None:
+    from minmo_core.common.audio import read_audio
+    from minmo_core.voice.mel import prompt_mel
+    from minmo_core.voice.voice_clone import VoiceCloner
+
+    cloner = VoiceCloner.from_folder(v3_dir, allow_unpinned=True)
+    assert cloner.cosyvoice == 3
+    clip = fixtures_dir / "audio" / "cosyvoice_zero_shot_prompt.wav"
+    voice = cloner.clone(clip, "希望你以后能够做的比我还好呦。", "Gran")
+    assert voice.cosyvoice == 3
+    audio24k = torch.from_numpy(read_audio(clip, 24000))
+    n = voice.prompt_mel.shape[0]
+    assert torch.equal(voice.prompt_mel, prompt_mel(audio24k, fmax=None)[:n])
+    assert not torch.allclose(voice.prompt_mel, prompt_mel(audio24k)[:n])  # not CosyVoice 2's
+    for style in (None, VoiceStyle(emotion=Emotion.SAD)):  # zero-shot, then instruct + timbre
+        audio = torch.cat(list(synth.speak("hello.", style=style, voice=voice)))
+        assert audio.numel() > 0 and torch.isfinite(audio).all()
+    # the v3 folder clones with its own tokenizer file: without it, it says which is missing
+    bare = tmp_path / "v3"
+    shutil.copytree(v3_dir, bare)
+    (bare / "speech_tokenizer_v3.onnx").unlink()
+    shutil.copy(v3_dir / "campplus.onnx", bare / "speech_tokenizer_v2.onnx")
+    with pytest.raises(CheckpointError, match=r"has no speech_tokenizer_v3\.onnx"):
+        VoiceCloner.from_folder(bare, allow_unpinned=True)
+
+
 def test_mixed_files_and_two_yamls_are_refused(tmp_path: Path, v3_dir: Path, fixtures_dir):
     v2 = write_tiny_release(tmp_path / "v2", fixtures_dir)
     assert release_generation(v2) == 2

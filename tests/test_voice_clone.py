@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from minmo_core.common.audio import read_audio
 from minmo_core.errors import AudioError, CheckpointError
-from minmo_core.voice.mel import prompt_mel, whisper_log_mel
+from minmo_core.voice.mel import PROMPT_FMAX, prompt_mel, whisper_log_mel
 from minmo_core.voice.voice_clone import (
     CAMPPLUS,
     SPEECH_TOKENIZER,
@@ -52,6 +52,24 @@ def test_prompt_mel_matches_the_release_feature_extractor(fixtures_dir: Path) ->
     io = load_file(str(fixtures_dir / "cosyvoice2_hift" / "io.safetensors"))
     mel = prompt_mel(io["prompt_wav_24k"])
     torch.testing.assert_close(mel, io["speech_feat"][0].T, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize(
+    ("fixture", "key", "frames"),
+    [
+        ("cosyvoice3_flow", "prompt_feat", lambda t: t[0]),
+        ("cosyvoice3_hift", "speech_feat", lambda t: t[0].T),
+    ],
+)
+def test_cosyvoice3_prompt_mel_matches_its_feature_extractor(
+    fixtures_dir: Path, fixture, key, frames
+) -> None:
+    # cosyvoice3.yaml's feat_extractor: fmax null, so the filters reach 12 kHz
+    io = load_file(str(fixtures_dir / fixture / "io.safetensors"))
+    mel = prompt_mel(io["prompt_wav_24k"], fmax=PROMPT_FMAX[3])
+    torch.testing.assert_close(mel, frames(io[key]), atol=1e-4, rtol=0)
+    assert (mel - prompt_mel(io["prompt_wav_24k"])).abs().max() > 0.1  # not CosyVoice 2's
 
 
 def test_a_clip_becomes_tokens_embedding_and_a_mel_of_twice_the_length(

@@ -21,7 +21,9 @@ from minmo_core.errors import AudioError, ConfigError
 from minmo_core.voice.library import (
     INFO,
     PROFILE,
+    PROFILES,
     REFERENCE,
+    NotClonedYet,
     VoiceLibrary,
     VoiceStudio,
     slugify,
@@ -229,6 +231,42 @@ def test_the_studio_checks_clones_and_saves_a_clip(
         studio.clone(speech, rate, "hello", "demo", "imported")
     with pytest.raises(ConfigError, match="type the words spoken in the clip"):
         studio.clone(speech, rate, "  ", "Third", "imported")
+
+
+def test_a_voice_is_cloned_again_from_its_recording_for_the_other_release(
+    library: VoiceLibrary, cloner: VoiceCloner, prompt24k: np.ndarray, tiny_release_v3_dir: Path
+) -> None:
+    from minmo_core.voice.mel import prompt_mel
+
+    VoiceStudio(lambda: cloner, None, library).clone(
+        prompt24k, 24000, "hi there", "Gran", "recorded"
+    )
+    entry = library.entry("Gran")
+    assert entry.releases == (2,) and not (entry.folder / PROFILES[3]).exists()
+    with pytest.raises(NotClonedYet, match="'Gran' has not been cloned for CosyVoice 3"):
+        library.load("Gran", 3)
+    built = []
+    v3 = VoiceCloner.from_folder(tiny_release_v3_dir, allow_unpinned=True)
+    studio = VoiceStudio(lambda: built.append(1) or v3, None, library, cosyvoice=3)
+    profile = studio.profile("gran")  # any case, as the picker may hold it
+    assert (profile.name, profile.transcript, profile.cosyvoice) == ("Gran", "hi there", 3)
+    assert library.entry("Gran").releases == (2, 3) and built == [1]
+    reference = library.reference("Gran")  # what the voice keeps: its 24 kHz recording
+    mel = prompt_mel(torch.from_numpy(reference), fmax=None)
+    assert torch.equal(profile.prompt_mel, mel[: profile.prompt_mel.shape[0]])
+    assert studio.profile("Gran").cosyvoice == 3 and built == [1]  # kept: not cloned again
+    assert VoiceStudio(lambda: cloner, None, library).profile("Gran").cosyvoice == 2
+    # the two profiles travel together through a rename; a damaged one is named
+    library.rename("Gran", "Granny")
+    entry = library.entry("Granny")
+    assert {library.load("Granny", g).name for g in (2, 3)} == {"Granny"}
+    (entry.folder / PROFILES[3]).write_bytes(b"junk")
+    assert library.names() == [] and "damaged" in library.problems[0]
+    # a studio whose cloner is another release's is refused rather than mixing them
+    (entry.folder / PROFILES[3]).unlink()
+    wrong = VoiceStudio(lambda: cloner, None, library, cosyvoice=3)
+    with pytest.raises(ConfigError, match="cloner is CosyVoice 2's, not 3's"):
+        wrong.profile("Granny")
 
 
 def test_the_studio_refuses_a_silent_and_a_short_clip_with_the_check_messages(

@@ -121,12 +121,29 @@ def _tokens() -> dict[str, torch.Tensor]:
 def test_a_hand_written_file_with_every_field_loads(tmp_path: Path) -> None:
     voice = VoiceProfile.load(_write(tmp_path / "v.safetensors", _tokens(), **_good_metadata()))
     assert voice.speech_tokens.tolist() == list(range(T))
+    assert voice.cosyvoice == 2  # format version 1 knew only CosyVoice 2
+
+
+@pytest.mark.parametrize("cosyvoice", [2, 3])
+def test_a_profile_keeps_the_release_it_was_cloned_for(tmp_path: Path, cosyvoice: int) -> None:
+    make_voice(cosyvoice=cosyvoice).save(tmp_path / "w.safetensors")
+    loaded = VoiceProfile.load(tmp_path / "w.safetensors")
+    assert loaded.cosyvoice == cosyvoice
+    other = 5 - cosyvoice
+    with pytest.raises(ConfigError, match=f"cloned for CosyVoice {cosyvoice} .* CosyVoice {other}"):
+        lm_prompt(ZeroShotPrompt(loaded), cosyvoice=other)
+    text, tokens = lm_prompt(ZeroShotPrompt(loaded), cosyvoice=cosyvoice)
+    assert tokens == loaded.speech_tokens.tolist() and text.endswith(loaded.transcript)
+    with pytest.raises(ConfigError, match="CosyVoice 2 or 3"):
+        make_voice(cosyvoice=4)
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"format_version": "2"}, "format version 2; this program reads version 1"),
+        ({"format_version": "3"}, "format version 3; this program reads versions 1, 2"),
+        ({"format_version": "2"}, "does not say which CosyVoice"),  # 2 names its release
+        ({"format_version": "2", "cosyvoice": "4"}, "does not say which CosyVoice"),
         ({"format": "some-other-thing"}, "is not a MinMo voice profile"),
         ({"transcript": None}, "lacks transcript"),
         ({"name": None, "sample_rate": None}, "lacks name, sample_rate"),

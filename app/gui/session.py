@@ -87,10 +87,14 @@ class Session:
                 values.get("persona"), values.get("volume"),
             )  # fmt: skip
             profile = None
-            if values.get("voice"):
+            if values.get("voice"):  # the profile for the release speaking now: cloned from
+                # the voice's recording the first time that release speaks with it
                 from minmo_core.voice.library import VoiceLibrary
 
-                profile = (library or VoiceLibrary()).load(values["voice"])
+                if self.studio is not None and library is None:
+                    profile = self.studio.profile(values["voice"])
+                else:
+                    profile = (library or VoiceLibrary()).load(values["voice"], self.cosyvoice or 2)
         except (MinMoError, OSError) as err:
             self.notify(EngineError(turn_id=0, message=f"style not applied: {first_line(err)}"))
             return
@@ -235,8 +239,9 @@ def default_factory(settings: Settings, backend=None, allow_unpinned: bool = Fal
             folder, ears = stack.cosyvoice_dir, stack.ears
             transcriber = (lambda a: ears.transcribe(a).text) if ears is not None else None
             studio = VoiceStudio(
-                lambda: VoiceCloner.from_folder(folder), transcriber, VoiceLibrary()
-            )
+                lambda: VoiceCloner.from_folder(folder), transcriber, VoiceLibrary(),
+                stack.voice.cosyvoice if stack.voice is not None else 2,
+            )  # fmt: skip
 
         def engine(on_event):
             return ConversationEngine(stack.llm, stack.voice, on_event, engine_settings,

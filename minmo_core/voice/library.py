@@ -2,9 +2,13 @@
 
     <data folder>/voices/
         grandma/
-            voice.json          {"name", "transcript", "created", "seconds", "source"}
-            voice.safetensors   the VoiceProfile (tokens, prompt mel, speaker embedding)
-            reference.flac      the clip at 24 kHz, for previews and cloning again later
+            voice.json              {"name", "transcript", "created", "seconds", "source"}
+            voice.safetensors       the VoiceProfile for CosyVoice 2 (tokens, mel, embedding)
+            voice.cv3.safetensors   the VoiceProfile for CosyVoice 3
+            reference.flac          the clip at 24 kHz, for previews and cloning again later
+
+A voice holds a profile for at least one release; the other is cloned from reference.flac
+the first time that release speaks with it (:meth:`VoiceStudio.profile`).
 
 Listing reads only ``voice.json`` and the safetensors header, without torch, so the window
 can list voices on its GUI thread; loading, renaming and cloning import torch when called
@@ -38,7 +42,8 @@ if TYPE_CHECKING:
     from minmo_core.voice.voice_prompt import VoiceProfile
 
 INFO = "voice.json"
-PROFILE = "voice.safetensors"
+PROFILE = "voice.safetensors"  # CosyVoice 2's profile (the only one of older versions)
+PROFILES = {2: PROFILE, 3: "voice.cv3.safetensors"}  # per CosyVoice generation
 REFERENCE = "reference.flac"
 REFERENCE_RATE = 24000  # Hz: CosyVoice 2's prompt mel rate
 MAX_NAME = 60  # characters
@@ -55,6 +60,10 @@ _WINDOWS_DEVICES = {
     *(f"{p}{i}" for p in ("com", "lpt") for i in range(10)),
 }
 _MAX_HEADER = 1 << 20  # bytes: a voice's safetensors header is a few hundred
+
+
+class NotClonedYet(ConfigError):
+    """The voice has no profile for the release asked for (its recording can make one)."""
 
 
 def voices_dir() -> Path:
@@ -100,6 +109,7 @@ class VoiceEntry:
     seconds: float  # the reference clip's length
     source: str  # "recorded" or "imported"
     folder: Path
+    releases: tuple[int, ...] = (2,)  # the CosyVoice generations it has a profile for
 
 
 class VoiceLibrary:
@@ -167,13 +177,38 @@ class VoiceLibrary:
         """The voice's reference clip, (N,) float32 at 24 kHz."""
         return read_audio(self.entry(name).folder / REFERENCE, REFERENCE_RATE)
 
-    def load(self, name: str) -> VoiceProfile:
-        """The voice's profile, named as the library lists it (imports torch)."""
+    def load(self, name: str, cosyvoice: int = 2) -> VoiceProfile:
+        """The voice's profile for CosyVoice ``cosyvoice``, named as the library lists it
+        (imports torch); NotClonedYet when it has none for that release."""
         from minmo_core.voice.voice_prompt import VoiceProfile
 
         entry = self.entry(name)
-        profile = VoiceProfile.load(entry.folder / PROFILE)
+        if cosyvoice not in entry.releases:
+            raise NotClonedYet(
+                f"voice {entry.name!r} has not been cloned for CosyVoice {cosyvoice}"
+            )
+        path = entry.folder / PROFILES[cosyvoice]
+        profile = VoiceProfile.load(path)
+        if profile.cosyvoice != cosyvoice:
+            raise ConfigError(
+                f"voice {entry.name!r}: {path} holds a CosyVoice {profile.cosyvoice} profile"
+            )
         return profile if profile.name == entry.name else replace(profile, name=entry.name)
+
+    def add_profile(self, name: str, profile: VoiceProfile) -> VoiceEntry:
+        """Keep ``profile`` as the voice's profile for its release (another release's
+        clone of the same recording), replacing one there was."""
+        with self._lock:
+            entry = self.entry(name)
+            profile = replace(profile, name=entry.name)
+            target = entry.folder / PROFILES[profile.cosyvoice]
+            scratch = entry.folder / f".{target.name}.{os.getpid()}.adding"
+            try:
+                profile.save(scratch)
+                scratch.replace(target)
+            finally:
+                scratch.unlink(missing_ok=True)
+        return _read_entry(entry.folder)
 
     # -- changing ------------------------------------------------------------------------------
     def add(self, profile: VoiceProfile, reference_audio24k: np.ndarray, source: str) -> VoiceEntry:
@@ -191,7 +226,7 @@ class VoiceLibrary:
             try:
                 temporary.mkdir()
                 _write_reference(temporary / REFERENCE, reference)
-                profile.save(temporary / PROFILE)
+                profile.save(temporary / PROFILES[profile.cosyvoice])
                 info = {
                     "name": name,
                     "transcript": profile.transcript,
@@ -216,12 +251,16 @@ class VoiceLibrary:
             entry = self.entry(old)
             if new.casefold() != entry.name.casefold():
                 self.check_free(new)
-            profile = VoiceProfile.load(entry.folder / PROFILE)
-            scratch = entry.folder / f".{PROFILE}.renaming"
-            replace(profile, name=new).save(scratch)
+            renamed = {}
+            for generation in entry.releases:
+                path = entry.folder / PROFILES[generation]
+                scratch = entry.folder / f".{path.name}.renaming"
+                replace(VoiceProfile.load(path), name=new).save(scratch)
+                renamed[scratch] = path
             info = json.loads((entry.folder / INFO).read_text(encoding="utf-8"))
             _write_json(entry.folder / INFO, {**info, "name": new})
-            scratch.replace(entry.folder / PROFILE)
+            for scratch, path in renamed.items():
+                scratch.replace(path)
             folder = entry.folder
             if slugify(new) != slugify(entry.name):
                 folder = self._free_folder(new)
@@ -294,7 +333,11 @@ def _read_entry(folder: Path) -> VoiceEntry:
         raise ConfigError(f"{folder / INFO}: {err}") from err
     if not (folder / REFERENCE).is_file():
         raise ConfigError(f"voice {name!r} in {folder} has no {REFERENCE}")
-    _check_profile_header(folder / PROFILE, name)
+    releases = tuple(g for g, file in PROFILES.items() if (folder / file).exists())
+    if not releases:
+        raise ConfigError(f"voice {name!r} has no {PROFILE}")
+    for generation in releases:
+        _check_profile_header(folder / PROFILES[generation], name)
     return VoiceEntry(
         name=name,
         transcript=info["transcript"],
@@ -302,6 +345,7 @@ def _read_entry(folder: Path) -> VoiceEntry:
         seconds=float(info["seconds"]),
         source=info["source"],
         folder=folder,
+        releases=releases,
     )
 
 
@@ -340,7 +384,8 @@ class VoiceStudio:
     ``cloner_factory`` builds the VoiceCloner (e.g. ``lambda: VoiceCloner.from_folder(dir)``)
     the first time a voice is cloned; ``transcriber`` turns (N,) float32 16 kHz audio into
     text (e.g. ``lambda audio: sensevoice.transcribe(audio).text``), or is None when no
-    speech-understanding model is installed.
+    speech-understanding model is installed. ``cosyvoice`` is the release the cloner's folder
+    holds, so a saved voice's profile for it is found without loading the cloner.
     """
 
     def __init__(
@@ -348,10 +393,12 @@ class VoiceStudio:
         cloner_factory: Callable[[], VoiceCloner],
         transcriber: Callable[[np.ndarray], str] | None,
         library: VoiceLibrary,
+        cosyvoice: int = 2,
     ) -> None:
         self.cloner_factory = cloner_factory
         self.transcriber = transcriber
         self.library = library
+        self.cosyvoice = cosyvoice  # the release the cloner is for (its voices speak there)
         self._cloner: VoiceCloner | None = None
         self._cloner_lock = threading.Lock()
         self._transcribe_lock = threading.Lock()  # one model call at a time
@@ -387,6 +434,25 @@ class VoiceStudio:
         self.check(mono, sample_rate)
         profile = self.cloner().clone(mono, transcript.strip(), name, sample_rate=sample_rate)
         return self.library.add(profile, resample(mono, sample_rate, REFERENCE_RATE), source)
+
+    def profile(self, name: str) -> VoiceProfile:
+        """The voice's profile for the release this studio clones for; the first time, it
+        is cloned from the voice's recording and kept beside the other release's."""
+        generation = self.cosyvoice
+        try:
+            return self.library.load(name, generation)
+        except NotClonedYet:
+            pass
+        entry = self.library.entry(name)
+        audio = self.library.reference(entry.name)
+        cloner = self.cloner()
+        if cloner.cosyvoice != generation:
+            raise ConfigError(
+                f"the voice cloner is CosyVoice {cloner.cosyvoice}'s, not {generation}'s"
+            )
+        profile = cloner.clone(audio, entry.transcript, entry.name, sample_rate=REFERENCE_RATE)
+        self.library.add_profile(entry.name, profile)
+        return self.library.load(entry.name, generation)
 
     def cloner(self) -> VoiceCloner:
         with self._cloner_lock:

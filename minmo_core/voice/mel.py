@@ -1,7 +1,8 @@
 """Mel spectrograms of the two kinds CosyVoice 2 consumes.
 
-- ``prompt_mel``: the flow's 80-bin log-mel at 24 kHz (n_fft 1920, hop 480, fmax 8000,
-  center False, reflect padding of (n_fft - hop) / 2 each side), 50 frames per second.
+- ``prompt_mel``: the flow's 80-bin log-mel at 24 kHz (n_fft 1920, hop 480, fmax 8000 for
+  CosyVoice 2 and None, i.e. 12 kHz, for CosyVoice 3, center False, reflect padding of
+  (n_fft - hop) / 2 each side), 50 frames per second.
 - ``whisper_log_mel``: the speech tokenizer's 128-bin Whisper log-mel at 16 kHz
   (n_fft 400, hop 160), 100 frames per second.
 
@@ -54,8 +55,14 @@ def _hann(n: int) -> torch.Tensor:
     return torch.hann_window(n, periodic=True)
 
 
-def prompt_mel(audio: torch.Tensor, sample_rate: int = 24000) -> torch.Tensor:
-    """audio : (N,) float in [-1, 1] at 24 kHz -> log-mel (frames, 80), 50 frames per second."""
+PROMPT_FMAX = {2: 8000.0, 3: None}  # Hz, per CosyVoice generation (None: half the rate)
+
+
+def prompt_mel(
+    audio: torch.Tensor, sample_rate: int = 24000, fmax: float | None = 8000.0
+) -> torch.Tensor:
+    """audio : (N,) float in [-1, 1] at 24 kHz -> log-mel (frames, 80), 50 frames per second;
+    the filters span 0 Hz to ``fmax`` (None: sample_rate / 2, as CosyVoice 3's yaml says)."""
     n_fft, hop = 1920, 480
     pad = (n_fft - hop) // 2
     x = F.pad(audio.float()[None, None], (pad, pad), mode="reflect")[0]  # (1, N + 2 pad)
@@ -69,7 +76,8 @@ def prompt_mel(audio: torch.Tensor, sample_rate: int = 24000) -> torch.Tensor:
         return_complex=True,
     )  # (1, 961, frames)
     magnitude = torch.sqrt(spec.real**2 + spec.imag**2 + 1e-9)
-    mel = mel_filters(sample_rate, n_fft, 80, 0.0, 8000.0) @ magnitude[0]  # (80, frames)
+    top = sample_rate / 2.0 if fmax is None else float(fmax)
+    mel = mel_filters(sample_rate, n_fft, 80, 0.0, top) @ magnitude[0]  # (80, frames)
     return torch.log(torch.clamp(mel, min=1e-5)).T.contiguous()
 
 

@@ -5,6 +5,11 @@
       ├─ 16 kHz ─► kaldi fbank (80), mean-normalised ─► campplus.onnx ─► embedding (192,)
       └─ 24 kHz ─► prompt mel (80, 50 Hz), trimmed so mel frames = 2 x tokens
 
+CosyVoice 3 clones the same way with its own speech tokenizer (speech_tokenizer_v3.onnx, same
+Whisper features) and a prompt mel whose filters reach 12 kHz instead of 8 kHz (its yaml's
+``fmax: null``); the release is recognised from the folder's yaml, and the profile says
+which release it was cloned for.
+
 The two ONNX models are the release's own files, run by onnxruntime. Clips that are too
 short, too long, silent, clipped, mostly pauses or not speech are refused with a message
 saying which.
@@ -20,12 +25,14 @@ import numpy as np
 import torch
 
 from minmo_core.common.audio import frame_levels_dbfs, read_audio, resample, to_mono_float32
-from minmo_core.common.releases import COSYVOICE2, verify_files
+from minmo_core.common.release_config import release_generation
+from minmo_core.common.releases import COSYVOICE2, COSYVOICE3, verify_files
 from minmo_core.errors import AudioError, CheckpointError
-from minmo_core.voice.mel import prompt_mel, whisper_log_mel
+from minmo_core.voice.mel import PROMPT_FMAX, prompt_mel, whisper_log_mel
 from minmo_core.voice.voice_prompt import VoiceProfile
 
 SPEECH_TOKENIZER = "speech_tokenizer_v2.onnx"
+SPEECH_TOKENIZERS = {2: SPEECH_TOKENIZER, 3: "speech_tokenizer_v3.onnx"}  # per generation
 CAMPPLUS = "campplus.onnx"
 
 
@@ -125,20 +132,30 @@ def _session(path: Path, providers: list[str] | None):
 
 
 class VoiceCloner:
-    """The release's speech tokenizer and speaker encoder, and the clip rules."""
+    """The release's speech tokenizer and speaker encoder, and the clip rules; ``cosyvoice``
+    is the generation whose tokenizer this is (it sets the prompt mel and the profiles')."""
 
-    def __init__(self, tokenizer_model: Path, speaker_model: Path, providers=None) -> None:
+    def __init__(
+        self, tokenizer_model: Path, speaker_model: Path, providers=None, cosyvoice: int = 2
+    ) -> None:
+        if cosyvoice not in SPEECH_TOKENIZERS:
+            raise ValueError(f"no CosyVoice {cosyvoice}")  # a programming slip
         self.tokenizer = _session(tokenizer_model, providers)
         self.speaker = _session(speaker_model, providers)
         self.rules = ClipRules()
+        self.cosyvoice = cosyvoice
 
     @classmethod
     def from_folder(
         cls, folder: Path | str, allow_unpinned: bool = False, providers=None
     ) -> VoiceCloner:
+        """The cloner of the CosyVoice release in ``folder`` (2 or 3, from its yaml)."""
         folder = Path(folder)
-        verify_files(folder, COSYVOICE2, [SPEECH_TOKENIZER, CAMPPLUS], allow_unpinned)
-        return cls(folder / SPEECH_TOKENIZER, folder / CAMPPLUS, providers)
+        generation = release_generation(folder)
+        release = COSYVOICE3 if generation == 3 else COSYVOICE2
+        tokenizer = SPEECH_TOKENIZERS[generation]
+        verify_files(folder, release, [tokenizer, CAMPPLUS], allow_unpinned)
+        return cls(folder / tokenizer, folder / CAMPPLUS, providers, generation)
 
     def speech_tokens(self, audio16k: np.ndarray) -> torch.Tensor:
         """(N,) float at 16 kHz, at most 30 s -> speech tokens (T,) int64, 25 per second."""
@@ -176,7 +193,7 @@ class VoiceCloner:
             audio24k = read_audio(Path(clip), 24000, max_seconds=600)
         check_clip(audio16k, self.rules)
         tokens = self.speech_tokens(audio16k)
-        mel = prompt_mel(torch.from_numpy(audio24k))  # (frames, 80)
+        mel = prompt_mel(torch.from_numpy(audio24k), fmax=PROMPT_FMAX[self.cosyvoice])
         n = min(mel.shape[0] // 2, tokens.shape[0])  # the flow wants 2 mel frames per token
         return VoiceProfile(
             name=name,
@@ -184,4 +201,5 @@ class VoiceCloner:
             speech_tokens=tokens[:n].contiguous(),
             prompt_mel=mel[: 2 * n].contiguous(),
             speaker_embedding=self.speaker_embedding(audio16k),
+            cosyvoice=self.cosyvoice,
         )

@@ -39,8 +39,10 @@ SPEAKER_EMBEDDING_DIM = FlowConfig().spk_embed_dim  # 192, CAM++
 SAMPLE_RATE = HiFTConfig().sample_rate  # 24000: the rate the prompt mel is computed at
 
 PROFILE_FORMAT = "minmo-voice-profile"  # metadata "format" of a saved VoiceProfile
-PROFILE_FORMAT_VERSION = "1"
+PROFILE_FORMAT_VERSION = "2"  # 2 added "cosyvoice"; version 1 files are CosyVoice 2's
+_READABLE_VERSIONS = ("1", PROFILE_FORMAT_VERSION)
 _METADATA_KEYS = ("format", "format_version", "name", "transcript", "sample_rate")
+GENERATIONS = (2, 3)  # the CosyVoice releases a voice can be cloned for
 _TENSOR_KEYS = ("speech_tokens", "prompt_mel", "speaker_embedding")
 
 
@@ -62,7 +64,9 @@ class VoiceProfile:
     speaker_embedding : torch.Tensor | None, float32, shape = (192,)
 
     The LM needs only the transcript and the tokens; the flow (token2wav) needs the mel and
-    the embedding to copy the timbre.
+    the embedding to copy the timbre. ``cosyvoice`` says whose speech tokenizer and mel made
+    it: CosyVoice 2's (v2 tokenizer, mel to 8 kHz) or 3's (v3 tokenizer, mel to 12 kHz); a
+    voice speaks only through the release it was cloned for.
     """
 
     name: str  # what menus show, e.g. "Grandma"
@@ -71,8 +75,11 @@ class VoiceProfile:
     prompt_mel: torch.Tensor | None = None
     speaker_embedding: torch.Tensor | None = None
     sample_rate: int = SAMPLE_RATE
+    cosyvoice: int = 2  # the CosyVoice generation it was cloned for
 
     def __post_init__(self) -> None:
+        if self.cosyvoice not in GENERATIONS:
+            raise ConfigError(f"a voice is cloned for CosyVoice 2 or 3, not {self.cosyvoice!r}")
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError("a voice profile needs a non-empty name")
         if not isinstance(self.transcript, str) or not self.transcript.strip():
@@ -116,6 +123,7 @@ class VoiceProfile:
             "name": self.name,
             "transcript": self.transcript,
             "sample_rate": str(self.sample_rate),
+            "cosyvoice": str(self.cosyvoice),
         }
         save_file(tensors, str(path), metadata=metadata)
 
@@ -134,11 +142,14 @@ class VoiceProfile:
         if metadata.get("format") != PROFILE_FORMAT:
             raise ConfigError(f"{path} is not a MinMo voice profile")
         version = metadata.get("format_version")
-        if version != PROFILE_FORMAT_VERSION:
+        if version not in _READABLE_VERSIONS:
             raise ConfigError(
-                f"{path} is voice profile format version {version}; "
-                f"this program reads version {PROFILE_FORMAT_VERSION}"
+                f"{path} is voice profile format version {version}; this program reads "
+                f"versions {', '.join(_READABLE_VERSIONS)} (a newer MinMo Assistant wrote it?)"
             )
+        generation = metadata.get("cosyvoice", "2" if version == "1" else None)
+        if generation not in [str(g) for g in GENERATIONS]:
+            raise ConfigError(f"voice profile {path} does not say which CosyVoice it is for")
         missing = [key for key in _METADATA_KEYS if key not in metadata]
         if "speech_tokens" not in tensors:
             missing.append("speech_tokens")
@@ -157,6 +168,7 @@ class VoiceProfile:
                 prompt_mel=tensors.get("prompt_mel"),
                 speaker_embedding=tensors.get("speaker_embedding"),
                 sample_rate=int(metadata["sample_rate"]),
+                cosyvoice=int(generation),
             )
         except ConfigError as err:
             raise ConfigError(f"voice profile {path}: {err}") from err
@@ -217,13 +229,14 @@ def lm_prompt(
     """(prompt text, prompt speech tokens) for the voice-token LM of CosyVoice 2 (("", [])
     for no prompt) or 3 (always a system sentence and <|endofprompt|> first).
 
-    Voices are cloned with CosyVoice 2's tokenizer and mel: CosyVoice 3 refuses them."""
+    A voice speaks only through the release it was cloned for (its tokens and mel are that
+    release's): ConfigError otherwise."""
     voice = getattr(prompt, "voice", None)
-    if cosyvoice == 3 and voice is not None:
+    if voice is not None and voice.cosyvoice != cosyvoice:
         raise ConfigError(
-            f"voice {voice.name!r} was cloned for CosyVoice 2 (its speech tokens and mel are "
-            "CosyVoice 2's); CosyVoice 3 speaks in its own voice until voices can be cloned "
-            "for it"
+            f"voice {voice.name!r} was cloned for CosyVoice {voice.cosyvoice} (its speech "
+            f"tokens and mel are that release's), not for the CosyVoice {cosyvoice} now "
+            "speaking: clone it again from its recording for this release"
         )
     match prompt:
         case None:
