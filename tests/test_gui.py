@@ -421,6 +421,31 @@ def test_without_a_sound_device_the_window_loads_for_typed_messages(
     assert not w.engine.hands_free and w.engine.studio is not None
 
 
+def test_the_voice_release_picked_in_settings_is_the_one_that_speaks(
+    window, qtbot, qwen_dir, tiny_release_v3_dir, tiny_sensevoice_dir, monkeypatch
+) -> None:
+    from app.audio.fake_device import FakeSoundDevice
+    from app.gui.session import LoadProgress, default_factory
+
+    monkeypatch.setenv("MINMO_COSYVOICE3_DIR", str(tiny_release_v3_dir))
+    monkeypatch.setenv("MINMO_SENSEVOICE_DIR", str(tiny_sensevoice_dir))
+    settings = Settings(llm_dir=str(qwen_dir), turn_policy="silence", device="cpu",
+                        voice_release="cosyvoice3", dialect="henan")  # fmt: skip
+    factory = default_factory(settings, FakeSoundDevice(devices=[]), allow_unpinned=True)
+    seen = []
+    w = window(None, settings)
+    w.bridge.event.connect(lambda e: seen.append(e) if isinstance(e, LoadProgress) else None)
+    w.load(factory)
+    qtbot.waitUntil(lambda: w.engine is not None, timeout=TIMEOUT_MS)
+    assert "Fun-CosyVoice3-0.5B-2512" in seen[1].what
+    assert w.engine.cosyvoice == 3 and w.engine.studio.cosyvoice == 3
+    dialect = w.style_panel.menus["dialect"]
+    assert w.style_panel.cosyvoice == 3 and dialect.currentData() == "henan"
+    assert dialect.currentText() == "Henan"  # trained on CosyVoice 3: not experimental there
+    engine = w.engine.engine
+    qtbot.waitUntil(lambda: engine.settings.voice.style.dialect is not None, timeout=TIMEOUT_MS)
+
+
 def test_the_model_loader_runs_on_a_worker_and_is_deleted_on_the_gui_thread(window, qtbot):
     """A Python QObject deleted on a worker thread takes the GIL while Qt holds its
     connection locks, which can hang the GUI thread; the loader goes home first."""

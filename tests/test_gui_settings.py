@@ -139,6 +139,13 @@ def test_changed_values_round_trip_through_the_dialog_to_disk(qtbot, dialog, tmp
     choose(d.device_combo, "cpu")
     choose(d.precision_combo, "int8")
     choose(d.schedule_combo, "growing")
+    assert not d.voice_note.isVisibleTo(d)
+    choose(d.voice_combo, "cosyvoice3")  # where the voice is picked, it says what it costs
+    assert d.voice_note.isVisibleTo(d) and "aligned mode" in d.voice_note.text()
+    assert "needs CosyVoice 2" in d.voice_note.text()
+    assert (
+        "aligned mode" in d.voice_combo.currentText() or "composed" in d.voice_combo.currentText()
+    )
     tab(qtbot, d, "Assistant")
     assert not d.url_edit.isEnabled()  # only for a remote server
     click(qtbot, d.remote_radio)
@@ -156,7 +163,7 @@ def test_changed_values_round_trip_through_the_dialog_to_disk(qtbot, dialog, tmp
         echo_cancellation=False, aec_backend="webrtc", vad_sensitivity=3,
         bargein_sensitivity="high", pack="minmo-3b",
         models_dir=str(tmp_path / "models"), device="cpu", precision="int8",
-        chunk_schedule="growing", llm_backend="remote", llm_url="http://127.0.0.1:8000/v1",
+        chunk_schedule="growing", voice_release="cosyvoice3", llm_backend="remote", llm_url="http://127.0.0.1:8000/v1",
         llm_model="qwen2.5-7b",
         turn_policy="silence", system_prompt="Be brief.", save_audio=True,
     )  # fmt: skip
@@ -482,6 +489,27 @@ def test_every_control_has_a_name_for_keyboard_and_screen_readers(qtbot, dialog)
     assert buddies["Model &pack:"] is d.pack_combo
     assert buddies["Ser&ver URL:"] is d.url_edit
     assert buddies["S&ystem prompt:"] is d.prompt_edit
+
+
+def test_the_voice_releases_offered_are_the_stacks(monkeypatch, tmp_path: Path):
+    from app.gui.settings import VOICE_RELEASES
+    from minmo_core.engine.stack import VOICE_RELEASES as STACK_RELEASES
+    from minmo_core.engine.stack import voice_folder
+    from minmo_core.errors import CheckpointError
+
+    assert tuple(STACK_RELEASES) == VOICE_RELEASES
+    monkeypatch.setenv("MINMO_MODELS_DIR", str(tmp_path))
+    monkeypatch.delenv("MINMO_COSYVOICE3_DIR", raising=False)
+    assert voice_folder("cosyvoice2") is None  # the usual default, as before
+    with pytest.raises(
+        CheckpointError, match=r"Fun-CosyVoice3-0\.5B-2512 is not installed .*import"
+    ):
+        voice_folder("cosyvoice3")
+    (tmp_path / "Fun-CosyVoice3-0.5B-2512").mkdir()
+    assert voice_folder("cosyvoice3") == tmp_path / "Fun-CosyVoice3-0.5B-2512"
+    monkeypatch.setenv("MINMO_COSYVOICE3_DIR", str(tmp_path / "elsewhere"))
+    with pytest.raises(CheckpointError, match="elsewhere"):
+        voice_folder("cosyvoice3")
 
 
 def test_the_chunk_schedules_offered_are_the_engines():

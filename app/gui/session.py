@@ -204,7 +204,7 @@ def default_factory(settings: Settings, backend=None, allow_unpinned: bool = Fal
         from minmo_core.engine.engine import ConversationEngine, EngineSettings
         from minmo_core.engine.events import EngineError
         from minmo_core.engine.reply import VoiceSettings
-        from minmo_core.engine.stack import StackSpec, load_stack
+        from minmo_core.engine.stack import StackSpec, load_stack, voice_folder
         from minmo_core.errors import MinMoError
         from minmo_core.voice.library import VoiceLibrary, VoiceStudio
 
@@ -215,6 +215,7 @@ def default_factory(settings: Settings, backend=None, allow_unpinned: bool = Fal
             llm_url=settings.llm_url if remote else None,
             llm_model=(settings.llm_model or None) if remote else None,
             llm_api_key=os.environ.get("MINMO_LLM_API_KEY"), allow_unpinned=allow_unpinned,
+            cosyvoice=voice_folder(settings.voice_release),
         )  # fmt: skip
         config = LLMConfig()
         if settings.precision in ("int8", "int4"):

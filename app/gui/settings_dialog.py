@@ -46,6 +46,7 @@ from app.gui.settings import (
     CHUNK_SCHEDULES,
     DEVICES,
     PRECISIONS,
+    VOICE_RELEASES,
     Settings,
     is_http_url,
     save_settings,
@@ -76,6 +77,10 @@ AEC_NAMES = {"speex": "SpeexDSP", "webrtc": "WebRTC AEC3"}  # every backend but 
 PRECISION_LABELS = {"auto": "auto (what fits this machine)"}
 SCHEDULE_LABELS = {"fixed": "fixed 15 tokens (first audio soonest)",
                    "growing": "growing: 15, 25, then 50 (less compute)"}  # fmt: skip
+VOICE_RELEASE_LABELS = {
+    "cosyvoice2": "CosyVoice 2 (CosyVoice2-0.5B, MinMo's; needed for aligned mode)",
+    "cosyvoice3": "CosyVoice 3 (Fun-CosyVoice3-0.5B-2512, composed mode only)",
+}
 
 
 def check_server(url: str, timeout: float = CONNECT_TIMEOUT_S) -> str:
@@ -434,6 +439,20 @@ class SettingsDialog(QDialog):
         form.addRow(self.packs_status)
         _select(self.pack_combo, s.pack)
         form.addRow(_label("Model &pack:", self.pack_combo), self.pack_combo)
+        self.voice_combo = _combo([(VOICE_RELEASE_LABELS[r], r) for r in VOICE_RELEASES],
+                                  "voice release")  # fmt: skip
+        self.voice_combo.setToolTip(
+            "Which CosyVoice speaks the replies. CosyVoice 3 sounds better and knows more "
+            "dialects; it speaks in composed mode only. Aligned mode (MinMo's adapters: "
+            "projectors, LoRA, duplex predictor) needs CosyVoice 2, which they were trained "
+            "against."
+        )
+        _select(self.voice_combo, s.voice_release)
+        form.addRow(_label("&Voice release:", self.voice_combo), self.voice_combo)
+        self.voice_note = _named(_status(), "voice release note")
+        self.voice_combo.currentIndexChanged.connect(self._voice_release_changed)
+        form.addRow(self.voice_note)
+        self._voice_release_changed()
         self.models_edit = _line(s.models_dir, "models folder", f"default: {models_dir()}")
         browse = _named(QPushButton("Bro&wse…"), "choose the models folder")
         browse.clicked.connect(self.browse_models)
@@ -462,6 +481,18 @@ class SettingsDialog(QDialog):
         _select(self.schedule_combo, s.chunk_schedule)
         form.addRow(_label("Speech c&hunks:", self.schedule_combo), self.schedule_combo)
         return tab
+
+    @Slot()
+    def _voice_release_changed(self, _index: int = 0) -> None:
+        if self.voice_combo.currentData() == "cosyvoice3":
+            self.voice_note.setText(
+                "CosyVoice 3 speaks in composed mode only: aligned mode (MinMo's adapters) "
+                "needs CosyVoice 2. Saved voices are cloned again from their recordings the "
+                "first time CosyVoice 3 speaks with them."
+            )
+        else:
+            self.voice_note.setText("")
+        self.voice_note.setVisible(bool(self.voice_note.text()))
 
     @Slot()
     def browse_models(self) -> None:
@@ -567,6 +598,7 @@ class SettingsDialog(QDialog):
             device=self.device_combo.currentData(),
             precision=self.precision_combo.currentData(),
             chunk_schedule=self.schedule_combo.currentData(),
+            voice_release=self.voice_combo.currentData(),
             llm_backend="remote" if self.remote_radio.isChecked() else "local",
             llm_url=_text(self.url_edit),
             llm_model=_text(self.model_edit),

@@ -14,10 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from minmo_core.common.paths import model_folder
-from minmo_core.common.releases import COSYVOICE2, SENSEVOICE_SMALL
+from minmo_core.common.paths import default_model_folder, model_folder
+from minmo_core.common.releases import COSYVOICE2, COSYVOICE3, SENSEVOICE_SMALL
+from minmo_core.errors import CheckpointError
 
 COSYVOICE_FOLDER = ("MINMO_COSYVOICE_DIR", COSYVOICE2.name, "--cosyvoice")
+COSYVOICE3_FOLDER = ("MINMO_COSYVOICE3_DIR", COSYVOICE3.name, "--cosyvoice")
+VOICE_RELEASES = {"cosyvoice2": COSYVOICE_FOLDER, "cosyvoice3": COSYVOICE3_FOLDER}
 SENSEVOICE_FOLDER = ("MINMO_SENSEVOICE_DIR", SENSEVOICE_SMALL.name, "--sensevoice")
 
 Progress = Callable[[int, int, str], None]  # (step, steps, what is loading now)
@@ -101,6 +104,25 @@ def load_stack(
     if on_progress is not None:
         on_progress(len(steps), len(steps), "ready")
     return Stack(llm, synth, sensevoice, cosy)
+
+
+def voice_folder(release: str) -> Path | None:
+    """The folder of the voice release a user picked (``"cosyvoice2"``: None, the usual
+    default; ``"cosyvoice3"``: $MINMO_COSYVOICE3_DIR, else where it was imported, else the
+    models folder); CheckpointError saying how to install CosyVoice 3 when it is not there."""
+    if release not in VOICE_RELEASES:
+        raise CheckpointError(f"unknown voice release {release!r}; choose cosyvoice2 or cosyvoice3")
+    if release == "cosyvoice2":
+        return None
+    env_var, name, _ = COSYVOICE3_FOLDER
+    folder = default_model_folder(env_var, name)
+    if not folder.is_dir():
+        raise CheckpointError(
+            f"{name} is not installed (no folder at {folder}); fetch "
+            f"{COSYVOICE3.repo_id} from the hub and import it with `minmo models import "
+            f"FOLDER`, set {env_var}, or choose CosyVoice 2 in Settings → Models"
+        )
+    return folder
 
 
 def _voice_name(folder: Path | None) -> str:
