@@ -31,16 +31,18 @@ def qwen_files() -> dict[str, bytes]:
     return files
 
 
-def hub_cache(root: Path, files: dict[str, bytes], revision: str) -> Path:
+def hub_cache(root: Path, files: dict[str, bytes], revision: str, release=QWEN) -> Path:
     """huggingface_hub's cache layout: blobs named by sha256, snapshot files linking to them."""
-    repo = root / f"models--{QWEN.repo_id.replace('/', '--')}"
+    repo = root / f"models--{release.repo_id.replace('/', '--')}"
     snapshot = repo / "snapshots" / revision
     (repo / "blobs").mkdir(parents=True)
     snapshot.mkdir(parents=True)
     for name, content in files.items():
         blob = repo / "blobs" / hashlib.sha256(content).hexdigest()
         blob.write_bytes(content)
-        (snapshot / name).symlink_to(Path("../../blobs") / blob.name)
+        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+        up = Path(*[".."] * (2 + name.count("/")))
+        (snapshot / name).symlink_to(up / "blobs" / blob.name)
     return repo
 
 
@@ -83,6 +85,43 @@ def test_a_damaged_snapshot_or_another_revision_is_refused(tmp_path: Path, offli
     with pytest.raises(CheckpointError, match=r"the hub cannot be asked .*--trust"):
         import_folder(other, store)
     assert not store.imported(QWEN)
+
+
+def test_cosyvoice_3_without_a_pinned_commit_imports_from_any_snapshot_and_records_it(
+    tmp_path: Path, offline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from minmo_core.common.releases import COSYVOICE3
+    from minmo_core.engine.stack import voice_folder
+
+    assert COSYVOICE3.revision == ""  # no commit pinned yet: see its manifest
+    monkeypatch.setenv("MINMO_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.delenv("MINMO_COSYVOICE3_DIR", raising=False)
+    files = {name: f"{name} of the demo".encode() * 20 for name in COSYVOICE3.used_files}
+    commit = "0123456789abcdef" * 2 + "01234567"
+    repo = hub_cache(tmp_path / "hf", files, commit, COSYVOICE3)
+    assert detect(repo).name == COSYVOICE3.name  # cosyvoice3.yaml, speech_tokenizer_v3.onnx
+    imported = import_folder(repo)
+    assert imported.verified_by == "hub cache" and imported.folder == repo / "snapshots" / commit
+    lock = json.loads(ModelStore().lock_path.read_text(encoding="utf-8"))[COSYVOICE3.name]
+    assert lock["commit"] == commit and set(lock["files"]) == set(COSYVOICE3.used_files)
+    sha = lock["files"]["flow.pt"]["sha256"]
+    assert sha == hashlib.sha256(files["flow.pt"]).hexdigest()  # the blob's LFS name, checked
+    assert voice_folder("cosyvoice3") == repo / "snapshots" / commit  # what the window loads
+    # a snapshot whose file is not its blob's content is refused, naming the file
+    other = hub_cache(tmp_path / "hf2", files, "f" * 40, COSYVOICE3)
+    (other / "blobs" / sha).write_bytes(b"damaged")
+    with pytest.raises(CheckpointError, match=r"flow\.pt of Fun-CosyVoice3-0\.5B-2512@ffffffff"):
+        import_folder(other)
+    newer = {**files, "flow.pt": b"a newer flow"}
+    import_folder(hub_cache(tmp_path / "hf3", newer, "e" * 40, COSYVOICE3))  # the release moved
+    lock = json.loads(ModelStore().lock_path.read_text(encoding="utf-8"))[COSYVOICE3.name]
+    assert lock["commit"] == "e" * 40 and lock["files"]["flow.pt"]["size"] == len(b"a newer flow")
+    copied = tmp_path / "copied"  # a plain copy is held to what the lock recorded
+    (copied / "CosyVoice-BlankEN").mkdir(parents=True)
+    for name, content in files.items():
+        (copied / name).write_bytes(content)
+    with pytest.raises(CheckpointError, match=r"flow\.pt .*checked against the lock"):
+        import_folder(copied)
 
 
 def test_a_copied_folder_offline_needs_trust_and_copy_puts_it_in_the_models_folder(

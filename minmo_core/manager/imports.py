@@ -17,6 +17,7 @@ Files verified against anything but a pin are locked, so later checks hold them 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ def snapshot_folder(folder: Path, release: Release | None = None) -> Path:
     snapshots = folder / "snapshots"
     if folder.name.startswith("models--") and snapshots.is_dir():
         candidates = sorted(p for p in snapshots.iterdir() if p.is_dir())
-        if release is not None and (snapshots / (release.revision or "")).is_dir():
+        if release is not None and release.revision and (snapshots / release.revision).is_dir():
             return snapshots / release.revision
         if len(candidates) == 1:
             return candidates[0]
@@ -100,12 +101,13 @@ def import_folder(
     release = detect(given)
     folder = snapshot_folder(given, release)
     expected, how = _expectations(release, folder, store, trust, source)
+    commit = snapshot_commit(folder, release) if how == "hub cache" else None
     for name, want in expected.items():
         path = folder / name
         size = path.stat().st_size
         if not matches(path, want):
             raise CheckpointError(
-                f"{path} is not {name} of {release.name}@{(release.revision or '')[:8]} "
+                f"{path} is not {name} of {release.name}@{(release.revision or commit or '')[:8]} "
                 f"({size} bytes, expected {want.size}; checked against the {how}); not imported"
             )
     unpinned = {n: e for n, e in expected.items() if release.pin(n) is None}
@@ -123,7 +125,7 @@ def import_folder(
         folder = target
     else:
         store.register(release, folder)
-    store.record(release, folder, unpinned)
+    store.record(release, folder, unpinned, commit=commit)
     return Imported(release, folder, how, copy)
 
 
@@ -133,11 +135,13 @@ def _expectations(release, folder, store, trust, source) -> tuple[dict[str, Expe
            for n in release.used_files if release.pin(n) is not None}  # fmt: skip
     if not unpinned:
         return out, "pins"
+    cached = _hub_cache_blobs(folder, release, unpinned)
+    if cached is not None and not release.revision:  # a snapshot of any commit: its own hashes
+        return out | cached, "hub cache"
     locked = store.locked(release)
     if all(n in locked for n in unpinned):
         out |= {n: Expected(locked[n]["size"], locked[n]["sha256"]) for n in unpinned}
         return out, "lock"
-    cached = _hub_cache_blobs(folder, release, unpinned)
     if cached is not None:
         return out | cached, "hub cache"
     try:
@@ -158,10 +162,23 @@ def _expectations(release, folder, store, trust, source) -> tuple[dict[str, Expe
     return out | {n: remote[n] for n in unpinned}, "hub"
 
 
+def snapshot_commit(folder: Path, release: Release) -> str | None:
+    """The hub commit of a hub cache snapshot folder that may serve ``release``: its pinned
+    commit, or any commit for a release whose commit is not pinned yet (the import records
+    which); None for any other folder."""
+    if folder.parent.name != "snapshots":
+        return None
+    if folder.name == release.revision:
+        return folder.name
+    if not release.revision and re.fullmatch(r"[0-9a-f]{40}", folder.name):
+        return folder.name
+    return None
+
+
 def _hub_cache_blobs(folder: Path, release: Release, names: list[str]):
-    """A snapshot of the hub cache at the pinned commit: each file links to its blob, named
-    by the file's sha256 (LFS) or git blob id."""
-    if folder.parent.name != "snapshots" or folder.name != release.revision:
+    """A snapshot of the hub cache at the pinned commit (any commit while none is pinned):
+    each file links to its blob, named by the file's sha256 (LFS) or git blob id."""
+    if snapshot_commit(folder, release) is None:
         return None
     out = {}
     for name in names:

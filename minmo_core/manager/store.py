@@ -60,8 +60,11 @@ class ModelStore:
         files = entry.get("files")
         return files if isinstance(files, dict) else {}
 
-    def record(self, release: Release, folder: Path, verified: dict) -> None:
-        """Lock the sha256 of the unpinned files just verified in ``folder``."""
+    def record(
+        self, release: Release, folder: Path, verified: dict, commit: str | None = None
+    ) -> None:
+        """Lock the sha256 of the unpinned files just verified in ``folder``, and the hub
+        commit they came from when known (a release whose manifest pins none)."""
         if not verified:
             return
         lock = self._read(self.lock_path)
@@ -72,10 +75,13 @@ class ModelStore:
                 entry["git_sha1"] = want.git_sha1
             files[name] = entry
         old = lock.get(release.name)
-        if isinstance(old, dict) and old.get("revision") == release.revision:
-            files = {**old.get("files", {}), **files}
+        same = isinstance(old, dict) and old.get("revision") == release.revision
+        if same and (not commit or old.get("commit") in (None, commit)):
+            files = {**old.get("files", {}), **files}  # else another commit: start afresh
         lock[release.name] = {"repo": release.repo_id, "revision": release.revision,
                               "files": files}  # fmt: skip
+        if commit and not release.revision:
+            lock[release.name]["commit"] = commit
         self._write(self.lock_path, lock)
 
     # -- the registry -------------------------------------------------------------------------
