@@ -41,8 +41,8 @@ def prompt(fixtures_dir: Path) -> FlowPrompt:
     return FlowPrompt(io["prompt_token"].long(), io["prompt_feat"], io["embedding"])
 
 
-def streamed(t2w, prompt, tokens: list[int], pieces: list[int], group_ends=()):
-    stream = t2w.stream(prompt)
+def streamed(t2w, prompt, tokens: list[int], pieces: list[int], group_ends=(), reencode=False):
+    stream = t2w.stream(prompt, reencode=reencode)
     out, start = [], 0
     for n in pieces:
         out.append(stream.push(tokens[start : start + n]))
@@ -64,6 +64,26 @@ def test_streamed_audio_has_the_whole_utterances_length_whatever_the_pieces(t2w,
     for pieces in ([1] * 64, [15] * 4 + [4], [40, 24]):
         audio, _ = streamed(t2w, prompt, TOKENS, pieces)
         assert audio.shape == (2 * HOP * len(TOKENS),)
+
+
+@pytest.mark.parametrize(
+    ("pieces", "group_ends"),
+    [([15] * 4 + [4], (30,)), ([1] * 64, ()), ([40, 24], ()), ([7] * 9 + [1], (21, 49))],
+)
+def test_the_incremental_flow_gives_the_release_schemes_audio(t2w, prompt, pieces, group_ends):
+    """The default stream keeps the flow's complete chunks (a DiTFlowStream per sentence
+    group) instead of re-running the group so far: the same audio."""
+    from minmo_core.voice.flow_dit import DiTFlowStream
+
+    audio, stream = streamed(t2w, prompt, TOKENS, pieces, group_ends)
+    rerun, old = streamed(t2w, prompt, TOKENS, pieces, group_ends, reencode=True)
+    assert old.flow is None and stream.groups == len(group_ends)
+    torch.testing.assert_close(audio, rerun, atol=2e-5, rtol=0)
+    fresh = t2w.stream(prompt)
+    assert isinstance(fresh.flow, DiTFlowStream)
+    fresh.push(TOKENS[:20])
+    fresh.end_group()
+    assert isinstance(fresh.flow, DiTFlowStream) and fresh.flow.done == 0  # afresh per group
 
 
 def test_the_stream_is_one_vocoder_pass_over_its_mel_so_joins_cannot_click(t2w, prompt):

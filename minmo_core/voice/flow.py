@@ -178,6 +178,8 @@ class FlowStream:
     renderer starts a new stream at each sentence group.
     """
 
+    chunk_tokens = ATTENTION_CHUNK_TOKENS  # tokens per attention chunk, encoder and decoder
+
     def __init__(
         self,
         flow: FlowDecoder,
@@ -214,7 +216,7 @@ class FlowStream:
         on), where ``first`` is at most the first frame no earlier call returned.
         """
         cfg = self.flow.cfg
-        ratio, lookahead, chunk = cfg.token_mel_ratio, cfg.pre_lookahead_len, ATTENTION_CHUNK_TOKENS
+        ratio, lookahead, chunk = cfg.token_mel_ratio, cfg.pre_lookahead_len, self.chunk_tokens
         if self.finished:
             raise RuntimeError("this flow stream was finalised; start a new one")
         if tokens.dim() != 2 or tokens.size(0) != 1:
@@ -231,13 +233,7 @@ class FlowStream:
         if not torch.equal(ids[:, :start], self._ids[:, :start]):
             raise ValueError("the tokens changed where the flow already kept them")
         keep = 0 if finalize else max(0, end // chunk * chunk - start)
-        embed = self.flow.input_embedding
-        x = embed(ids[:, start:end].clamp(min=0))  # (1, end - start, D)
-        context = None if finalize else embed(ids[:, end:].clamp(min=0))  # (1, 3, D)
-        by_token = Prefix(start, keep, self._kept[0])
-        by_frame = Prefix(ratio * start, ratio * keep, self._kept[1])
-        h = self.flow.encoder(x, context, streaming=True, prefix=(by_token, by_frame))
-        mu = self.flow.encoder_proj(h).transpose(1, 2)  # (1, 80, ratio * (end - start))
+        mu = self._mu(ids, start, end, keep, finalize)  # (1, 80, ratio * (end - start))
         first = ratio * start  # the region's first frame, prompt included
         n_prompt = self.prompt_mel.size(2)
         cond = torch.zeros_like(mu)  # (1, 80, region frames)
@@ -249,6 +245,20 @@ class FlowStream:
         if first < n_prompt:
             return mel[:, :, n_prompt - first :], 0
         return mel, first - n_prompt
+
+    def _mu(
+        self, ids: torch.Tensor, start: int, end: int, keep: int, finalize: bool
+    ) -> torch.Tensor:
+        """mu of tokens start..end (ids (1, n) holds every token, look-ahead after end):
+        (1, 80, ratio * (end - start)), the first ``keep`` tokens' layers kept."""
+        ratio = self.flow.cfg.token_mel_ratio
+        embed = self.flow.input_embedding
+        x = embed(ids[:, start:end].clamp(min=0))  # (1, end - start, D)
+        context = None if finalize else embed(ids[:, end:].clamp(min=0))  # (1, 3, D)
+        by_token = Prefix(start, keep, self._kept[0])
+        by_frame = Prefix(ratio * start, ratio * keep, self._kept[1])
+        h = self.flow.encoder(x, context, streaming=True, prefix=(by_token, by_frame))
+        return self.flow.encoder_proj(h).transpose(1, 2)
 
 
 def load_flow(

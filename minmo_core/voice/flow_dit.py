@@ -21,6 +21,12 @@ Parameter names are those of the released ``flow.pt``: ``input_embedding``,
 Streaming is the release's (``inference``): every call runs over all tokens so far; with
 ``streaming`` the frames of complete chunks never change, and with ``finalize=False`` the
 last 3 tokens are look-ahead only.
+
+Streaming at a bounded cost (``stream``, a ``DiTFlowStream``): as CosyVoice 2's
+``FlowStream``, every layer keeps what the complete chunks produced (per Euler step and
+guidance branch: the attention's rotated keys and values, the position convolutions' last
+30 input frames; the look-ahead layer's last 2 tokens) and each call computes only the open
+chunk, its new tokens and their look-ahead. Its frames equal ``inference``'s (streaming).
 """
 
 from __future__ import annotations
@@ -35,10 +41,10 @@ from torch import nn
 from minmo_core.common.checkpoints import load_into, load_state_dict
 from minmo_core.config import DiTFlowConfig
 from minmo_core.errors import CheckpointError
-from minmo_core.voice.flow import FlowDecoder
+from minmo_core.voice.flow import FlowDecoder, FlowStream
 from minmo_core.voice.flow_decoder import FlowMatching
 from minmo_core.voice.flow_encoder import PreLookahead
-from minmo_core.voice.prefix import Prefix
+from minmo_core.voice.prefix import Prefix, chunk_mask
 
 FLOW_FILE = "flow.pt"
 TIME_FREQ_DIM = 256  # the sinusoidal time embedding's width (fixed in the release)
@@ -73,10 +79,14 @@ class CausalPositionEmbedding(nn.Module):
         self.conv1 = nn.Sequential(nn.Conv1d(dim, dim, POS_KERNEL, groups=POS_GROUPS), nn.Mish())
         self.conv2 = nn.Sequential(nn.Conv1d(dim, dim, POS_KERNEL, groups=POS_GROUPS), nn.Mish())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.transpose(1, 2)
-        h = self.conv1(F.pad(h, (POS_KERNEL - 1, 0)))
-        h = self.conv2(F.pad(h, (POS_KERNEL - 1, 0)))
+    def forward(self, x: torch.Tensor, prefix: Prefix | None = None) -> torch.Tensor:
+        """With a ``prefix``, the kept frames before x feed each convolution's left edge."""
+        h = x.transpose(1, 2)  # (B, dim, T)
+        for conv in (self.conv1, self.conv2):
+            T = h.size(2)
+            if prefix is not None:
+                h = prefix.history(conv, h, POS_KERNEL - 1, dim=2)  # (B, dim, Th + T)
+            h = conv(F.pad(h, (POS_KERNEL - 1 - (h.size(2) - T), 0)))  # (B, dim, T)
         return h.transpose(1, 2)
 
 
@@ -89,10 +99,10 @@ class InputEmbedding(nn.Module):
         self.proj = nn.Linear(4 * n_mels, dim)
         self.conv_pos_embed = CausalPositionEmbedding(dim)
 
-    def forward(self, x, cond, mu, spks) -> torch.Tensor:
+    def forward(self, x, cond, mu, spks, prefix: Prefix | None = None) -> torch.Tensor:
         spks = spks[:, None].expand(-1, x.size(1), -1)
         h = self.proj(torch.cat([x, cond, mu, spks], dim=-1))
-        return self.conv_pos_embed(h) + h
+        return self.conv_pos_embed(h, prefix) + h
 
 
 class RotaryEmbedding(nn.Module):
@@ -139,13 +149,23 @@ class Attention(nn.Module):
         self.to_q, self.to_k, self.to_v = (nn.Linear(dim, inner) for _ in range(3))
         self.to_out = nn.ModuleList([nn.Linear(inner, dim)])
 
-    def forward(self, x: torch.Tensor, angles: torch.Tensor, mask: torch.Tensor | None):
-        """x (B, T, dim), angles (T, dim_head), mask (T, T) bool or None -> (B, T, dim)."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        angles: torch.Tensor,
+        mask: torch.Tensor | None,
+        prefix: Prefix | None = None,
+    ):
+        """x (B, T, dim), angles (T, dim_head), mask (T, S) bool or None -> (B, T, dim); S is
+        T, or with a ``prefix`` its start + T (the kept keys and values come first)."""
         B, T, _ = x.shape
         q = apply_rotary(self.to_q(x), angles)
         k = apply_rotary(self.to_k(x), angles)
         v = self.to_v(x)
         q, k, v = (y.view(B, T, self.heads, self.dim_head).transpose(1, 2) for y in (q, k, v))
+        if prefix is not None:
+            k = prefix.extend(self, "k", k, dim=2)  # (B, heads, start + T, dim_head)
+            v = prefix.extend(self, "v", v, dim=2)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.to_out[0](out.transpose(1, 2).reshape(B, T, -1))
 
@@ -191,10 +211,10 @@ class DiTBlock(nn.Module):
         self.attn = Attention(dim, heads, dim_head)
         self.ff = FeedForward(dim, ff_mult)
 
-    def forward(self, x, t, angles, mask) -> torch.Tensor:
+    def forward(self, x, t, angles, mask, prefix: Prefix | None = None) -> torch.Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.attn_norm(t)
         norm = _norm(x) * (1 + scale_msa[:, None]) + shift_msa[:, None]
-        x = x + gate_msa[:, None] * self.attn(norm, angles, mask)
+        x = x + gate_msa[:, None] * self.attn(norm, angles, mask, prefix)
         norm = _norm(x) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
         return x + gate_mlp[:, None] * self.ff(norm)
 
@@ -234,16 +254,27 @@ class DiT(nn.Module):
         streaming: bool = False,
         prefix: Prefix | None = None,
     ) -> torch.Tensor:
-        """x, mu, cond (B, n_mels, T), t (B,), spks (B, n_mels) -> dx/dt (B, n_mels, T)."""
-        if prefix is not None:
-            raise NotImplementedError("the DiT estimator computes whole sequences")
+        """x, mu, cond (B, n_mels, T), t (B,), spks (B, n_mels) -> dx/dt (B, n_mels, T).
+
+        With a ``prefix`` (streaming only), x, mu and cond are the region after its kept
+        frames, and so is the result."""
         T = x.size(2)
+        start = 0
+        if prefix is not None:
+            if not streaming:
+                raise ValueError("a kept prefix needs chunked (streaming) attention")
+            start = prefix.start
         temb = self.time_embed(t)  # (B, dim)
-        h = self.input_embed(x.transpose(1, 2), cond.transpose(1, 2), mu.transpose(1, 2), spks)
-        angles = self.rotary_embed(T)
-        mask = self.attention_mask(T, streaming, x.device)
+        h = self.input_embed(
+            x.transpose(1, 2), cond.transpose(1, 2), mu.transpose(1, 2), spks, prefix
+        )  # (B, T, dim)
+        angles = self.rotary_embed(T, start)  # (T, dim_head): positions start..start + T
+        if prefix is not None:
+            mask = chunk_mask(T, self.cfg.static_chunk_size, x.device, start)  # (T, start + T)
+        else:
+            mask = self.attention_mask(T, streaming, x.device)
         for block in self.transformer_blocks:
-            h = block(h, temb, angles, mask)
+            h = block(h, temb, angles, mask, prefix)
         scale, shift = self.norm_out(temb)
         h = _norm(h) * (1 + scale)[:, None] + shift[:, None]
         return self.proj_out(h).transpose(1, 2)
@@ -284,6 +315,13 @@ class DiTFlowDecoder(nn.Module):
     speaker = FlowDecoder.speaker
     _check_prompt = FlowDecoder._check_prompt
 
+    def stream(
+        self, prompt_tokens: torch.Tensor, prompt_feat: torch.Tensor, embedding: torch.Tensor
+    ) -> DiTFlowStream:
+        """An incremental stream for one utterance in the prompt's voice (shapes as in
+        ``inference``)."""
+        return DiTFlowStream(self, prompt_tokens, prompt_feat, embedding)
+
     @torch.inference_mode()
     def inference(
         self,
@@ -309,6 +347,33 @@ class DiTFlowDecoder(nn.Module):
         cond[:, :, :n_prompt] = prompt_feat.to(device, dtype).transpose(1, 2)
         mel = self.decoder(mu, spks, cond, streaming)
         return mel[:, :, n_prompt:]
+
+
+class DiTFlowStream(FlowStream):
+    """One utterance's mel, computed a region at a time: ``FlowStream``'s bookkeeping with
+    the DiT flow's layers. Complete chunks are the DiT's ``static_chunk_size`` frames,
+    counted in whole tokens."""
+
+    def __init__(
+        self,
+        flow: DiTFlowDecoder,
+        prompt_tokens: torch.Tensor,
+        prompt_feat: torch.Tensor,
+        embedding: torch.Tensor,
+    ) -> None:
+        super().__init__(flow, prompt_tokens, prompt_feat, embedding)  # type: ignore[arg-type]
+        ratio, frames = flow.cfg.token_mel_ratio, flow.cfg.static_chunk_size
+        self.chunk_tokens = math.lcm(frames, ratio) // ratio  # kept regions end on both grids
+
+    def _mu(
+        self, ids: torch.Tensor, start: int, end: int, keep: int, finalize: bool
+    ) -> torch.Tensor:
+        flow = self.flow
+        embed = flow.input_embedding
+        x = embed(ids[:, start:end].clamp(min=0))  # (1, end - start, 80)
+        context = None if finalize else embed(ids[:, end:].clamp(min=0))  # (1, 3, 80)
+        h = flow.pre_lookahead_layer(x, context, prefix=Prefix(start, keep, self._kept[0]))
+        return h.repeat_interleave(flow.cfg.token_mel_ratio, dim=1).transpose(1, 2)
 
 
 def load_dit_flow(
@@ -338,4 +403,4 @@ def load_dit_flow(
     return model.to(device=torch.device(device), dtype=dtype or torch.float32).eval()
 
 
-__all__ = ["FLOW_FILE", "DiT", "DiTFlowDecoder", "apply_rotary", "load_dit_flow"]
+__all__ = ["FLOW_FILE", "DiT", "DiTFlowDecoder", "DiTFlowStream", "apply_rotary", "load_dit_flow"]

@@ -4,15 +4,17 @@ The same interface as ``token2wav.Token2Wav`` (whole utterances, or streams of 1
 chunks with ``push``, ``end_group`` and ``flush``), so the engine, the command line and the
 window use either release alike. What differs is the joins:
 
-    group tokens so far + 3 look-ahead ──► DiT flow (chunk-masked attention; every call
-        re-runs the group so far, as the release does) ──► the new mel frames
+    group tokens so far + 3 look-ahead ──► DiT flow (chunk-masked attention; a
+        DiTFlowStream computes only the open chunk and the new tokens, or with ``reencode``
+        every call re-runs the group so far, as the release does) ──► the new mel frames
     new mel ──► one causal vocoder stream for the whole reply ──► every sample no later
         frame can change
 
 The vocoder is causal and runs as one stream over the reply's mel (``CausalHiFTStream``,
 a bounded window per call), so consecutive chunks, and consecutive sentence groups, are one
 continuous signal: nothing to cross-fade, nothing that can click. The flow starts afresh at
-each sentence group (at most MAX_GROUP_TOKENS tokens), which bounds its cost per chunk.
+each sentence group (at most MAX_GROUP_TOKENS tokens), which bounds its memory (and, with
+``reencode``, its cost per chunk).
 """
 
 from __future__ import annotations
@@ -45,13 +47,14 @@ class CausalToken2Wav(Token2Wav):
         prompt: FlowPrompt,
         generator: torch.Generator | None = None,
         schedule: ChunkSchedule | None = None,
-        reencode: bool = True,
+        reencode: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> CausalToken2WavStream:
-        """A stream in chunks of ``schedule`` (default: this Token2Wav's fixed size); the flow
-        always re-runs the group so far (``reencode`` is accepted for the interface)."""
+        """A stream in chunks of ``schedule`` (default: this Token2Wav's fixed size);
+        ``reencode``: the release's flow scheme (re-run the group so far) instead of the
+        incremental one."""
         schedule = schedule or ChunkSchedule((self.chunk_tokens,), f"fixed {self.chunk_tokens}")
-        return CausalToken2WavStream(self, prompt, generator, schedule, clock)
+        return CausalToken2WavStream(self, prompt, generator, schedule, reencode, clock)
 
 
 class CausalToken2WavStream(Token2WavStream):
@@ -63,14 +66,15 @@ class CausalToken2WavStream(Token2WavStream):
         prompt: FlowPrompt,
         generator: torch.Generator | None,
         schedule: ChunkSchedule = FIXED,
+        reencode: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(t2w, prompt, generator, schedule, reencode=True, clock=clock)
+        super().__init__(t2w, prompt, generator, schedule, reencode=reencode, clock=clock)
         self.vocoder: CausalHiFTStream | None = t2w.vocoder.stream()
 
     @property
     def _capped(self) -> bool:
-        return True  # each chunk re-runs the group so far: groups stay short
+        return True  # either way groups stay short: re-runs cost, kept chunks take memory
 
     @torch.inference_mode()
     def end_group(self) -> torch.Tensor:
@@ -81,6 +85,7 @@ class CausalToken2WavStream(Token2WavStream):
             audio = self._render(len(self.tokens), finalize=True, last=False)
         self.earlier += len(self.tokens)
         self.tokens, self.offset, self.groups = [], 0, self.groups + 1
+        self.flow = None if self.reencode else self._new_flow()
         return audio
 
     @torch.inference_mode()
