@@ -26,6 +26,7 @@ from minmo_core.engine.events import (
     StateChanged,
     TurnEnded,
     TurnTimings,
+    UserSpeechStarted,
     UserText,
 )
 from minmo_core.engine.reply import AudioSpan, heard_text
@@ -63,6 +64,28 @@ def engine(qwen_dir: Path, voice: SpeechSynthesizer):
     engine.recorder = recorder
     yield engine
     engine.shutdown()
+
+
+def test_a_reply_names_its_own_turn_when_the_user_starts_the_next(engine) -> None:
+    """The user starting to speak mid-reply (as a barge-in does) opens the next turn; the
+    reply's states still name the reply's turn (the timeline files barge-ins by them)."""
+    began = threading.Event()
+    stream = engine.llm.stream
+
+    def after_the_user_began(*args, **kwargs):
+        threading.Thread(target=lambda: (engine._heard_start(0.0), began.set())).start()
+        assert began.wait(TIMEOUT)  # the next turn is in hand before any audio
+        return stream(*args, **kwargs)
+
+    engine.llm.stream = after_the_user_began
+    turn = engine.send_text("Hello! How are you today?")
+    assert engine.wait_idle(TIMEOUT)
+    rec = engine.recorder
+    (next_turn,) = [e.turn_id for e in rec.of(UserSpeechStarted)]
+    assert next_turn == turn + 1
+    states = [e.state for e in rec.of(StateChanged, turn)]
+    assert states == [EngineState.THINKING, EngineState.SPEAKING, EngineState.IDLE]
+    assert [e.state for e in rec.of(StateChanged, next_turn)] == [EngineState.USER_SPEAKING]
 
 
 def engine_threads() -> list[threading.Thread]:

@@ -477,8 +477,14 @@ class ConversationEngine:
 
         return emit
 
-    def _state(self, state: EngineState, t: float | None = None) -> None:
-        self._out(StateChanged(turn_id=self._current, state=state, t=now() if t is None else t))
+    def _state(
+        self, state: EngineState, t: float | None = None, turn_id: int | None = None
+    ) -> None:
+        """A state of ``turn_id``; None: the turn in hand. A reply names its own turn: the
+        user may have begun the next one meanwhile (a barge-in does), which moves the turn
+        in hand on."""
+        turn = self._current if turn_id is None else turn_id
+        self._out(StateChanged(turn_id=turn, state=state, t=now() if t is None else t))
 
     def _run(self) -> None:
         while True:
@@ -561,7 +567,7 @@ class ConversationEngine:
             self._hearing_s = now() - tick
         except MinMoError as err:
             self._out(EngineError(turn_id=turn_id, message=f"could not hear that: {err}"))
-            self._state(EngineState.LISTENING)
+            self._state(EngineState.LISTENING, turn_id=turn_id)
             return
         except Exception as err:
             self._recover(turn_id, err)
@@ -577,7 +583,9 @@ class ConversationEngine:
         )
         self._out(UserAudio(turn_id=turn_id, audio=audio))
         if not transcript.text:
-            self._state(EngineState.LISTENING)  # a noise, not words: nothing to answer
+            self._state(
+                EngineState.LISTENING, turn_id=turn_id
+            )  # a noise, not words: nothing to answer
             return
         self._reply(turn_id, user_message(transcript), started, waited, spec, aligned, True)
 
@@ -631,7 +639,7 @@ class ConversationEngine:
         aligned: AlignedTurn | None,
         spoken: bool,
     ) -> None:
-        self._state(EngineState.THINKING)
+        self._state(EngineState.THINKING, turn_id=turn_id)
         stop = self._interrupt if spec is None else _AnyOf(self._interrupt, spec)
         try:
             speech = aligned.speech if aligned is not None else None
@@ -681,7 +689,7 @@ class ConversationEngine:
             if isinstance(event, AssistantAudio):
                 if not speaking:
                     speaking = True
-                    self._state(EngineState.SPEAKING, event.t)  # the moment it was ready
+                    self._state(EngineState.SPEAKING, event.t, turn_id)  # the moment it was ready
                 start = max(self._audio_until, event.t)
                 self._audio_until = start + event.audio.size / OUTPUT_RATE
             self._out(event)
@@ -698,12 +706,11 @@ class ConversationEngine:
             return  # already cut while generating, or everything was heard
         heard = heard_text(last.reply, spans, played)
         self.turns[-1] = Turn(turn_id, last.user, last.reply, heard, True)
-        self._current = turn_id
-        self._state(EngineState.INTERRUPTED)
+        self._state(EngineState.INTERRUPTED, turn_id=turn_id)
         self._out(
             TurnEnded(turn_id=turn_id, reply_text=last.reply, heard_text=heard, interrupted=True)
         )
-        self._state(EngineState.IDLE)
+        self._state(EngineState.IDLE, turn_id=turn_id)
 
     def _within_budget(self, user: str, extra: int = 0) -> list[dict[str, str]]:
         """The prompt, after dropping the oldest turns until it fits ``context_tokens`` and
@@ -739,7 +746,7 @@ class ConversationEngine:
             heard = heard_text(outcome.text, outcome.spans, played) if outcome.spans else ""
             if self.voice is None or not self.settings.speak:
                 heard = outcome.text  # a text-only reply was read as it came
-            self._state(EngineState.INTERRUPTED)
+            self._state(EngineState.INTERRUPTED, turn_id=turn_id)
         else:
             heard = outcome.text
         self.turns.append(Turn(turn_id, user, outcome.text, heard, interrupted))
@@ -773,7 +780,7 @@ class ConversationEngine:
                 turn_id=turn_id, reply_text=outcome.text, heard_text=heard, interrupted=interrupted
             )
         )
-        self._state(EngineState.IDLE)
+        self._state(EngineState.IDLE, turn_id=turn_id)
 
     def _recover(self, turn_id: int, err: Exception) -> None:
         if is_out_of_memory(err):
@@ -786,7 +793,7 @@ class ConversationEngine:
             message = f"the reply failed: {type(err).__name__}: {first_line(err)}"
         self.llm.reset_cache()  # a half-written cache must not leak into the next turn
         self._out(EngineError(turn_id=turn_id, message=message))
-        self._state(EngineState.IDLE)
+        self._state(EngineState.IDLE, turn_id=turn_id)
 
 
 __all__ = ["ConversationEngine", "EngineSettings", "Turn"]
