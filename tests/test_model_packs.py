@@ -136,6 +136,44 @@ def test_list_verify_and_remove_keep_what_another_pack_needs(
         assert release_status(all_releases()[name], store) == "missing"
 
 
+def test_the_plan_counts_cosyvoice_3s_larger_flow_when_it_is_the_voice(capsys) -> None:
+    from minmo_core.common.releases import COSYVOICE2, COSYVOICE3
+    from minmo_core.errors import ConfigError
+    from minmo_core.manager.planner import DTYPE_BYTES, estimate
+
+    def flow(release):
+        return next(part for part in release.parts if part.name == "flow decoder")
+
+    assert flow(COSYVOICE3).parameters == 332_257_120 and flow(COSYVOICE2).parameters < 1.2e8
+
+    def weights(release, device: str) -> int:
+        return sum(
+            part.parameters * (4 if device == "cpu" else DTYPE_BYTES[part.gpu_dtype])
+            for part in release.parts
+        )
+
+    p = all_packs()["minmo-7b"]
+    for device, precision in (("cuda", "bfloat16"), ("cpu", "float32")):
+        two = estimate(p, precision, device)
+        three = estimate(p, precision, device, COSYVOICE3.name)
+        growth = weights(COSYVOICE3, device) - weights(COSYVOICE2, device)
+        assert three.speech - two.speech == growth
+        assert three.speech > two.speech and three.llm_weights == two.llm_weights
+    with pytest.raises(ConfigError, match="not a voice release"):
+        estimate(p, "bfloat16", "cuda", "Qwen2.5-7B-Instruct")
+    assert main(["models", "plan", "--memory", "24", "--voice", "cosyvoice3"]) == 0
+    out = capsys.readouterr().out
+    assert "with Fun-CosyVoice3-0.5B-2512 as the voice" in out
+    assert plan(24 * GiB, "cuda", COSYVOICE3.name).choice.speech == three_speech_7b()
+
+
+def three_speech_7b() -> int:
+    from minmo_core.common.releases import COSYVOICE3
+    from minmo_core.manager.planner import estimate
+
+    return estimate(all_packs()["minmo-7b"], "bfloat16", "cuda", COSYVOICE3.name).speech
+
+
 def test_plan_and_download_errors_on_the_command_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

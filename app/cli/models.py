@@ -34,6 +34,13 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     plan.add_argument(
         "--ram", type=number(1.0), metavar="GB", help="with --memory 0: the available RAM"
     )
+    plan.add_argument(
+        "--voice",
+        choices=["cosyvoice2", "cosyvoice3"],
+        default="cosyvoice2",
+        help="the voice release to count (Settings → Models → Voice release; default "
+        "cosyvoice2, the packs')",
+    )
     plan.set_defaults(func=run_plan)
     dl = jobs.add_parser(
         "download",
@@ -122,8 +129,15 @@ def run_plan(args: argparse.Namespace) -> int:
         device, where = "cpu", "a CPU"
     else:
         memory, device, where = int(args.memory * GiB), "cuda", "a GPU"
-    result = plan(memory, device)
-    print(f"planning for {where}: {memory / GiB:.1f} GiB, {result.usable / GiB:.1f} usable")
+    from minmo_core.common.releases import COSYVOICE3
+
+    voice = COSYVOICE3.name if args.voice == "cosyvoice3" else None
+    result = plan(memory, device, voice)
+    with_voice = f", with {COSYVOICE3.name} as the voice" if voice else ""
+    print(
+        f"planning for {where}: {memory / GiB:.1f} GiB, {result.usable / GiB:.1f} usable"
+        f"{with_voice}"
+    )
     head = ("pack", "LLM weights", "GiB", "KV 4k", "activ.", "speech", "overhead", "total", "")
     rows = []
     for e in result.candidates:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minmo_core.common.releases import LLMShape, Release, all_releases
+from minmo_core.errors import ConfigError
 from minmo_core.manager.packs import Pack, all_packs
 
 GiB = 1024**3
@@ -88,11 +89,20 @@ def speech_bytes(releases: list[Release], device: str) -> int:
     return weights + int(SPEECH_WORKING_GIB * GiB * (2 if device == "cpu" else 1))
 
 
-def estimate(pack: Pack, precision: str, device: str) -> Estimate:
+VOICE_KINDS = ("cosyvoice2", "cosyvoice3")  # release kinds that are a pack's voice
+
+
+def estimate(pack: Pack, precision: str, device: str, voice: str | None = None) -> Estimate:
+    """``voice``: a voice release to count instead of the pack's (e.g. CosyVoice 3's, whose
+    flow holds 332 M values against CosyVoice 2's 113 M)."""
     releases = all_releases()
     llm = releases[pack.llm]
     compute = 4 if device == "cpu" else 2  # float32 on a CPU, bfloat16 on a GPU
     speech = [releases[name] for name in pack.releases if name != pack.llm]
+    if voice is not None:
+        if voice not in releases or releases[voice].kind not in VOICE_KINDS:
+            raise ConfigError(f"{voice!r} is not a voice release ({', '.join(VOICE_KINDS)})")
+        speech = [releases[voice] if r.kind in VOICE_KINDS else r for r in speech]
     overhead = CPU_OVERHEAD_GIB if device == "cpu" else GPU_OVERHEAD_GIB
     return Estimate(
         pack=pack.name,
@@ -141,13 +151,13 @@ class Plan:
         )
 
 
-def plan(memory_bytes: int, device: str) -> Plan:
+def plan(memory_bytes: int, device: str, voice: str | None = None) -> Plan:
     """The recommendation for ``memory_bytes`` of free GPU memory (device "cuda") or
-    available RAM (device "cpu")."""
+    available RAM (device "cpu"); ``voice``: with this voice release instead of the packs'."""
     usable = int(memory_bytes * (CPU_USABLE if device == "cpu" else GPU_USABLE))
     packs = [p for p in all_packs().values() if p.llm is not None]
     precisions = ("float32",) if device == "cpu" else GPU_PRECISIONS
-    candidates = [estimate(p, q, device) for p in packs for q in precisions]
+    candidates = [estimate(p, q, device, voice) for p in packs for q in precisions]
     fitting = [e for e in candidates if e.total <= usable]
     standard = [e for e in fitting if not e.experimental]
     choice = standard[0] if standard else None  # packs come largest LLM first
