@@ -14,16 +14,27 @@ ICON = REPO / "assets" / "icon"
 def test_the_icon_files_are_rendered_from_the_svg_at_every_size(qtbot) -> None:
     """The committed PNGs are the SVG rendered at their size (make_icons.py), square and
     mostly opaque; the Windows and macOS files hold the same picture."""
+    import numpy as np
     from PySide6.QtGui import QImage
 
     from app.gui.assets import ICON_SIZES
     from installers.make_icons import render
 
+    def channels(image: QImage) -> np.ndarray:
+        image = image.convertToFormat(QImage.Format.Format_RGBA8888)
+        raw = np.frombuffer(image.constBits(), np.uint8, image.sizeInBytes())
+        return raw.reshape(image.height(), image.bytesPerLine())[:, : 4 * image.width()]
+
     for size in ICON_SIZES:
         image = QImage(str(ICON / f"minmo-{size}.png"))
         assert (image.width(), image.height()) == (size, size)
         fresh = render(size).convertToFormat(image.format())
-        assert fresh == image, f"minmo-{size}.png is stale: run python installers/make_icons.py"
+        # Qt's rasteriser rounds a few antialiased edge pixels differently from one CPU to
+        # another (1 level in 6 of 1 M pixels at 512 between two x86-64 machines): a stale
+        # file differs by far more
+        diff = np.abs(channels(fresh).astype(int) - channels(image).astype(int))
+        stale = f"minmo-{size}.png is stale: run python installers/make_icons.py"
+        assert diff.max() <= 2 and (diff > 0).mean() < 1e-3, stale
     for name, size in (("minmo.ico", 256), ("minmo.icns", 512)):
         image = QImage(str(ICON / name))
         assert (image.width(), image.height()) == (size, size), name

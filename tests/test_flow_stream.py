@@ -65,7 +65,7 @@ def test_every_chunk_of_a_40_chunk_reply_equals_the_reencode_scheme(flow, prompt
     assert max(computed[2:]) <= ratio * (chunk - 1 + max(hops))
 
 
-def test_the_first_five_chunks_at_real_size_equal_the_reencode_scheme() -> None:
+def test_the_first_three_chunks_at_real_size_equal_the_reencode_scheme() -> None:
     torch.manual_seed(0)
     flow = FlowDecoder(FlowConfig()).eval()  # random weights, the release's sizes
     P = 25
@@ -74,7 +74,7 @@ def test_the_first_five_chunks_at_real_size_equal_the_reencode_scheme() -> None:
         torch.randn(1, 2 * P, 80),
         torch.randn(1, flow.cfg.spk_embed_dim),
     )
-    compare_every_chunk(flow, prompt, [15] * 5, atol=1e-5)
+    compare_every_chunk(flow, prompt, [15] * 3, atol=1e-5)  # kept prefixes of 25 and 50
 
 
 def test_a_call_costs_the_same_however_long_the_reply(flow, prompt) -> None:

@@ -35,8 +35,8 @@ def prompt(fixtures_dir: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return io["prompt_token"].long(), io["prompt_feat"], io["embedding"]
 
 
-@pytest.mark.parametrize("hops", [[15] * 40, [15, 25] + [50] * 12], ids=["fixed", "growing"])
-def test_every_chunk_of_a_40_chunk_reply_equals_the_rerun_scheme(flow, prompt, hops) -> None:
+@pytest.mark.parametrize("hops", [[15] * 20, [15, 25] + [50] * 6], ids=["fixed", "growing"])
+def test_every_chunk_of_a_20_chunk_reply_equals_the_rerun_scheme(flow, prompt, hops) -> None:
     stream = flow.stream(*prompt)
     assert isinstance(stream, DiTFlowStream)
     computed = compare_every_chunk(flow, prompt, hops, atol=2e-5)
@@ -54,9 +54,11 @@ def test_a_chunk_size_that_is_not_whole_tokens_keeps_regions_on_both_grids(promp
     compare_every_chunk(flow, prompt, [5, 9, 15, 4, 20], atol=2e-5)
 
 
-def test_the_first_chunks_at_real_size_equal_the_rerun_scheme() -> None:
+def test_the_first_chunks_at_the_releases_widths_equal_the_rerun_scheme() -> None:
     torch.manual_seed(0)
-    flow = DiTFlowDecoder(DiTFlowConfig()).eval()  # random weights, the release's sizes
+    # random weights, the release's widths, heads and chunk (2 of its 22 blocks: the same
+    # per-block code, a tenth of the time)
+    flow = DiTFlowDecoder(replace(DiTFlowConfig(), depth=2)).eval()
     P = 10
     prompt = (
         reply_tokens(P, flow.cfg.vocab_size, seed=1),
