@@ -16,7 +16,11 @@ from minmo_core.common.release_config import dit_flow_config
 from minmo_core.config import DiTFlowConfig
 from minmo_core.voice.flow_dit import DiTFlowDecoder, DiTFlowStream
 from minmo_core.voice.prefix import Prefix
-from tests.test_flow_stream import compare_every_chunk, reply_tokens
+from tests.test_flow_stream import (
+    bfloat16_stream_tracks_the_reencode_scheme,
+    compare_every_chunk,
+    reply_tokens,
+)
 from tests.test_flow_v3 import nested_flow
 
 
@@ -88,25 +92,7 @@ def test_a_call_costs_the_same_however_long_the_reply(flow, prompt) -> None:
 
 
 def test_bfloat16_stream_runs_in_bfloat16_and_tracks_the_rerun_scheme(flow, prompt) -> None:
-    half = DiTFlowDecoder(flow.cfg).eval()
-    half.load_state_dict(flow.state_dict())
-    half.to(torch.bfloat16)
-    dtypes: set[torch.dtype] = set()
-    hook = half.decoder.estimator.register_forward_hook(
-        lambda module, args, out: dtypes.add(out.dtype)
-    )
-    try:
-        tokens = reply_tokens(15 * 4 + 3, flow.cfg.vocab_size)
-        stream = half.stream(*prompt)
-        for k in range(1, 5):
-            seen = tokens[:, : 15 * k + 3]
-            mel, first = stream.mel(seen)
-            whole = half.inference(seen, *prompt, streaming=True, finalize=False)
-            assert mel.dtype == torch.float32  # the Euler state stays float32
-            torch.testing.assert_close(mel, whole[:, :, first:], atol=0.1, rtol=0)
-    finally:
-        hook.remove()
-    assert dtypes == {torch.bfloat16}
+    bfloat16_stream_tracks_the_reencode_scheme(flow, prompt)
 
 
 def test_changed_tokens_and_a_finished_stream_are_refused(flow, prompt) -> None:

@@ -396,23 +396,30 @@ def test_style_and_voice_changes_reach_the_engine(
     until(lambda: engine.settings.voice.voice is None)
 
 
-def test_without_a_sound_device_the_window_loads_for_typed_messages(
-    window, qtbot, qwen_dir, tiny_release_dir, tiny_sensevoice_dir, monkeypatch
-) -> None:
-    """The real loader (default_factory): each part's progress reaches the bar, and with no
-    audio device the window says so and still serves typed messages and cloning."""
+def load_without_sound(window, qtbot, settings: Settings):
+    """A window loaded by the real loader (default_factory) with no audio device:
+    (window, the LoadProgress events it got)."""
     from app.audio.fake_device import FakeSoundDevice
     from app.gui.session import LoadProgress, default_factory
 
-    monkeypatch.setenv("MINMO_COSYVOICE_DIR", str(tiny_release_dir))
-    monkeypatch.setenv("MINMO_SENSEVOICE_DIR", str(tiny_sensevoice_dir))
-    settings = Settings(llm_dir=str(qwen_dir), turn_policy="silence", device="cpu")
     factory = default_factory(settings, FakeSoundDevice(devices=[]), allow_unpinned=True)
     seen = []
     w = window(None, settings)
     w.bridge.event.connect(lambda e: seen.append(e) if isinstance(e, LoadProgress) else None)
     w.load(factory)
     qtbot.waitUntil(lambda: w.engine is not None, timeout=TIMEOUT_MS)
+    return w, seen
+
+
+def test_without_a_sound_device_the_window_loads_for_typed_messages(
+    window, qtbot, qwen_dir, tiny_release_dir, tiny_sensevoice_dir, monkeypatch
+) -> None:
+    """The real loader (default_factory): each part's progress reaches the bar, and with no
+    audio device the window says so and still serves typed messages and cloning."""
+    monkeypatch.setenv("MINMO_COSYVOICE_DIR", str(tiny_release_dir))
+    monkeypatch.setenv("MINMO_SENSEVOICE_DIR", str(tiny_sensevoice_dir))
+    settings = Settings(llm_dir=str(qwen_dir), turn_policy="silence", device="cpu")
+    w, seen = load_without_sound(window, qtbot, settings)
     assert [(p.step, p.steps) for p in seen] == [(0, 3), (1, 3), (2, 3), (3, 3)]
     assert "SenseVoiceSmall" in seen[0].what and seen[-1].what == "ready"
     assert w.loading.isHidden() and w.entry.isEnabled()
@@ -424,19 +431,11 @@ def test_without_a_sound_device_the_window_loads_for_typed_messages(
 def test_the_voice_release_picked_in_settings_is_the_one_that_speaks(
     window, qtbot, qwen_dir, tiny_release_v3_dir, tiny_sensevoice_dir, monkeypatch
 ) -> None:
-    from app.audio.fake_device import FakeSoundDevice
-    from app.gui.session import LoadProgress, default_factory
-
     monkeypatch.setenv("MINMO_COSYVOICE3_DIR", str(tiny_release_v3_dir))
     monkeypatch.setenv("MINMO_SENSEVOICE_DIR", str(tiny_sensevoice_dir))
     settings = Settings(llm_dir=str(qwen_dir), turn_policy="silence", device="cpu",
                         voice_release="cosyvoice3", dialect="henan")  # fmt: skip
-    factory = default_factory(settings, FakeSoundDevice(devices=[]), allow_unpinned=True)
-    seen = []
-    w = window(None, settings)
-    w.bridge.event.connect(lambda e: seen.append(e) if isinstance(e, LoadProgress) else None)
-    w.load(factory)
-    qtbot.waitUntil(lambda: w.engine is not None, timeout=TIMEOUT_MS)
+    w, seen = load_without_sound(window, qtbot, settings)
     assert "Fun-CosyVoice3-0.5B-2512" in seen[1].what
     assert w.engine.cosyvoice == 3 and w.engine.studio.cosyvoice == 3
     dialect = w.style_panel.menus["dialect"]

@@ -405,12 +405,16 @@ def check_backend(cosyvoice: int) -> None:
         raise ConfigError(f"no instruction wording for CosyVoice {cosyvoice}; choose 2 or 3")
 
 
+def check_language(language: str) -> None:
+    if language not in LANGUAGES:
+        raise ConfigError(f"unknown instruction language {language!r}; choose one of: zh, en")
+
+
 def check_style(style: VoiceStyle, language: str = "zh", cosyvoice: int = 2) -> None:
     """Raise ConfigError when ``style`` cannot be worded in ``language`` for CosyVoice
     ``cosyvoice`` (the module's rules; CosyVoice 3 words dialects in Chinese whatever the
     language)."""
-    if language not in LANGUAGES:
-        raise ConfigError(f"unknown instruction language {language!r}; choose one of: zh, en")
+    check_language(language)
     check_backend(cosyvoice)
     if cosyvoice == 2 and language == "en" and style.dialect is not None:
         raise ConfigError(

@@ -27,7 +27,7 @@ from minmo_core.voice.styles import (
     END_OF_PROMPT,
     Language,
     VoiceStyle,
-    check_style,
+    check_language,
     instruction_is_empty,
     render_instruction,
 )
@@ -204,7 +204,7 @@ class InstructPrompt:
             raise ConfigError("an instruct prompt needs a VoiceStyle")
         if self.voice is not None and not isinstance(self.voice, VoiceProfile):
             raise ConfigError("an instruct prompt's voice must be a VoiceProfile or None")
-        check_style(self.style, self.language, cosyvoice=3)  # language only: see lm_prompt
+        check_language(self.language)  # the backend's own rules apply in lm_prompt
         if instruction_is_empty(self.style):
             raise ConfigError(
                 "the style asks for nothing: choose an emotion, dialect, rate or persona, "
