@@ -4,6 +4,7 @@ failures that leave the engine serving, and no thread left behind."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import threading
@@ -381,12 +382,19 @@ def test_a_stop_right_after_sending_stops_that_reply_and_not_the_next(
     assert not engine.recorder.of(TurnEnded, again)[-1].interrupted
 
 
-def test_the_engine_picks_the_chunk_schedule(qwen_dir: Path, voice: SpeechSynthesizer) -> None:
+def test_the_engine_picks_the_chunk_schedule(
+    qwen_dir: Path, voice: SpeechSynthesizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Growing chunks (15, 25, then 50 tokens) from the settings: the reply's audio comes
-    in fewer, growing pieces; a schedule that does not exist is refused by name."""
+    in fewer, growing pieces; a schedule that does not exist is refused by name.
+
+    The streams' clock stands still (rendering costs nothing, playback has every lead), so
+    the sizes do not hang on this machine's speed: on a slow one, growing rightly stays at
+    15. The lead rule itself is tested with a scripted clock in test_token2wav."""
     from minmo_core.engine.reply import VoiceSettings
     from minmo_core.errors import ConfigError
 
+    monkeypatch.setattr(voice.t2w, "stream", functools.partial(voice.t2w.stream, clock=float))
     with pytest.raises(ConfigError, match="unknown chunk schedule 'huge'; choose one of"):
         VoiceSettings(chunk_schedule="huge")
     sizes = {}
