@@ -157,6 +157,11 @@ def test_the_first_run_opens_on_the_setup_screen(tmp_path: Path, monkeypatch, wi
     w = window(None, setup=True)
     assert w.setup_panel.isVisibleTo(w) and not w.entry.isEnabled()
     assert w.pages.currentWidget().isAncestorOf(w.setup_panel)
+    # a pack installed there is the one to load, and its voice the one that speaks
+    w.setup_done("minmo-3b-cv3")
+    assert (w.settings.pack, w.settings.voice_release) == ("minmo-3b-cv3", "cosyvoice3")
+    w.setup_done("minmo-0.5b")
+    assert (w.settings.pack, w.settings.voice_release) == ("minmo-0.5b", "cosyvoice2")
 
 
 def test_without_a_display_it_says_so_in_one_line(monkeypatch, capsys) -> None:

@@ -134,7 +134,10 @@ def test_changed_values_round_trip_through_the_dialog_to_disk(qtbot, dialog, tmp
     choose(d.vad_combo, 3)
     choose(d.bargein_combo, "high")
     tab(qtbot, d, "Models")
+    choose(d.pack_combo, "minmo-3b-cv3")  # a pack speaks with its own voice
+    assert d.voice_combo.currentData() == "cosyvoice3" and d.voice_note.isVisibleTo(d)
     choose(d.pack_combo, "minmo-3b")
+    assert d.voice_combo.currentData() == "cosyvoice2"
     qtbot.keyClicks(d.models_edit, str(tmp_path / "models"))
     choose(d.device_combo, "cpu")
     choose(d.precision_combo, "int8")
@@ -501,9 +504,7 @@ def test_the_voice_releases_offered_are_the_stacks(monkeypatch, tmp_path: Path):
     monkeypatch.setenv("MINMO_MODELS_DIR", str(tmp_path))
     monkeypatch.delenv("MINMO_COSYVOICE3_DIR", raising=False)
     assert voice_folder("cosyvoice2") is None  # the usual default, as before
-    with pytest.raises(
-        CheckpointError, match=r"Fun-CosyVoice3-0\.5B-2512 is not installed .*import"
-    ):
+    with pytest.raises(CheckpointError, match=r"2512 is not installed .*minmo-7b-cv3.*import"):
         voice_folder("cosyvoice3")
     (tmp_path / "Fun-CosyVoice3-0.5B-2512").mkdir()
     assert voice_folder("cosyvoice3") == tmp_path / "Fun-CosyVoice3-0.5B-2512"

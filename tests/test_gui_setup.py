@@ -302,3 +302,27 @@ def test_importing_an_empty_folder_shows_why_in_the_panel(
     line = panel.status.text()
     assert "does not hold one release the app knows" in line and "\n" not in line
     assert not installed and panel.import_button.isEnabled()
+
+
+def test_an_import_names_the_pack_of_that_llm_the_machine_holds_most_of(
+    hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two packs share the LLM (as minmo-7b and minmo-7b-cv3 do): the import names the one
+    with less still to fetch, whatever the order they are listed in."""
+    from app.gui.widgets.setup import import_release
+    from minmo_core.manager import packs as known_packs
+    from minmo_core.manager.packs import Pack
+
+    voice = tiny_release({"voice.bin": b"v" * 64}, name="Tiny-Voice", repo="demo/Tiny-Voice",
+                         kind="cosyvoice3")  # fmt: skip
+    add_pack(monkeypatch, "tiny-cv3", [EARS, LLM, voice])
+    both = dict(known_packs.all_packs())
+    first = {"tiny-cv3": both.pop("tiny-cv3"), **both}  # the larger set listed first
+    monkeypatch.setattr(known_packs, "_packs", lambda: first)
+    assert isinstance(first[PACK], Pack) and list(first).index("tiny-cv3") < list(first).index(PACK)
+    folder = tmp_path / "llm"
+    folder.mkdir()
+    for name, content in LLM_FILES.items():
+        (folder / name).write_bytes(content)
+    outcome = import_release(str(folder))
+    assert (outcome.pack, outcome.missing) == (PACK, [EARS.name])

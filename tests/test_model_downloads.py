@@ -9,11 +9,13 @@ from __future__ import annotations
 import shutil
 import threading
 from collections import namedtuple
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from app.bench.chat_model import write_tiny_qwen
+from minmo_core.common.releases import Pin
 from minmo_core.errors import CheckpointError
 from minmo_core.llm.chat import ChatLLM
 from minmo_core.manager.download import DownloadCancelled, HubSource, download_releases
@@ -169,3 +171,28 @@ def test_modelscope_is_a_second_source_verified_the_same_way(
     # a release that is not on ModelScope is named
     with pytest.raises(Exception, match="is not on ModelScope"):
         download_releases([release(files)], ModelStore(tmp_path / "other"), source)
+
+
+def test_a_pin_the_hubs_listing_contradicts_is_refused_before_any_byte(
+    hub: FakeHub, files: dict[str, bytes], tmp_path: Path
+) -> None:
+    """The app's pins are checked against the hub's own listing at the pinned commit: a
+    disagreeing LFS sha256 or size stops the download before anything is fetched."""
+    import hashlib
+
+    pinned = release(files, pinned=True)
+    (folder,) = download_releases([pinned], ModelStore(tmp_path / "ok"))  # pins that agree
+    assert (folder / WEIGHTS).read_bytes() == files[WEIGHTS]
+    hub.served.clear()
+    good = hashlib.sha256(files[WEIGHTS]).hexdigest()
+    for size, sha256, says in (
+        (len(files[WEIGHTS]), hashlib.sha256(b"other").hexdigest(), "another LFS sha256"),
+        (len(files[WEIGHTS]) + 1, good, "another size"),
+    ):
+        wrong = release(files, pinned=True)
+        wrong.files[WEIGHTS] = replace(wrong.files[WEIGHTS], pin=Pin(size, sha256))
+        with pytest.raises(
+            CheckpointError, match=rf"lists {WEIGHTS} as {len(files[WEIGHTS])} bytes.*refusing"
+        ):
+            download_releases([wrong], ModelStore(tmp_path / says))
+    assert sum(hub.served.values()) == 0

@@ -10,7 +10,7 @@ import pytest
 
 from app.cli import main
 from minmo_core.common.releases import all_releases
-from minmo_core.manager.packs import all_packs, pack_releases
+from minmo_core.manager.packs import all_packs, pack_releases, pack_voice, voice_release_of
 from minmo_core.manager.planner import GiB, pack_memory_gb, plan, plan_table
 from minmo_core.manager.store import ModelStore, release_status
 
@@ -20,18 +20,25 @@ COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 def test_every_pack_is_ears_an_llm_and_a_voice_at_pinned_commits() -> None:
     packs = all_packs()
-    assert list(packs) == ["minmo-7b", "minmo-3b", "minmo-1.5b", "minmo-0.5b", "minmo-adapters"]
+    sizes = ["7b", "3b", "1.5b", "0.5b"]  # largest LLM first; for one LLM, CosyVoice 2 first
+    names = [f"minmo-{s}{v}" for s in sizes for v in ("", "-cv3")]
+    assert list(packs) == [*names, "minmo-adapters"]
     for p in packs.values():
         if p.optional:
-            assert p.source == "training" and not p.releases
+            assert p.source == "training" and not p.releases and pack_voice(p) is None
             continue
         kinds = [r.kind for r in pack_releases(p)]
-        assert kinds == ["sensevoice", "llm", "cosyvoice2"]
+        voice = "cosyvoice3" if p.name.endswith("-cv3") else "cosyvoice2"
+        assert kinds == ["sensevoice", "llm", voice] and voice_release_of(p) == voice
+        twin = packs[p.name.removesuffix("-cv3")]  # the same ears and LLM
+        assert twin.releases[:2] == p.releases[:2] and twin.llm == p.llm
         for release in pack_releases(p):
             assert COMMIT.match(release.revision) and release.licence and release.parameters
             assert release.used_files
     releases = all_releases()
-    assert releases["SenseVoiceSmall"].fully_pinned and releases["CosyVoice2-0.5B"].fully_pinned
+    for name in ("SenseVoiceSmall", "CosyVoice2-0.5B", "Fun-CosyVoice3-0.5B-2512"):
+        assert releases[name].fully_pinned, name
+    assert releases["Fun-CosyVoice3-0.5B-2512"].revision.startswith("29e01c4e")
     assert "non-commercial" in releases["Qwen2.5-3B-Instruct"].licence
     assert releases["Qwen2.5-7B-Instruct"].revision.startswith("a09a3545")
 
@@ -164,7 +171,16 @@ def test_the_plan_counts_cosyvoice_3s_larger_flow_when_it_is_the_voice(capsys) -
     assert main(["models", "plan", "--memory", "24", "--voice", "cosyvoice3"]) == 0
     out = capsys.readouterr().out
     assert "with Fun-CosyVoice3-0.5B-2512 as the voice" in out
-    assert plan(24 * GiB, "cuda", COSYVOICE3.name).choice.speech == three_speech_7b()
+    assert "minmo-7b-cv3" in out and "minmo-7b " not in out  # only the packs that speak so
+    three = plan(24 * GiB, "cuda", COSYVOICE3.name).choice
+    assert three.pack == "minmo-7b-cv3" and three.speech == three_speech_7b()
+    # by default every pack is a candidate, and CosyVoice 2's (MinMo's voice) is recommended
+    for gib in (8, 12, 24):
+        both = plan(gib * GiB, "cuda")
+        assert {e.pack for e in both.candidates} >= {"minmo-7b", "minmo-7b-cv3"}
+        assert not both.choice.pack.endswith("-cv3")
+        cv3 = plan(gib * GiB, "cuda", COSYVOICE3.name).choice
+        assert cv3.pack == both.choice.pack + "-cv3" and cv3.speech > both.choice.speech
 
 
 def three_speech_7b() -> int:

@@ -141,19 +141,34 @@ def test_each_model_folder_has_one_release_listing_every_file() -> None:
         assert COSYVOICE2.files[name].used
 
 
-def test_cosyvoice_3_is_listed_unpinned_and_never_downloaded_so(tmp_path: Path) -> None:
-    """No machine that wrote the manifest reached the hub: no commit, no sizes or sha256.
-    Every file a loader reads is listed; a download is refused before any network call."""
+def test_cosyvoice_3_is_pinned_and_its_pins_agree_with_its_parts(tmp_path: Path) -> None:
+    """Fun-CosyVoice3-0.5B-2512 at a hub commit, every file with its size and sha256. The
+    pins agree with what is known otherwise: each float32 checkpoint is 4 bytes per value
+    of its part (the counts the fixtures' models have) plus its container's few kB, and the
+    files CosyVoice 2 ships too (speaker model, CosyVoice-BlankEN) carry CosyVoice 2's pins.
+    A release without a commit is still refused before any network call."""
+    from dataclasses import replace
+
     from minmo_core.manager.download import download_releases
     from minmo_core.manager.store import ModelStore
 
-    assert COSYVOICE3.revision == "" and not COSYVOICE3.fully_pinned
+    assert COSYVOICE3.revision == "29e01c4e8d000f4bcd70751be16fa94bf3d85a18"
+    assert COSYVOICE3.fully_pinned and all(f.pin is not None for f in COSYVOICE3.files.values())
     for name in ("llm.pt", "flow.pt", "hift.pt", "speech_tokenizer_v3.onnx", "campplus.onnx",
                  "cosyvoice3.yaml", "CosyVoice-BlankEN/config.json",
                  "CosyVoice-BlankEN/vocab.json", "CosyVoice-BlankEN/merges.txt"):  # fmt: skip
         assert COSYVOICE3.files[name].used
-    assert not COSYVOICE3.files["llm.rl.pt"].used  # chosen in settings, not fetched by default
+    assert not COSYVOICE3.files["llm.rl.pt"].used  # the RL-tuned LM is fetched on request
     assert sum(p.parameters for p in COSYVOICE3.parts) == COSYVOICE3.parameters
+    parts = {p.name: p.parameters for p in COSYVOICE3.parts}
+    for name, part in (("llm.pt", "voice-token LM"), ("llm.rl.pt", "voice-token LM"),
+                       ("flow.pt", "flow decoder"), ("hift.pt", "HiFT vocoder")):  # fmt: skip
+        assert 0 < COSYVOICE3.pin(name).size - 4 * parts[part] < 200_000, name
+    shared = ["campplus.onnx", "config.json", "configuration.json"] + [
+        n for n in COSYVOICE2.files if n.startswith("CosyVoice-BlankEN/")]  # fmt: skip
+    assert len(shared) == 9
+    for name in shared:
+        assert COSYVOICE3.pin(name) == COSYVOICE2.pin(name), name
 
     class Unreachable:
         url = "http://127.0.0.1:9"
@@ -161,8 +176,9 @@ def test_cosyvoice_3_is_listed_unpinned_and_never_downloaded_so(tmp_path: Path) 
         def remote_files(self, release):
             raise AssertionError("no network call for an unpinned release")
 
+    unpinned = replace(COSYVOICE3, revision="")
     with pytest.raises(CheckpointError, match="not pinned to a hub commit yet"):
-        download_releases([COSYVOICE3], ModelStore(tmp_path), Unreachable())
+        download_releases([unpinned], ModelStore(tmp_path), Unreachable())
 
 
 def test_asking_for_a_file_outside_the_release_is_a_programming_error(tmp_path: Path) -> None:

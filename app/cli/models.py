@@ -37,9 +37,9 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     plan.add_argument(
         "--voice",
         choices=["cosyvoice2", "cosyvoice3"],
-        default="cosyvoice2",
-        help="the voice release to count (Settings → Models → Voice release; default "
-        "cosyvoice2, the packs')",
+        default=None,
+        help="only the packs that speak with this voice release (the -cv3 packs: "
+        "cosyvoice3); default: every pack, CosyVoice 2's first",
     )
     plan.set_defaults(func=run_plan)
     dl = jobs.add_parser(
@@ -129,11 +129,11 @@ def run_plan(args: argparse.Namespace) -> int:
         device, where = "cpu", "a CPU"
     else:
         memory, device, where = int(args.memory * GiB), "cuda", "a GPU"
-    from minmo_core.common.releases import COSYVOICE3
+    from minmo_core.common.releases import RELEASES
 
-    voice = COSYVOICE3.name if args.voice == "cosyvoice3" else None
+    voice = RELEASES[args.voice].name if args.voice else None
     result = plan(memory, device, voice)
-    with_voice = f", with {COSYVOICE3.name} as the voice" if voice else ""
+    with_voice = f", with {voice} as the voice" if voice else ""
     print(
         f"planning for {where}: {memory / GiB:.1f} GiB, {result.usable / GiB:.1f} usable"
         f"{with_voice}"

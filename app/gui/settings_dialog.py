@@ -453,6 +453,8 @@ class SettingsDialog(QDialog):
         self.voice_combo.currentIndexChanged.connect(self._voice_release_changed)
         form.addRow(self.voice_note)
         self._voice_release_changed()
+        self._packs = {p.name: p for p in packs}
+        self.pack_combo.currentIndexChanged.connect(self._pack_changed)
         self.models_edit = _line(s.models_dir, "models folder", f"default: {models_dir()}")
         browse = _named(QPushButton("Bro&wse…"), "choose the models folder")
         browse.clicked.connect(self.browse_models)
@@ -481,6 +483,16 @@ class SettingsDialog(QDialog):
         _select(self.schedule_combo, s.chunk_schedule)
         form.addRow(_label("Speech c&hunks:", self.schedule_combo), self.schedule_combo)
         return tab
+
+    @Slot()
+    def _pack_changed(self, _index: int = 0) -> None:
+        """A pack speaks with its own voice: the voice release follows the pack chosen."""
+        from minmo_core.manager.packs import voice_release_of
+
+        chosen = self._packs.get(self.pack_combo.currentData())
+        voice = voice_release_of(chosen) if chosen is not None else None
+        if voice is not None:
+            _select(self.voice_combo, voice)
 
     @Slot()
     def _voice_release_changed(self, _index: int = 0) -> None:

@@ -236,7 +236,16 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def setup_done(self, pack: str) -> None:
-        self.settings = replace(self.settings, pack=pack)
+        """A pack is installed: it is the one to load, and its voice the one that speaks."""
+        from minmo_core.errors import MinMoError
+        from minmo_core.manager.packs import pack as find_pack
+        from minmo_core.manager.packs import voice_release_of
+
+        try:
+            voice = voice_release_of(find_pack(pack)) or self.settings.voice_release
+        except MinMoError:  # (a pack this version does not know: the voice stays)
+            voice = self.settings.voice_release
+        self.settings = replace(self.settings, pack=pack, voice_release=voice)
         self._save()
         self.pages.setCurrentIndex(0)
         if self.make_factory is not None:

@@ -118,9 +118,10 @@ def voice_folder(release: str) -> Path | None:
     folder = default_model_folder(env_var, name)
     if not folder.is_dir():
         raise CheckpointError(
-            f"{name} is not installed (no folder at {folder}); fetch "
-            f"{COSYVOICE3.repo_id} from the hub and import it with `minmo models import "
-            f"FOLDER`, set {env_var}, or choose CosyVoice 2 in Settings → Models"
+            f"{name} is not installed (no folder at {folder}); download a -cv3 pack "
+            "(`minmo models download minmo-7b-cv3`, or the size you use, or the first-run "
+            f"screen), import a folder with `minmo models import FOLDER`, set {env_var}, or "
+            "choose CosyVoice 2 in Settings → Models"
         )
     return folder
 

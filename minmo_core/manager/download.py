@@ -212,12 +212,23 @@ class _Meter:
 
 def expected_files(release: Release, remote: dict[str, Expected], store: ModelStore):
     """What each used file must be: pin, else lock, else the hub's metadata (checked against
-    the lock when both exist)."""
+    the lock when both exist). A pin the hub's listing contradicts (another size, or another
+    LFS sha256) is refused before any byte is fetched: the pin or the mirror is wrong."""
     locked = store.locked(release)
     out: dict[str, Expected] = {}
     for name in release.used_files:
         pin = release.pin(name)
         if pin is not None:
+            listed = remote.get(name)
+            if listed is not None and (
+                listed.size != pin.size or listed.sha256 not in (None, pin.sha256)
+            ):
+                raise CheckpointError(
+                    f"{release.repo_id}@{(release.revision or '')[:12]} lists {name} as "
+                    f"{listed.size} bytes, sha256 {(listed.sha256 or '?')[:12]}…, but the app "
+                    f"pins {pin.size} bytes, sha256 {pin.sha256[:12]}…; refusing it (a stale "
+                    "mirror or a wrong pin: please report it)"
+                )
             out[name] = Expected(pin.size, pin.sha256)
             continue
         if name not in remote:

@@ -1,8 +1,10 @@
 """Packs: the releases that make one working assistant, as data (minmo_core/data/packs).
 
-Every pack holds SenseVoiceSmall (ears), one Qwen2.5-Instruct (the LLM) and CosyVoice2-0.5B
-(the voice); the end-of-turn model (Smart Turn v3.2) ships with the app itself. The optional
-``minmo-adapters`` slot names what our training pipeline writes for aligned mode.
+Every pack holds SenseVoiceSmall (ears), one Qwen2.5-Instruct (the LLM) and a voice:
+CosyVoice2-0.5B (MinMo's own, which aligned mode needs) or, in the ``-cv3`` packs,
+Fun-CosyVoice3-0.5B-2512 (composed mode only). The end-of-turn model (Smart Turn v3.2) ships
+with the app itself. The optional ``minmo-adapters`` slot names what our training pipeline
+writes for aligned mode.
 """
 
 from __future__ import annotations
@@ -45,9 +47,13 @@ def _parse(path: Path) -> Pack:
         raise CheckpointError(f"pack manifest {path} is malformed ({err!r})") from err
 
 
+VOICE_KINDS = ("cosyvoice2", "cosyvoice3")  # release kinds that are a pack's voice
+
+
 def all_packs() -> dict[str, Pack]:
-    """Every pack, largest LLM first; each names only releases the app knows (the manifests
-    are read once per process)."""
+    """Every pack, largest LLM first and, for one LLM, CosyVoice 2's before CosyVoice 3's
+    (MinMo's voice, the one aligned mode needs, is the planner's first choice); each names
+    only releases the app knows (the manifests are read once per process)."""
     return dict(_packs())
 
 
@@ -60,10 +66,12 @@ def _packs() -> dict[str, Pack]:
         if unknown:
             raise CheckpointError(f"pack {pack.name} names unknown releases: {unknown}")
 
-    def size(pack: Pack) -> int:
-        return known[pack.llm].parameters if pack.llm else -1
+    def order(pack: Pack) -> tuple[int, int]:
+        size = known[pack.llm].parameters if pack.llm else 1
+        voice = next((known[r].kind for r in pack.releases if known[r].kind in VOICE_KINDS), "")
+        return -size, VOICE_KINDS.index(voice) if voice else 0
 
-    return {p.name: p for p in sorted(packs, key=size, reverse=True)}
+    return {p.name: p for p in sorted(packs, key=order)}
 
 
 def pack(name: str) -> Pack:
@@ -78,4 +86,16 @@ def pack_releases(p: Pack) -> list[Release]:
     return [known[name] for name in p.releases]
 
 
-__all__ = ["Pack", "all_packs", "pack", "pack_releases"]
+def pack_voice(p: Pack) -> Release | None:
+    """The pack's voice release (CosyVoice 2 or 3); None for the adapters' slot."""
+    return next((r for r in pack_releases(p) if r.kind in VOICE_KINDS), None)
+
+
+def voice_release_of(p: Pack) -> str | None:
+    """The Settings value (Models → Voice release) that speaks with ``p``'s voice."""
+    voice = pack_voice(p)
+    return voice.kind if voice is not None else None
+
+
+__all__ = ["VOICE_KINDS", "Pack", "all_packs", "pack", "pack_releases", "pack_voice",
+           "voice_release_of"]  # fmt: skip

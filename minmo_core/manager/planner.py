@@ -28,7 +28,7 @@ from pathlib import Path
 
 from minmo_core.common.releases import LLMShape, Release, all_releases
 from minmo_core.errors import ConfigError
-from minmo_core.manager.packs import Pack, all_packs
+from minmo_core.manager.packs import VOICE_KINDS, Pack, all_packs, pack_voice
 
 GiB = 1024**3
 CONTEXT_TOKENS = 4096
@@ -87,9 +87,6 @@ def speech_bytes(releases: list[Release], device: str) -> int:
         for part in release.parts
     )
     return weights + int(SPEECH_WORKING_GIB * GiB * (2 if device == "cpu" else 1))
-
-
-VOICE_KINDS = ("cosyvoice2", "cosyvoice3")  # release kinds that are a pack's voice
 
 
 def estimate(pack: Pack, precision: str, device: str, voice: str | None = None) -> Estimate:
@@ -153,9 +150,15 @@ class Plan:
 
 def plan(memory_bytes: int, device: str, voice: str | None = None) -> Plan:
     """The recommendation for ``memory_bytes`` of free GPU memory (device "cuda") or
-    available RAM (device "cpu"); ``voice``: with this voice release instead of the packs'."""
+    available RAM (device "cpu"); ``voice``: among the packs that speak with this voice
+    release (where none does, the packs with it counted instead of theirs)."""
     usable = int(memory_bytes * (CPU_USABLE if device == "cpu" else GPU_USABLE))
     packs = [p for p in all_packs().values() if p.llm is not None]
+    voices = {p.name: pack_voice(p) for p in packs}
+    speaking = [p for p in packs if voice is not None and voices[p.name] is not None
+                and voices[p.name].name == voice]  # fmt: skip
+    if speaking:
+        packs, voice = speaking, None
     precisions = ("float32",) if device == "cpu" else GPU_PRECISIONS
     candidates = [estimate(p, q, device, voice) for p in packs for q in precisions]
     fitting = [e for e in candidates if e.total <= usable]

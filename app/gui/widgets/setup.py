@@ -150,11 +150,16 @@ def import_release(folder: str, _on_progress=None) -> ImportOutcome:
     llm = installed_llm(store)
     if llm is None:
         return ImportOutcome(done, None, [])
-    owner = next((p for p in all_packs().values() if p.llm == llm.name), None)
-    if owner is None:
+    owners = [p for p in all_packs().values() if p.llm == llm.name]  # CosyVoice 2's first
+    if not owners:
         return ImportOutcome(done, llm.name, [])
-    missing = [r.name for r in pack_releases(owner) if release_status(r, store) not in READY]
-    return ImportOutcome(done, owner.name, missing)
+
+    def missing(p: Pack) -> list[str]:
+        return [r.name for r in pack_releases(p) if release_status(r, store) not in READY]
+
+    # the pack this machine holds whole, else the one the imports have gone furthest with
+    owner = min(owners, key=lambda p: len(missing(p)))
+    return ImportOutcome(done, owner.name, missing(owner))
 
 
 class _Job(QObject):
