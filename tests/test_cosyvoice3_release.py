@@ -4,6 +4,7 @@ weights, a tiny tokenizer): recognised from its yaml, loaded unchanged, speaking
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,38 @@ def test_the_rl_tuned_lm_is_chosen_by_file(v3_dir: Path) -> None:
     assert lm.cfg.cosyvoice == 3
     with pytest.raises(CheckpointError, match=r"has no voice LM 'llm\.bad\.pt'"):
         load_voice_lm(v3_dir, allow_unpinned=True, llm_file="llm.bad.pt")
+
+
+def test_the_stack_loads_the_voice_lm_the_settings_name(
+    v3_dir: Path, qwen_dir: Path, tiny_release_dir: Path, tmp_path: Path
+) -> None:
+    """StackSpec.voice_lm (Settings → Models → Voice LM, --voice-lm) picks CosyVoice 3's
+    RL-tuned llm.rl.pt; CosyVoice 2, which has one LM, keeps llm.pt; a missing llm.rl.pt
+    says how to fetch it; a name that is neither is refused."""
+    from minmo_core.common.checkpoints import load_state_dict
+    from minmo_core.engine.stack import StackSpec, load_stack
+
+    folder = tmp_path / "v3"
+    shutil.copytree(v3_dir, folder)
+    state = load_state_dict(folder / "llm.pt")
+    state = {k: v * 2 if k == "llm_decoder.weight" else v for k, v in state.items()}
+    torch.save(state, folder / "llm.rl.pt")  # a twin told apart by its decoder
+
+    def decoder(spec: StackSpec) -> torch.Tensor:
+        stack = load_stack(spec, voice=True, ears=False)
+        return stack.voice.tokens.lm.llm_decoder.weight.detach().float()
+
+    base = StackSpec(device="cpu", llm_dir=qwen_dir, cosyvoice=folder, allow_unpinned=True)
+    standard = decoder(base)
+    rl = decoder(replace(base, voice_lm="rl"))
+    torch.testing.assert_close(rl, 2 * standard)
+    two = replace(base, cosyvoice=tiny_release_dir, voice_lm="rl")  # CosyVoice 2: its one LM
+    assert load_stack(two, voice=True, ears=False).voice.cosyvoice == 2
+    (folder / "llm.rl.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"has no llm\.rl\.pt .*--also llm\.rl\.pt"):
+        load_stack(replace(base, voice_lm="rl"), voice=True, ears=False)
+    with pytest.raises(ConfigError, match="unknown voice LM 'best'"):
+        StackSpec(voice_lm="best")
 
 
 def test_a_cloned_cosyvoice_2_voice_is_refused_by_name(synth) -> None:

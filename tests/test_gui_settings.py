@@ -143,7 +143,10 @@ def test_changed_values_round_trip_through_the_dialog_to_disk(qtbot, dialog, tmp
     choose(d.precision_combo, "int8")
     choose(d.schedule_combo, "growing")
     assert not d.voice_note.isVisibleTo(d)
+    assert not d.voice_lm_combo.isEnabled()  # CosyVoice 2 has one voice LM
     choose(d.voice_combo, "cosyvoice3")  # where the voice is picked, it says what it costs
+    assert d.voice_lm_combo.isEnabled() and "--also llm.rl.pt" in d.voice_lm_combo.toolTip()
+    choose(d.voice_lm_combo, "rl")
     assert d.voice_note.isVisibleTo(d) and "aligned mode" in d.voice_note.text()
     assert "needs CosyVoice 2" in d.voice_note.text()
     assert (
@@ -166,7 +169,7 @@ def test_changed_values_round_trip_through_the_dialog_to_disk(qtbot, dialog, tmp
         echo_cancellation=False, aec_backend="webrtc", vad_sensitivity=3,
         bargein_sensitivity="high", pack="minmo-3b",
         models_dir=str(tmp_path / "models"), device="cpu", precision="int8",
-        chunk_schedule="growing", voice_release="cosyvoice3", llm_backend="remote", llm_url="http://127.0.0.1:8000/v1",
+        chunk_schedule="growing", voice_release="cosyvoice3", voice_lm="rl", llm_backend="remote", llm_url="http://127.0.0.1:8000/v1",
         llm_model="qwen2.5-7b",
         turn_policy="silence", system_prompt="Be brief.", save_audio=True,
     )  # fmt: skip

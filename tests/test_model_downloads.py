@@ -196,3 +196,31 @@ def test_a_pin_the_hubs_listing_contradicts_is_refused_before_any_byte(
         ):
             download_releases([wrong], ModelStore(tmp_path / says))
     assert sum(hub.served.values()) == 0
+
+
+def test_the_command_line_fetches_a_file_of_the_pack_on_request(
+    hub: FakeHub, files: dict[str, bytes], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """`minmo models download PACK --also FILE` fetches a file the release lists but does
+    not fetch by default (as CosyVoice 3's llm.rl.pt); a file no release has is refused,
+    naming the ones there are."""
+    from app.cli import main
+    from minmo_core.common.releases import parse_release
+    from tests.hub_server import COMMIT, add_pack
+
+    extra = b"the RL-tuned twin" * 100
+    hub.repos[REPO]["extra.bin"] = extra
+    entries = {**{n: {} for n in files}, "extra.bin": {"used": False}}
+    data = {"name": "Tiny-Instruct", "repo": REPO, "revision": COMMIT, "kind": "llm"}
+    add_pack(monkeypatch, "tiny", [parse_release({**data, "files": entries}, "test")])
+    monkeypatch.setenv("MINMO_MODELS_DIR", str(tmp_path / "models"))
+    assert main(["models", "download", "tiny"]) == 0
+    folder = Path(capsys.readouterr().out.split()[-1])
+    assert (folder / WEIGHTS).is_file() and not (folder / "extra.bin").exists()
+    hub.served.clear()
+    assert main(["models", "download", "tiny", "--also", "extra.bin"]) == 0
+    assert (folder / "extra.bin").read_bytes() == extra
+    assert hub.served == {"extra.bin": len(extra)}  # the rest was there already
+    assert main(["models", "download", "tiny", "--also", "llm.rl.pt"]) == 2
+    assert "no release of this pack has llm.rl.pt; the files fetched only on request are: " \
+        "extra.bin" in capsys.readouterr().err  # fmt: skip

@@ -56,6 +56,14 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
         help="the Hugging Face hub (default; HF_ENDPOINT for a mirror) or ModelScope "
         "(MODELSCOPE_ENDPOINT); files are verified the same way",
     )
+    dl.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also fetch a file of the pack's releases that is not fetched by default, e.g. "
+        "llm.rl.pt (CosyVoice 3's RL-tuned voice LM, for --voice-lm rl and Settings)",
+    )
     dl.set_defaults(func=run_download)
     imp = jobs.add_parser(
         "import",
@@ -198,7 +206,8 @@ def run_download(args: argparse.Namespace) -> int:
     bar = _Bar()
     try:
         source = SOURCES[args.source]()
-        folders = download_releases(pack_releases(p), store, source, on_progress=bar)
+        releases = with_also(pack_releases(p), args.also)
+        folders = download_releases(releases, store, source, on_progress=bar)
     except KeyboardInterrupt:
         bar.end()
         print("download stopped; run the same command to resume", file=sys.stderr)
@@ -210,6 +219,27 @@ def run_download(args: argparse.Namespace) -> int:
     for folder in folders:
         print(folder)
     return 0
+
+
+def with_also(releases: list, names: list[str]) -> list:
+    """``releases`` with the named files fetched too; a name no release has is refused."""
+    from dataclasses import replace
+
+    from minmo_core.common.releases import ReleaseFile
+    from minmo_core.errors import ConfigError
+
+    unknown = [n for n in names if not any(n in r.files for r in releases)]
+    if unknown:
+        optional = sorted({n for r in releases for n, f in r.files.items() if not f.used})
+        raise ConfigError(
+            f"no release of this pack has {', '.join(unknown)}; the files fetched only on "
+            f"request are: {', '.join(optional) or 'none'}"
+        )
+    out = []
+    for r in releases:
+        files = {n: ReleaseFile(f.pin, f.used or n in names) for n, f in r.files.items()}
+        out.append(replace(r, files=files))
+    return out
 
 
 def _how_to_bring(p, store) -> str:

@@ -78,6 +78,17 @@ def add_device(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_voice_lm(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--voice-lm",
+        choices=["standard", "rl"],
+        default="standard",
+        help="CosyVoice 3's voice LM: standard (llm.pt) or rl, its RL-tuned twin with lower "
+        "error rates (llm.rl.pt: `minmo models download PACK --also llm.rl.pt`); CosyVoice 2 "
+        "has one",
+    )
+
+
 def add_allow_unpinned(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         ALLOW_FLAG,

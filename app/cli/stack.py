@@ -15,6 +15,7 @@ from app.cli.options import (
     SENSEVOICE_FOLDER,
     add_allow_unpinned,
     add_device,
+    add_voice_lm,
     folder_help,
 )
 from minmo_core.errors import MinMoError
@@ -48,6 +49,7 @@ def add_stack_options(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help=folder_help(SENSEVOICE_FOLDER, ", for spoken input"),
     )
+    add_voice_lm(p)
     p.add_argument(
         "--llm-bits",
         type=int,
@@ -102,6 +104,7 @@ def stack_spec(args: argparse.Namespace):
         device=args.device, llm_dir=args.llm, llm_url=args.llm_url, llm_model=args.llm_model,
         llm_api_key=key, cosyvoice=args.cosyvoice, sensevoice=args.sensevoice,
         allow_unpinned=args.allow_unpinned, seed=getattr(args, "seed", None),
+        voice_lm=args.voice_lm,
     )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from app.cli.options import (
     add_allow_unpinned,
     add_device,
     add_style,
+    add_voice_lm,
     audio_output,
     check_style_for,
     existing_file,
@@ -65,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
         "the audio is ahead of playback; the first audio is as early) or fixed 15",
     )
     add_device(p)
+    add_voice_lm(p)
     add_allow_unpinned(p)
     p.set_defaults(func=run)
 
@@ -142,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
     import soundfile as sf
 
     from minmo_core.common.devices import resolve_device
+    from minmo_core.engine.stack import StackSpec, voice_lm_file
     from minmo_core.voice.token2wav import SCHEDULES
     from minmo_core.voice.tts import SAMPLE_RATE, SpeechSynthesizer
 
@@ -155,8 +158,9 @@ def run(args: argparse.Namespace) -> int:
     folder = model_folder(args.cosyvoice, *COSYVOICE_FOLDER)
     check_style_for(style, args.wording, folder)
     voice = _voice(args, folder)
+    spec = StackSpec(voice_lm=args.voice_lm)
     synth = SpeechSynthesizer.from_folder(
-        folder, device, args.allow_unpinned, args.greedy, args.seed
+        folder, device, args.allow_unpinned, args.greedy, args.seed, voice_lm_file(folder, spec)
     )
     player = _player(args.play)
     partial = args.output.with_name(args.output.name + ".partial")

@@ -215,7 +215,7 @@ def default_factory(settings: Settings, backend=None, allow_unpinned: bool = Fal
             llm_url=settings.llm_url if remote else None,
             llm_model=(settings.llm_model or None) if remote else None,
             llm_api_key=os.environ.get("MINMO_LLM_API_KEY"), allow_unpinned=allow_unpinned,
-            cosyvoice=voice_folder(settings.voice_release),
+            cosyvoice=voice_folder(settings.voice_release), voice_lm=settings.voice_lm,
         )  # fmt: skip
         config = LLMConfig()
         if settings.precision in ("int8", "int4"):

@@ -27,6 +27,7 @@ PRECISIONS = ("auto", "bfloat16", "float16", "float32", "int8", "int4")
 LLM_BACKENDS = ("local", "remote")
 TURN_POLICIES = ("smart-turn", "silence", "duplex")
 VOICE_RELEASES = ("cosyvoice2", "cosyvoice3")  # minmo_core.engine.stack.VOICE_RELEASES
+VOICE_LMS = ("standard", "rl")  # minmo_core.engine.stack.VOICE_LMS: CosyVoice 3's LM
 CHUNK_SCHEDULES = ("fixed", "growing")  # token2wav's (minmo_core.voice.token2wav.SCHEDULES)
 BARGEIN_SENSITIVITIES = ("low", "medium", "high")
 VAD_SENSITIVITIES = (0, 1, 2, 3)  # webrtcvad aggressiveness: 3 calls the least audio speech
@@ -62,6 +63,7 @@ class Settings:
     talk_mode: str = _one_of(TalkMode.HANDS_FREE.value, tuple(TalkMode))
     system_prompt: str = ""  # empty: the engine's default
     voice_release: str = _one_of("cosyvoice2", VOICE_RELEASES)  # which CosyVoice speaks
+    voice_lm: str = _one_of("standard", VOICE_LMS)  # CosyVoice 3's: llm.pt, or RL-tuned llm.rl.pt
     chunk_schedule: str = _one_of("fixed", CHUNK_SCHEDULES)  # speech chunks: MinMo's 15 or growing
     save_audio: bool = False  # keep the conversation's audio in the history too
     emotion: str | None = None

@@ -44,7 +44,8 @@ from app.gui.widgets.timeline import DuplexTimeline
 EngineFactory = Callable[[EventBridge], object]  # builds and starts a session (worker thread)
 RELOAD_FIELDS = ("input_device", "output_device", "device", "llm_dir", "llm_url", "llm_model",
                  "llm_backend", "precision", "echo_cancellation", "vad_sensitivity",
-                 "bargein_sensitivity", "models_dir", "pack", "voice_release")  # fmt: skip
+                 "bargein_sensitivity", "models_dir", "pack", "voice_release",
+                 "voice_lm")  # fmt: skip
 
 
 class _Loader(QObject):

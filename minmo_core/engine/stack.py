@@ -1,5 +1,5 @@
 """The model stack a conversation runs on, loaded from folders (or a remote LLM server):
-the chat LLM, the voice (CosyVoice 2) and the ears (SenseVoice). The command line and the
+the chat LLM, the voice (CosyVoice 2 or 3) and the ears (SenseVoice). The command line and the
 window both load through here; ``on_progress`` says which part is loading, for a progress
 bar.
 
@@ -16,11 +16,12 @@ from pathlib import Path
 
 from minmo_core.common.paths import default_model_folder, model_folder
 from minmo_core.common.releases import COSYVOICE2, COSYVOICE3, SENSEVOICE_SMALL
-from minmo_core.errors import CheckpointError
+from minmo_core.errors import CheckpointError, ConfigError
 
 COSYVOICE_FOLDER = ("MINMO_COSYVOICE_DIR", COSYVOICE2.name, "--cosyvoice")
 COSYVOICE3_FOLDER = ("MINMO_COSYVOICE3_DIR", COSYVOICE3.name, "--cosyvoice")
 VOICE_RELEASES = {"cosyvoice2": COSYVOICE_FOLDER, "cosyvoice3": COSYVOICE3_FOLDER}
+VOICE_LMS = {"standard": "llm.pt", "rl": "llm.rl.pt"}  # CosyVoice 3's two voice LMs
 SENSEVOICE_FOLDER = ("MINMO_SENSEVOICE_DIR", SENSEVOICE_SMALL.name, "--sensevoice")
 
 Progress = Callable[[int, int, str], None]  # (step, steps, what is loading now)
@@ -39,6 +40,13 @@ class StackSpec:
     sensevoice: str | Path | None = None
     allow_unpinned: bool = False
     seed: int | None = None
+    voice_lm: str = "standard"  # CosyVoice 3's voice LM: "standard" (llm.pt) or "rl" (llm.rl.pt)
+
+    def __post_init__(self) -> None:
+        if self.voice_lm not in VOICE_LMS:
+            raise ConfigError(
+                f"unknown voice LM {self.voice_lm!r}; choose one of: {', '.join(VOICE_LMS)}"
+            )
 
 
 @dataclass
@@ -94,7 +102,9 @@ def load_stack(
         sensevoice = SenseVoice.from_folder(sense, str(device), allow_unpinned=spec.allow_unpinned)
     if cosy is not None:
         report(steps[1 if sense is not None else 0])
-        synth = SpeechSynthesizer.from_folder(cosy, device, spec.allow_unpinned, seed=spec.seed)
+        synth = SpeechSynthesizer.from_folder(
+            cosy, device, spec.allow_unpinned, seed=spec.seed, llm_file=voice_lm_file(cosy, spec)
+        )
         from minmo_core.engine.speakable import warm_up
 
         warm_up()  # the text normaliser's grammars, before the first reply needs them
@@ -104,6 +114,16 @@ def load_stack(
     if on_progress is not None:
         on_progress(len(steps), len(steps), "ready")
     return Stack(llm, synth, sensevoice, cosy)
+
+
+def voice_lm_file(folder: Path, spec: StackSpec) -> str:
+    """The voice LM file ``spec`` asks for: CosyVoice 3's RL-tuned one only where the folder
+    is CosyVoice 3's (CosyVoice 2 has one LM)."""
+    from minmo_core.common.release_config import release_generation
+
+    if spec.voice_lm == "rl" and release_generation(folder) == 3:
+        return VOICE_LMS["rl"]
+    return VOICE_LMS["standard"]
 
 
 def voice_folder(release: str) -> Path | None:

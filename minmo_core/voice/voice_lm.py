@@ -82,7 +82,8 @@ def special_tokens(cosyvoice: int) -> tuple[str, ...]:
 
 
 LLM_FILE = "llm.pt"
-LLM_FILES = (LLM_FILE, "llm.rl.pt")  # CosyVoice 3 also ships an RL-tuned LM
+RL_LLM_FILE = "llm.rl.pt"  # CosyVoice 3 also ships an RL-tuned LM (lower error rates)
+LLM_FILES = (LLM_FILE, RL_LLM_FILE)
 # The release's tokenizer is Qwen2's byte-level BPE as vocab.json + merges.txt; a single
 # tokenizer.json (a converted or test tokenizer) is accepted with other weights.
 RELEASE_TOKENIZER = (f"{BLANK_EN}/tokenizer_config.json", f"{BLANK_EN}/vocab.json",
@@ -266,6 +267,12 @@ def load_voice_lm(
     release = COSYVOICE3 if generation == 3 else COSYVOICE2
     if llm_file not in LLM_FILES or llm_file not in release.files:
         raise CheckpointError(f"{release.name} has no voice LM {llm_file!r}")
+    if llm_file == RL_LLM_FILE and not (folder / llm_file).is_file():
+        raise CheckpointError(
+            f"{folder} has no {llm_file} ({release.name}'s RL-tuned voice LM, not fetched by "
+            f"default): `minmo models download minmo-7b-cv3 --also {llm_file}` (or the pack "
+            "you use) fetches it, or choose the standard voice LM in Settings → Models"
+        )
     blank = folder / BLANK_EN
     tokenizer_files = RELEASE_TOKENIZER
     if allow_unpinned and not (blank / "vocab.json").is_file():
