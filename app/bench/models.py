@@ -291,6 +291,54 @@ def bench_token2wav(
     )  # fmt: skip
 
 
+def _t2w_inputs(flow, prompt_tokens: int, dev: torch.device) -> dict:
+    """Random inputs of one streaming chunk after a voice prompt, shared by both releases:
+    the prompt's tokens, mel and speaker embedding, a 30-token reply (15 played, 15 new)
+    with the flow's look-ahead, and 2 s of mel for the vocoder alone."""
+    generator = torch.Generator().manual_seed(0)
+    vocab, ratio = flow.cfg.vocab_size, flow.cfg.token_mel_ratio
+    prompt = torch.randint(0, vocab, (1, prompt_tokens), generator=generator)
+    return {
+        "prompt": prompt,
+        "prompt_mel": torch.randn(1, ratio * prompt_tokens, 80, generator=generator),
+        "embedding": torch.randn(1, flow.cfg.spk_embed_dim, generator=generator),
+        "reply": torch.randint(0, vocab, (1, 30 + flow.cfg.pre_lookahead_len), generator=generator),
+        "mel_2s": torch.randn(1, 80, 100, generator=generator).to(dev),
+        "generator": generator,
+    }
+
+
+def _t2w_row(dev, preset, flow, vocoder, timings, reference: str) -> Table:
+    """One token2wav row: (HiFT seconds for 2 s of mel, flow ms and HiFT ms per chunk)."""
+    hift_2s, flow_ms, hift_ms = timings
+    chunk_ms = flow_ms + hift_ms
+    chunk_audio_s = 15 / 25  # 15 tokens = 0.6 s of speech
+    dtype = next(flow.parameters()).dtype
+    row = (
+        *row_prefix(dev, preset, torch.nn.ModuleList([flow, vocoder]), dtype),
+        f"{hift_2s / 2.0:.3f}",
+        f"{flow_ms:.0f}",
+        f"{hift_ms:.0f}",
+        f"{chunk_ms:.0f}",
+        f"{chunk_ms / 1000 / chunk_audio_s:.2f}",
+        reference if preset == "real" else "none (tiny preset)",
+    )
+    return Table("", TOKEN2WAV_COLUMNS, [row])
+
+
+def _time_chunk(flow, vocoder, x: dict, chunk_vocoder, dev, repeats: int) -> tuple:
+    """Median seconds of HiFT on 2 s of mel, and ms of one chunk's flow and vocoder calls."""
+
+    def chunk_flow() -> torch.Tensor:
+        return flow.inference(x["reply"], x["prompt"], x["prompt_mel"], x["embedding"],
+                              streaming=True, finalize=False)  # fmt: skip
+
+    hift_2s = statistics.median(time_call(lambda: vocoder.inference(x["mel_2s"]), dev, repeats))
+    flow_ms = statistics.median(time_call(chunk_flow, dev, repeats)) * 1000
+    hift_ms = statistics.median(time_call(chunk_vocoder(chunk_flow), dev, repeats)) * 1000
+    return hift_2s, flow_ms, hift_ms
+
+
 def _bench_token2wav_v3(preset: str, device: str, repeats: int, prompt_tokens: int) -> Table:
     """CosyVoice 3: the DiT flow re-runs the group so far (the release's scheme), the causal
     vocoder runs over its streaming window (24 + 8 context frames, 30 new, 8 held back)."""
@@ -298,46 +346,19 @@ def _bench_token2wav_v3(preset: str, device: str, repeats: int, prompt_tokens: i
     from minmo_core.voice.hift_causal import F0_CONTEXT, STREAM_CONTEXT_FRAMES
 
     dev = torch.device(device)
-    real = preset == "real"
     t2w = random_token2wav(preset, dev, cosyvoice=3)
     flow, vocoder = t2w.flow, t2w.vocoder
-    dtype = next(flow.parameters()).dtype
-    generator = torch.Generator().manual_seed(0)
-    vocab, ratio = flow.cfg.vocab_size, flow.cfg.token_mel_ratio
-    prompt = torch.randint(0, vocab, (1, prompt_tokens), generator=generator)
-    prompt_mel = torch.randn(1, ratio * prompt_tokens, 80, generator=generator)
-    embedding = torch.randn(1, flow.cfg.spk_embed_dim, generator=generator)
-    reply = torch.randint(0, vocab, (1, 30 + flow.cfg.pre_lookahead_len), generator=generator)
-    mel_2s = torch.randn(1, 80, 100, generator=generator).to(dev)
+    x = _t2w_inputs(flow, prompt_tokens, dev)
     hold = vocoder.cfg.f0_look_right + vocoder.cfg.conv_pre_look_right + 1
     window = torch.randn(1, 80, STREAM_CONTEXT_FRAMES + F0_CONTEXT + 30 + hold,
-                         generator=generator).to(dev)  # fmt: skip
+                         generator=x["generator"]).to(dev)  # fmt: skip
 
-    def chunk_flow() -> torch.Tensor:
-        return flow.inference(reply, prompt, prompt_mel, embedding, streaming=True, finalize=False)
+    def chunk_vocoder(_chunk_flow):
+        return lambda: vocoder.inference(window, finalize=False)
 
-    hift_2s = statistics.median(time_call(lambda: vocoder.inference(mel_2s), dev, repeats))
-    flow_ms = statistics.median(time_call(chunk_flow, dev, repeats)) * 1000
-    hift_ms = statistics.median(
-        time_call(lambda: vocoder.inference(window, finalize=False), dev, repeats)
-    )
-    hift_ms *= 1000
-    chunk_ms = flow_ms + hift_ms
-    reference = (
-        f"chunk: MinMo {MINMO_TOKEN2WAV_CHUNK_MS:.0f} ms (L20, CosyVoice 2)"
-        if real
-        else "none (tiny preset)"
-    )
-    row = (
-        *row_prefix(dev, preset, torch.nn.ModuleList([flow, vocoder]), dtype),
-        f"{hift_2s / 2.0:.3f}",
-        f"{flow_ms:.0f}",
-        f"{hift_ms:.0f}",
-        f"{chunk_ms:.0f}",
-        f"{chunk_ms / 1000 / (15 / 25):.2f}",
-        reference,
-    )
-    return Table("", TOKEN2WAV_COLUMNS, [row])
+    timings = _time_chunk(flow, vocoder, x, chunk_vocoder, dev, repeats)
+    reference = f"chunk: MinMo {MINMO_TOKEN2WAV_CHUNK_MS:.0f} ms (L20, CosyVoice 2)"
+    return _t2w_row(dev, preset, flow, vocoder, timings, reference)
 
 
 def _bench_token2wav(preset: str, device: str, repeats: int, prompt_tokens: int) -> Table:
@@ -354,40 +375,20 @@ def _bench_token2wav(preset: str, device: str, repeats: int, prompt_tokens: int)
     flow = FlowDecoder(FlowConfig() if real else FlowConfig.tiny()).to(dev, dtype).eval()
     vocoder = HiFTVocoder(HiFTConfig() if real else HiFTConfig.tiny()).remove_weight_norm()
     vocoder = vocoder.to(dev, torch.float32).eval()
-    generator = torch.Generator().manual_seed(0)
-    vocab, ratio = flow.cfg.vocab_size, flow.cfg.token_mel_ratio
-    prompt = torch.randint(0, vocab, (1, prompt_tokens), generator=generator)
-    prompt_mel = torch.randn(1, ratio * prompt_tokens, 80, generator=generator)
-    embedding = torch.randn(1, 192 if real else flow.cfg.spk_embed_dim, generator=generator)
-    reply = torch.randint(0, vocab, (1, 30 + flow.cfg.pre_lookahead_len), generator=generator)
-    mel_2s = torch.randn(1, 80, 100, generator=generator).to(dev)
+    x = _t2w_inputs(flow, prompt_tokens, dev)
+    ratio = flow.cfg.token_mel_ratio
 
-    def chunk_flow() -> torch.Tensor:
-        return flow.inference(reply, prompt, prompt_mel, embedding, streaming=True, finalize=False)
+    def chunk_vocoder(chunk_flow):
+        chunk_mel = torch.cat([x["mel_2s"][:, :, :8], chunk_flow()[:, :, 15 * ratio :].float()],
+                              dim=2)  # fmt: skip
+        return lambda: vocoder.inference(chunk_mel)
 
-    chunk_mel = torch.cat([mel_2s[:, :, :8], chunk_flow()[:, :, 15 * ratio :].float()], dim=2)
-    hift_2s = statistics.median(time_call(lambda: vocoder.inference(mel_2s), dev, repeats))
-    flow_ms = statistics.median(time_call(chunk_flow, dev, repeats)) * 1000
-    hift_ms = statistics.median(time_call(lambda: vocoder.inference(chunk_mel), dev, repeats))
-    hift_ms *= 1000
-    chunk_ms = flow_ms + hift_ms
-    chunk_audio_s = 15 / 25  # 15 tokens = 0.6 s of speech
+    timings = _time_chunk(flow, vocoder, x, chunk_vocoder, dev, repeats)
     reference = (
         f"HiFT: official RTF {OFFICIAL_HIFT_CPU_RTF} (CI CPU); chunk: MinMo "
         f"{MINMO_TOKEN2WAV_CHUNK_MS:.0f} ms (L20)"
-        if real
-        else "none (tiny preset)"
     )
-    row = (
-        *row_prefix(dev, preset, torch.nn.ModuleList([flow, vocoder]), dtype),
-        f"{hift_2s / 2.0:.3f}",
-        f"{flow_ms:.0f}",
-        f"{hift_ms:.0f}",
-        f"{chunk_ms:.0f}",
-        f"{chunk_ms / 1000 / chunk_audio_s:.2f}",
-        reference,
-    )
-    return Table("", TOKEN2WAV_COLUMNS, [row])
+    return _t2w_row(dev, preset, flow, vocoder, timings, reference)
 
 
 TOKEN2WAV_COLUMNS = ("date", "machine", "preset", "params (flow+HiFT)", "flow dtype",
