@@ -12,10 +12,9 @@ ICON = REPO / "assets" / "icon"
 
 
 def test_the_icon_files_are_rendered_from_the_svg_at_every_size(qtbot, tmp_path: Path) -> None:
-    """The committed PNGs are the SVG rendered at their size (make_icons.py, run afresh in
-    its own process as `make icons` runs it: what earlier tests did to this process's Qt
-    does not count), square and mostly opaque; the Windows and macOS files hold the same
-    picture."""
+    """The committed PNGs are the SVG rendered at their size (make_icons.py, run as `make
+    icons` runs it, into a temporary folder), square and mostly opaque; the Windows and
+    macOS files hold the same picture."""
     import os
     import subprocess
     import sys
@@ -33,7 +32,10 @@ def test_the_icon_files_are_rendered_from_the_svg_at_every_size(qtbot, tmp_path:
     def channels(image: QImage) -> np.ndarray:
         image = image.convertToFormat(QImage.Format.Format_RGBA8888)
         raw = np.frombuffer(image.constBits(), np.uint8, image.sizeInBytes())
-        return raw.reshape(image.height(), image.bytesPerLine())[:, : 4 * image.width()]
+        # a copy: the array would otherwise point into the converted image's memory, which
+        # is freed when it goes out of scope (another thread's allocation can then overwrite
+        # it: under parallel workers the comparison saw pixels off by up to 112 levels)
+        return raw.reshape(image.height(), image.bytesPerLine())[:, : 4 * image.width()].copy()
 
     for size in ICON_SIZES:
         image = QImage(str(ICON / f"minmo-{size}.png"))
