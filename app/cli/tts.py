@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     import soundfile as sf
 
     from minmo_core.common.devices import resolve_device
-    from minmo_core.engine.stack import StackSpec, voice_lm_file
+    from minmo_core.engine.stack import voice_lm_file
     from minmo_core.voice.token2wav import SCHEDULES
     from minmo_core.voice.tts import SAMPLE_RATE, SpeechSynthesizer
 
@@ -158,9 +158,9 @@ def run(args: argparse.Namespace) -> int:
     folder = model_folder(args.cosyvoice, *COSYVOICE_FOLDER)
     check_style_for(style, args.wording, folder)
     voice = _voice(args, folder)
-    spec = StackSpec(voice_lm=args.voice_lm)
+    llm_file = voice_lm_file(folder, args.voice_lm)
     synth = SpeechSynthesizer.from_folder(
-        folder, device, args.allow_unpinned, args.greedy, args.seed, voice_lm_file(folder, spec)
+        folder, device, args.allow_unpinned, args.greedy, args.seed, llm_file
     )
     player = _player(args.play)
     partial = args.output.with_name(args.output.name + ".partial")

@@ -455,7 +455,6 @@ class SettingsDialog(QDialog):
         _select(self.voice_combo, s.voice_release)
         form.addRow(_label("&Voice release:", self.voice_combo), self.voice_combo)
         self.voice_note = _named(_status(), "voice release note")
-        self.voice_combo.currentIndexChanged.connect(self._voice_release_changed)
         form.addRow(self.voice_note)
         self.voice_lm_combo = _combo([(VOICE_LM_LABELS[m], m) for m in VOICE_LMS], "voice LM")
         self.voice_lm_combo.setToolTip(
@@ -466,7 +465,7 @@ class SettingsDialog(QDialog):
         )
         _select(self.voice_lm_combo, s.voice_lm)
         form.addRow(_label("Voice L&M:", self.voice_lm_combo), self.voice_lm_combo)
-        self._voice_release_changed()
+        self.voice_combo.currentIndexChanged.connect(self._voice_release_changed)
         self._voice_release_changed()
         self._packs = {p.name: p for p in packs}
         self.pack_combo.currentIndexChanged.connect(self._pack_changed)
@@ -511,8 +510,8 @@ class SettingsDialog(QDialog):
 
     @Slot()
     def _voice_release_changed(self, _index: int = 0) -> None:
-        if hasattr(self, "voice_lm_combo"):  # CosyVoice 2 has one voice LM
-            self.voice_lm_combo.setEnabled(self.voice_combo.currentData() == "cosyvoice3")
+        # CosyVoice 2 has one voice LM
+        self.voice_lm_combo.setEnabled(self.voice_combo.currentData() == "cosyvoice3")
         if self.voice_combo.currentData() == "cosyvoice3":
             self.voice_note.setText(
                 "CosyVoice 3 speaks in composed mode only: aligned mode (MinMo's adapters) "

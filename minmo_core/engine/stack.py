@@ -102,8 +102,9 @@ def load_stack(
         sensevoice = SenseVoice.from_folder(sense, str(device), allow_unpinned=spec.allow_unpinned)
     if cosy is not None:
         report(steps[1 if sense is not None else 0])
+        llm_file = voice_lm_file(cosy, spec.voice_lm)
         synth = SpeechSynthesizer.from_folder(
-            cosy, device, spec.allow_unpinned, seed=spec.seed, llm_file=voice_lm_file(cosy, spec)
+            cosy, device, spec.allow_unpinned, seed=spec.seed, llm_file=llm_file
         )
         from minmo_core.engine.speakable import warm_up
 
@@ -116,12 +117,12 @@ def load_stack(
     return Stack(llm, synth, sensevoice, cosy)
 
 
-def voice_lm_file(folder: Path, spec: StackSpec) -> str:
-    """The voice LM file ``spec`` asks for: CosyVoice 3's RL-tuned one only where the folder
-    is CosyVoice 3's (CosyVoice 2 has one LM)."""
+def voice_lm_file(folder: Path, voice_lm: str) -> str:
+    """The file of the voice LM ``voice_lm`` names (a key of VOICE_LMS): CosyVoice 3's
+    RL-tuned one only where the folder is CosyVoice 3's (CosyVoice 2 has one LM)."""
     from minmo_core.common.release_config import release_generation
 
-    if spec.voice_lm == "rl" and release_generation(folder) == 3:
+    if voice_lm == "rl" and release_generation(folder) == 3:
         return VOICE_LMS["rl"]
     return VOICE_LMS["standard"]
 

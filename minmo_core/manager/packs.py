@@ -68,8 +68,8 @@ def _packs() -> dict[str, Pack]:
 
     def order(pack: Pack) -> tuple[int, int]:
         size = known[pack.llm].parameters if pack.llm else 1
-        voice = next((known[r].kind for r in pack.releases if known[r].kind in VOICE_KINDS), "")
-        return -size, VOICE_KINDS.index(voice) if voice else 0
+        voice = pack_voice(pack)
+        return -size, VOICE_KINDS.index(voice.kind) if voice is not None else 0
 
     return {p.name: p for p in sorted(packs, key=order)}
 

@@ -154,11 +154,10 @@ def plan(memory_bytes: int, device: str, voice: str | None = None) -> Plan:
     release (where none does, the packs with it counted instead of theirs)."""
     usable = int(memory_bytes * (CPU_USABLE if device == "cpu" else GPU_USABLE))
     packs = [p for p in all_packs().values() if p.llm is not None]
-    voices = {p.name: pack_voice(p) for p in packs}
-    speaking = [p for p in packs if voice is not None and voices[p.name] is not None
-                and voices[p.name].name == voice]  # fmt: skip
-    if speaking:
-        packs, voice = speaking, None
+    if voice is not None:
+        speaking = [p for p in packs if (v := pack_voice(p)) is not None and v.name == voice]
+        if speaking:
+            packs, voice = speaking, None
     precisions = ("float32",) if device == "cpu" else GPU_PRECISIONS
     candidates = [estimate(p, q, device, voice) for p in packs for q in precisions]
     fitting = [e for e in candidates if e.total <= usable]

@@ -154,12 +154,13 @@ def import_release(folder: str, _on_progress=None) -> ImportOutcome:
     if not owners:
         return ImportOutcome(done, llm.name, [])
 
-    def missing(p: Pack) -> list[str]:
-        return [r.name for r in pack_releases(p) if release_status(r, store) not in READY]
-
+    missing = {  # (each release's status hashes its files: once per pack)
+        p.name: [r.name for r in pack_releases(p) if release_status(r, store) not in READY]
+        for p in owners
+    }
     # the pack this machine holds whole, else the one the imports have gone furthest with
-    owner = min(owners, key=lambda p: len(missing(p)))
-    return ImportOutcome(done, owner.name, missing(owner))
+    owner = min(owners, key=lambda p: len(missing[p.name]))
+    return ImportOutcome(done, owner.name, missing[owner.name])
 
 
 class _Job(QObject):
